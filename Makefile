@@ -1,0 +1,38 @@
+# The one entry point for developers and CI. Everything runs from .venv at the repo root.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint run demo bench up clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+run: install
+	$(BIN)/python -m deploy.run
+
+demo: install
+	$(BIN)/python -m deploy.run --demo
+
+bench: install
+	$(BIN)/python -m tests.bench
+
+up:
+	docker compose up --build
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

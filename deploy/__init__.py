@@ -1,0 +1,1 @@
+"""Deployment helpers: the local runner, Prometheus, Grafana and Docker files."""

@@ -1,0 +1,1 @@
+"""Common code of every service: settings, schema, Redis keys, logging, errors."""

@@ -1,0 +1,158 @@
+"""The canonical schema: one chat request and the reply events, as msgspec Structs.
+
+Adapters turn each dialect's wire request into a `ChatRequest` and each `Event` back into wire bytes. Workers
+receive `Job`s on the job stream and publish `Event` batches on the job's reply stream. Internal messages
+forbid unknown fields; codecs are module-level constants built once.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class _Internal(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Base of internal messages (stream entries): strict, compact."""
+
+
+# ---------------------------------------------------------------- request
+
+
+class TextPart(_Internal, tag="text"):
+    text: str
+
+
+class ImagePart(_Internal, tag="image"):
+    url: str  # http(s) or data: URL
+    mime: str | None = None
+
+
+class FilePart(_Internal, tag="file"):
+    url: str
+    name: str | None = None
+    mime: str | None = None
+
+
+Part = TextPart | ImagePart | FilePart
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class Message(_Internal):
+    role: Role
+    content: str | list[Part]
+
+    def text(self) -> str:
+        """The message's text parts joined; images and files carry no text."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+class ChatOptions(_Internal):
+    """What the caller asked of Kimi, resolved from the model id, its flags and the request body."""
+
+    search: bool = False
+    #: Suppress citations in the answer text (kimi-free-api `-silent`).
+    silent: bool = False
+    thinking: bool = False
+    research: bool = False
+    math: bool = False
+    k1: bool = False
+    #: A conversation to continue (kimi-free-api `conversation_id`); "none"-like values only keep the chat.
+    conversation_id: str | None = None
+    #: Keep the upstream chat afterwards instead of deleting it (trace cleanup).
+    keep_chat: bool = False
+
+
+class ChatRequest(_Internal):
+    request_id: str
+    model: str
+    messages: list[Message]
+    stream: bool = True
+    options: ChatOptions = msgspec.field(default_factory=ChatOptions)
+    #: Unix seconds after which the job is worthless (the gateway has given up).
+    deadline_s: float = 0.0
+    #: The dialect that asked, for logs and metrics only.
+    dialect: str = "openai"
+    #: Restrict the lease to these account ids (pass-through tokens become ephemeral accounts).
+    account_ids: list[str] | None = None
+
+
+class Job(_Internal):
+    request: ChatRequest
+    reply_key: str
+    #: Unix seconds the gateway enqueued it, to measure queue wait.
+    enqueued_s: float = 0.0
+
+
+# ---------------------------------------------------------------- reply events
+
+FinishReason = Literal["stop", "length", "content_filter"]
+
+
+class Start(_Internal, tag="start"):
+    """The worker took the job and Kimi accepted the request."""
+
+    conversation_id: str | None = None
+    account_id: str | None = None
+
+
+class TextDelta(_Internal, tag="text"):
+    text: str
+
+
+class ReasoningDelta(_Internal, tag="reasoning"):
+    text: str
+
+
+class Citation(_Internal, tag="cite"):
+    index: int
+    title: str
+    url: str
+
+
+class Usage(_Internal, tag="usage"):
+    """Token counts; `estimated` is true when counted by the gateway's estimator, not by Kimi."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = True
+
+
+class Keepalive(_Internal, tag="ping"):
+    """Kimi is still thinking (heartbeat frames); keeps the gateway's idle timer alive."""
+
+
+class Done(_Internal, tag="done"):
+    finish_reason: FinishReason = "stop"
+    conversation_id: str | None = None
+
+
+class ErrorEvent(_Internal, tag="error"):
+    kind: str
+    message: str
+    retryable: bool = False
+    status: int | None = None
+    retry_after_s: float | None = None
+
+
+Event = Start | TextDelta | ReasoningDelta | Citation | Usage | Keepalive | Done | ErrorEvent
+TERMINAL_EVENTS = (Done, ErrorEvent)
+
+# ---------------------------------------------------------------- codecs, built once
+
+msgpack_encoder = msgspec.msgpack.Encoder()
+job_decoder = msgspec.msgpack.Decoder(Job)
+#: One reply stream entry holds a batch of events that were ready together.
+events_decoder = msgspec.msgpack.Decoder(list[Event])
+event_decoder = msgspec.msgpack.Decoder(Event)
+
+
+def encode_events(events: list[Event]) -> bytes:
+    return msgpack_encoder.encode(events)
+
+
+def encode_job(job: Job) -> bytes:
+    return msgpack_encoder.encode(job)

@@ -1,0 +1,1 @@
+"""Test suite; the Kimi simulator lives in tests/kimi_sim."""
