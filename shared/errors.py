@@ -9,7 +9,7 @@
     │   └── PayloadTooLarge           413 too_large
     ├── RateLimited                   429 rate_limited (retry_after_s)
     ├── UpstreamError                 502 upstream: Kimi failed us
-    │   ├── UpstreamAuthError         401 from Kimi: the account's token is bad
+    │   ├── UpstreamAuthError         503: Kimi said 401, the account's token is bad
     │   ├── UpstreamRateLimited       429 / resource_exhausted / quota (retry_after_s)
     │   ├── UpstreamOverloaded        Kimi says it is overloaded (529 for Anthropic, 503 elsewhere)
     │   ├── UpstreamUnavailable       503 connection refused, 5xx
@@ -56,7 +56,7 @@ STATUS_OF_KIND: dict[str, int] = {
     "rate_limited": 429,
     "overloaded": 503,
     "upstream": 502,
-    "upstream_auth": 502,
+    "upstream_auth": 503,  # our account was refused; a 401 would blame the client key
     "unavailable": 503,
     "timeout": 504,
     "protocol": 502,
@@ -92,79 +92,79 @@ class GatewayError(Exception):
 
 
 class ClientError(GatewayError):
-    kind = "invalid_request"
+    kind: ClassVar[ErrorKind] = "invalid_request"
 
 
 class BadRequest(ClientError):
-    kind = "invalid_request"
+    kind: ClassVar[ErrorKind] = "invalid_request"
 
 
 class AuthenticationFailed(ClientError):
-    kind = "authentication"
+    kind: ClassVar[ErrorKind] = "authentication"
 
 
 class PermissionDenied(ClientError):
-    kind = "permission"
+    kind: ClassVar[ErrorKind] = "permission"
 
 
 class NotFound(ClientError):
-    kind = "not_found"
+    kind: ClassVar[ErrorKind] = "not_found"
 
 
 class ModelNotFound(NotFound):
-    kind = "model_not_found"
+    kind: ClassVar[ErrorKind] = "model_not_found"
 
 
 class PayloadTooLarge(ClientError):
-    kind = "too_large"
+    kind: ClassVar[ErrorKind] = "too_large"
 
 
 class RateLimited(GatewayError):
-    kind = "rate_limited"
+    kind: ClassVar[ErrorKind] = "rate_limited"
     retryable = True
 
 
 class UpstreamError(GatewayError):
-    kind = "upstream"
+    kind: ClassVar[ErrorKind] = "upstream"
     retryable = True
 
 
 class UpstreamAuthError(UpstreamError):
-    kind = "upstream_auth"
+    kind: ClassVar[ErrorKind] = "upstream_auth"
 
 
 class UpstreamRateLimited(UpstreamError):
-    kind = "rate_limited"
+    kind: ClassVar[ErrorKind] = "rate_limited"
 
 
 class UpstreamOverloaded(UpstreamError):
-    kind = "overloaded"
+    kind: ClassVar[ErrorKind] = "overloaded"
 
 
 class UpstreamUnavailable(UpstreamError):
-    kind = "unavailable"
+    kind: ClassVar[ErrorKind] = "unavailable"
 
 
 class UpstreamTimeout(UpstreamError):
-    kind = "timeout"
+    kind: ClassVar[ErrorKind] = "timeout"
 
 
 class UpstreamProtocolError(UpstreamError):
-    kind = "protocol"
+    kind: ClassVar[ErrorKind] = "protocol"
 
 
 class ContentFiltered(UpstreamError):
-    kind = "content_filter"
+    kind: ClassVar[ErrorKind] = "content_filter"
     retryable = False
 
 
 class ServiceUnavailable(GatewayError):
-    kind = "unavailable"
+    kind: ClassVar[ErrorKind] = "unavailable"
     retryable = True
 
 
 class Cancelled(GatewayError):
-    kind = "cancelled"
+    kind: ClassVar[ErrorKind] = "cancelled"
 
 
 _CLASS_OF_KIND: dict[str, type[GatewayError]] = {

@@ -76,18 +76,14 @@ class CommonSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CommonSettings:
         env = os.environ if env is None else env
-        return cls(**_common_kwargs(env))
-
-
-def _common_kwargs(env: Mapping[str, str]) -> dict[str, object]:
-    return {
-        "redis_url": _str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
-        "kimi_base_url": _str(env, "KIMI_BASE_URL", "https://www.kimi.com").rstrip("/"),
-        "admin_api_key": _secret(env, "ADMIN_API_KEY"),
-        "log_level": _str(env, "LOG_LEVEL", "INFO").upper(),
-        "log_format": _str(env, "LOG_FORMAT", _default_log_format()).lower(),
-        "redis_socket_timeout_s": _float(env, "REDIS_SOCKET_TIMEOUT_S", 5.0),
-    }
+        return cls(
+            redis_url=_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
+            kimi_base_url=_str(env, "KIMI_BASE_URL", "https://www.kimi.com").rstrip("/"),
+            admin_api_key=_secret(env, "ADMIN_API_KEY"),
+            log_level=_str(env, "LOG_LEVEL", "INFO").upper(),
+            log_format=_str(env, "LOG_FORMAT", _default_log_format()).lower(),
+            redis_socket_timeout_s=_float(env, "REDIS_SOCKET_TIMEOUT_S", 5.0),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,185 @@
+"""`make run` and `make demo`: the whole system on one machine, logs on the console, Ctrl-C stops it all.
+
+    python -m deploy.run            Redis (embedded when REDIS_URL does not answer), token service, worker(s), gateway
+    python -m deploy.run --demo     the same, plus the bundled Kimi simulator and a demo account
+
+Children are started in dependency order and stopped in reverse: the gateway first (no new requests), then the
+workers (SIGTERM drains their in-flight jobs), the token service, the simulator, and last the embedded Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from shared.redis_server import RedisHandle, ensure_redis
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+
+
+@dataclass
+class Stack:
+    children: list[Child] = field(default_factory=list)
+    redis: RedisHandle | None = None
+
+    def start(self, name: str, args: list[str], env: Mapping[str, str]) -> Child:
+        process = subprocess.Popen([sys.executable, *args], env=dict(env))
+        child = Child(name, process)
+        self.children.append(child)
+        return child
+
+    def dead_child(self) -> Child | None:
+        return next((c for c in self.children if c.process.poll() is not None), None)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+                try:
+                    child.process.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
+        self.children.clear()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+
+def _get(url: str, timeout_s: float = 1.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def _post_json(url: str, payload: dict[str, object], timeout_s: float = 5.0) -> dict[str, object]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        result: dict[str, object] = json.loads(response.read())
+        return result
+
+
+def _wait_ready(stack: Stack, url: str, what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        dead = stack.dead_child()
+        if dead is not None:
+            raise RuntimeError(f"{dead.name} exited with code {dead.process.returncode} while starting")
+        status, _ = _get(url)
+        if status == 200:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready at {url} within {READY_TIMEOUT_S:.0f} s")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _demo_instructions(gateway_url: str) -> str:
+    return f"""
+================================================================================
+ Kimi gateway demo is up: {gateway_url}  (Kimi simulator behind it, demo account saved)
+
+ curl:
+   curl -N {gateway_url}/v1/chat/completions \\
+     -H 'Content-Type: application/json' \\
+     -d '{{"model": "kimi", "stream": true, "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+ Python (pip install openai):
+   from openai import OpenAI
+   client = OpenAI(base_url="{gateway_url}/v1", api_key="demo")
+   reply = client.chat.completions.create(
+       model="kimi-k2.5-thinking", messages=[{{"role": "user", "content": "Hello"}}])
+   print(reply.choices[0].message.content)
+
+ Ctrl-C stops everything.
+================================================================================
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo", action="store_true", help="also run the Kimi simulator with a demo account")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")))
+    parser.add_argument("--sim-port", type=int, default=int(os.environ.get("SIM_PORT", "9000")))
+    args = parser.parse_args(argv)
+
+    env = dict(os.environ)
+    env.setdefault("LOG_FORMAT", "console")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    gateway_port = int(env.get("GATEWAY_PORT", "8000"))
+    token_port = int(env.get("TOKEN_SERVICE_PORT", "8001"))
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+
+    stack = Stack()
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        stack.redis = ensure_redis(env.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        env["REDIS_URL"] = stack.redis.url
+        _say(f"redis: {'embedded at ' if stack.redis.embedded else ''}{stack.redis.url}")
+        if args.demo:
+            sim_url = f"http://127.0.0.1:{args.sim_port}"
+            env["KIMI_BASE_URL"] = sim_url
+            stack.start("simulator", ["-m", "tests.kimi_sim", "--port", str(args.sim_port)], env)
+            _wait_ready(stack, f"{sim_url}/__sim/state", "the Kimi simulator")
+        stack.start("token_service", ["-m", "token_service"], env)
+        for index in range(max(1, args.workers)):
+            worker_env = {**env, "WORKER_METRICS_PORT": str(8002 + index) if index == 0 else "0"}
+            stack.start(f"worker-{index}", ["-m", "upstream_worker"], worker_env)
+        stack.start("gateway", ["-m", "gateway"], env)
+        _wait_ready(stack, f"http://127.0.0.1:{token_port}/healthz", "the token service")
+        _wait_ready(stack, f"{gateway_url}/readyz", "the gateway")
+        if args.demo:
+            minted = _post_json(f"{sim_url}/__sim/accounts", {"kind": "refresh_token"})
+            saved = _post_json(f"http://127.0.0.1:{token_port}/auth/save", {"token": minted["token"]})
+            _say(f"demo account saved: {saved.get('account_id')}")
+            _say(_demo_instructions(gateway_url))
+        else:
+            _say(f"gateway ready at {gateway_url} — add a Kimi account with POST {gateway_url}/auth/save")
+        while not stopping:
+            dead = stack.dead_child()
+            if dead is not None:
+                _say(f"{dead.name} exited with code {dead.process.returncode}; stopping everything")
+                return 1
+            time.sleep(0.25)
+        return 0
+    except (RuntimeError, OSError, urllib.error.URLError) as exc:
+        _say(f"could not start: {exc}")
+        return 1
+    finally:
+        _say("stopping…")
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The Connect `ChatRequest` JSON (kimi-web-connect.md §2.2–§2.8), as msgspec Structs encoded once per turn.
+
+Field names are snake_case except `kimiplusId` and `agentMode`, which every working client spells that way;
+the agent mode also goes into `options.agent_mode`, since the sources disagree on its place (§8.1) and the
+server ignores unknown keys.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from shared.models import ModelSpec
+from shared.schema import ChatRequest
+from upstream_worker.kimi.envelope import encode_envelope
+from upstream_worker.kimi.flatten import flatten_connect
+
+SEARCH_TOOL = "TOOL_TYPE_SEARCH"
+AGENT_KIMIPLUS_DEFAULT = "ok-computer"
+
+
+class _Wire(msgspec.Struct, omit_defaults=True):
+    pass
+
+
+class TextContent(_Wire):
+    content: str
+
+
+class Block(_Wire):
+    message_id: str
+    text: TextContent
+
+
+class Tool(_Wire):
+    type: str
+    search: dict[str, object] | None = None
+
+
+class UserMessage(_Wire):
+    role: str
+    blocks: list[Block]
+    scenario: str
+    parent_id: str | None = None
+    is_goal: bool | None = None
+
+
+class Options(_Wire):
+    thinking: bool  # required, so `false` is sent too
+    enable_plugin: bool | None = None
+    agent_mode: str | None = None
+
+
+class ConnectChatRequest(_Wire):
+    scenario: str
+    tools: list[Tool]
+    message: UserMessage
+    options: Options
+    chat_id: str = ""
+    kimiplusId: str | None = None
+    agentMode: str | None = None
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def build_request(
+    request: ChatRequest, spec: ModelSpec, chat_id: str | None, parent_id: str | None
+) -> ConnectChatRequest:
+    """One turn: a new chat carries the flattened history, a continuation only the new user turn."""
+    continuation = chat_id is not None
+    text = flatten_connect(request.messages, continuation)
+    search = spec.search or request.options.search
+    agent = spec.agent_mode
+    return ConnectChatRequest(
+        scenario=spec.scenario,
+        chat_id=chat_id or "",
+        tools=[Tool(SEARCH_TOOL, {})] if search else [],
+        message=UserMessage(
+            role="user",
+            blocks=[Block("", TextContent(text))],
+            scenario=spec.scenario,
+            parent_id=parent_id or ("" if not continuation else None),
+            is_goal=False if agent else None,
+        ),
+        options=Options(
+            thinking=spec.thinking or request.options.thinking,
+            enable_plugin=True if agent else None,
+            agent_mode=agent,
+        ),
+        kimiplusId=(spec.kimiplus_id or AGENT_KIMIPLUS_DEFAULT) if agent else None,
+        agentMode=agent,
+    )
+
+
+def encode_request(body: ConnectChatRequest) -> bytes:
+    """The HTTP body: one flag-0 envelope around the JSON."""
+    return encode_envelope(_encoder.encode(body))

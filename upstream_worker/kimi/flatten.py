@@ -1,0 +1,76 @@
+"""Turning a chat history into the single prompt Kimi's web chat takes (kimi-web-rest.md §7.4).
+
+REST follows kimi-free-api exactly:
+
+* pass-through mode (a continuation, or fewer than 2 messages): every message's text followed by "\\n", text
+  parts one per line, no role prefixes;
+* merge mode: a `system` line asking Kimi to focus on the latest message goes just before the last
+  message, then every message becomes `<role>:<text>\\n` (one line per text part).
+
+In both, http(s) URLs in a user's string content are wrapped the way the web UI does it so Kimi fetches
+the page. Connect uses merge mode without URL wrapping for new chats, and only the last user turn when
+continuing a chat (the chat already holds the history, kimi-web-connect.md §2.7).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from shared.schema import FilePart, ImagePart, Message, TextPart
+
+FOCUS_LATEST = "关注用户最新的消息"
+FOCUS_LATEST_WITH_FILES = "关注用户最新发送文件和消息"
+_URL = re.compile(r"https?://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+
+
+def wrap_urls(text: str) -> str:
+    return _URL.sub(lambda m: f'<url id="" type="url" status="" title="" wc="">{m.group(0)}</url>', text)
+
+
+def flatten_rest(messages: Sequence[Message], continuation: bool) -> str:
+    """The one user message kimi-free-api sends for this history."""
+    if continuation or len(messages) < 2:
+        return "".join(_passthrough(m) for m in messages)
+    focus = FOCUS_LATEST_WITH_FILES if _has_attachment(messages[-1]) else FOCUS_LATEST
+    merged = [*messages[:-1], Message(role="system", content=focus), messages[-1]]
+    return "".join(_merged(m, wrap=True) for m in merged)
+
+
+def flatten_connect(messages: Sequence[Message], continuation: bool) -> str:
+    """The text block of a Connect Chat request."""
+    if continuation:
+        return last_user_text(messages)
+    if len(messages) < 2:
+        return "".join(m.text() for m in messages)
+    focus = FOCUS_LATEST_WITH_FILES if _has_attachment(messages[-1]) else FOCUS_LATEST
+    merged = [*messages[:-1], Message(role="system", content=focus), messages[-1]]
+    return "".join(_merged(m, wrap=False) for m in merged).rstrip("\n")
+
+
+def last_user_text(messages: Sequence[Message]) -> str:
+    for message in reversed(messages):
+        if message.role == "user":
+            return message.text()
+    return messages[-1].text() if messages else ""
+
+
+def _passthrough(message: Message) -> str:
+    if isinstance(message.content, str):
+        text = wrap_urls(message.content) if message.role == "user" else message.content
+        return text + "\n"
+    return "".join(part.text + "\n" for part in message.content if isinstance(part, TextPart))
+
+
+def _merged(message: Message, wrap: bool) -> str:
+    role = message.role or "user"
+    if isinstance(message.content, str):
+        text = wrap_urls(message.content) if wrap and role == "user" else message.content
+        return f"{role}:{text}\n"
+    return "".join(f"{role}:{part.text}\n" for part in message.content if isinstance(part, TextPart))
+
+
+def _has_attachment(message: Message) -> bool:
+    if isinstance(message.content, str):
+        return False
+    return any(isinstance(part, ImagePart | FilePart) for part in message.content)

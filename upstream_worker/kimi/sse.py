@@ -1,0 +1,59 @@
+"""A sans-IO Server-Sent Events decoder for Kimi's REST completion stream (kimi-web-rest.md §5.1).
+
+Bytes go in as they arrive from the socket; complete `data` payloads come out. An incremental UTF-8
+decoder sits under the line splitter, so a multi-byte character split across TCP chunks is joined instead of
+being replaced by U+FFFD. (When Kimi itself already put U+FFFD into `cmpl.text`, the character is lost
+upstream; we pass it on rather than truncating the text at it as kimi-free-api does.) `event:`, `id:`,
+`retry:` and comment lines are ignored: every Kimi event names itself inside its JSON.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+DONE_SENTINEL = "[DONE]"
+
+
+class SseDecoder:
+    """feed(bytes) → the `data` payloads of the events completed by those bytes."""
+
+    __slots__ = ("_data", "_decoder", "_partial")
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._partial = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[str]:
+        text = self._decoder.decode(chunk)
+        if "\n" not in text:
+            self._partial += text
+            return []
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        events: list[str] = []
+        for line in lines:
+            self._line(line, events)
+        return events
+
+    def close(self) -> list[str]:
+        """The end of the body: flush a last line and event that had no terminating blank line."""
+        rest = self._partial + self._decoder.decode(b"", final=True)
+        self._partial = ""
+        events: list[str] = []
+        if rest:
+            self._line(rest, events)
+        self._line("", events)
+        return events
+
+    def _line(self, line: str, events: list[str]) -> None:
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line:
+            if self._data:
+                events.append(self._data[0] if len(self._data) == 1 else "\n".join(self._data))
+                self._data = []
+            return
+        if line.startswith("data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(" ") else value)
