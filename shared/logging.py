@@ -56,7 +56,9 @@ def _is_secret_key(key: object, value: object) -> bool:
     return isinstance(key, str) and isinstance(value, str) and bool(_SECRET_KEYS.match(key))
 
 
-def redact_processor(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: scrub every field of the event."""
     for key, value in list(event_dict.items()):
         if _is_secret_key(key, value):

@@ -56,9 +56,14 @@ _TABLE: tuple[ModelSpec, ...] = (
     # K2.5 lanes (kimi-web-connect.md §2.6, recommended mapping).
     _connect("kimi-k2.5-instant"),
     _connect("kimi-k2.5-thinking", thinking=True),
-    _connect("kimi-k2.5-agent", "SCENARIO_OK_COMPUTER", agent_mode="TYPE_NORMAL", kimiplus_id=AGENT_KIMIPLUS_ID),
     _connect(
-        "kimi-k2.5-agent-swarm", "SCENARIO_OK_COMPUTER", agent_mode="TYPE_ULTRA", kimiplus_id=AGENT_KIMIPLUS_ID
+        "kimi-k2.5-agent", "SCENARIO_OK_COMPUTER", agent_mode="TYPE_NORMAL", kimiplus_id=AGENT_KIMIPLUS_ID
+    ),
+    _connect(
+        "kimi-k2.5-agent-swarm",
+        "SCENARIO_OK_COMPUTER",
+        agent_mode="TYPE_ULTRA",
+        kimiplus_id=AGENT_KIMIPLUS_ID,
     ),
     # The rest of the kimi-free-api-fix list: names only pick a lane there; keep that meaning.
     _connect("kimi-k2-0905-preview", "SCENARIO_K2"),
@@ -79,8 +84,16 @@ _TABLE: tuple[ModelSpec, ...] = (
 _BY_ID = {spec.id: spec for spec in _TABLE}
 
 #: The kimi-free-api family ids shown in /v1/models (every combination of flags also resolves).
-_LISTED_FAMILY = ("kimi", "kimi-search", "kimi-silent", "kimi-research", "kimi-k1", "kimi-math", "kimi-thinking",
-                  "kimi-search-silent")
+_LISTED_FAMILY = (
+    "kimi",
+    "kimi-search",
+    "kimi-silent",
+    "kimi-research",
+    "kimi-k1",
+    "kimi-math",
+    "kimi-thinking",
+    "kimi-search-silent",
+)
 
 
 def _family(model: str) -> ModelSpec | None:
@@ -109,7 +122,7 @@ def resolve_model(model: str) -> ModelSpec | None:
     """The spec of a public model id, or None when no such model exists."""
     model = model.strip()
     if model.startswith("models/"):
-        model = model[len("models/"):]
+        model = model[len("models/") :]
     spec = _BY_ID.get(model) or _family(model)
     if spec is not None:
         return spec

@@ -18,7 +18,9 @@ def make_redis(settings: CommonSettings, *, max_connections: int = 256) -> aiore
     )
 
 
-def make_blocking_redis(settings: CommonSettings, block_ms: int, *, max_connections: int = 1024) -> aioredis.Redis:
+def make_blocking_redis(
+    settings: CommonSettings, block_ms: int, *, max_connections: int = 1024
+) -> aioredis.Redis:
     """A client whose socket timeout exceeds BLOCK (redis-py #2807: otherwise blocking reads time out)."""
     return aioredis.Redis.from_url(
         settings.redis_url,

