@@ -1,0 +1,19 @@
+"""`python -m gateway`: serve the gateway on GATEWAY_PORT, settings from the environment."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.app import create_app
+from shared.logging import configure_logging
+from shared.settings import GatewaySettings
+
+
+def main() -> None:
+    settings = GatewaySettings.from_env()
+    configure_logging(settings.common.log_level, settings.common.log_format, service="gateway")
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Client authentication (../shared/DESIGN.md §3), the same for every dialect.
+
+In order: a key of GATEWAY_API_KEYS → the server's account pool; otherwise a credential that is itself one or
+more Kimi tokens (`Bearer T1,T2`, JWT-shaped refresh_token or kimi-auth) → those tokens as ephemeral accounts,
+one picked per request with failover (unless ALLOW_PASSTHROUGH_TOKENS=false); otherwise, when no key is
+configured, the pool (a single user on localhost); else 401.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.errors import AuthenticationFailed
+from shared.settings import GatewaySettings
+from token_service.pool import AccountPool
+
+#: Where each dialect's SDK puts its key: OpenAI and Anthropic (Claude Code) Bearer, Anthropic x-api-key,
+#: Gemini x-goog-api-key or ?key=.
+_KEY_HEADERS = ("x-api-key", "x-goog-api-key")
+
+
+def client_credential(request: web.Request) -> str | None:
+    """The credential the client sent, wherever its dialect puts it."""
+    authorization = request.headers.get("Authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip() or None
+    for header in _KEY_HEADERS:
+        value = request.headers.get(header, "").strip()
+        if value:
+            return value
+    return request.query.get("key") or None
+
+
+def kimi_tokens(credential: str) -> list[str] | None:
+    """The Kimi tokens of a `T1,T2` credential, or None when any part is not JWT-shaped."""
+    tokens = [t.strip() for t in credential.split(",") if t.strip()]
+    if tokens and all(t.startswith("eyJ") and t.count(".") == 2 for t in tokens):
+        return tokens
+    return None
+
+
+async def authenticate(
+    request: web.Request, settings: GatewaySettings, pool: AccountPool
+) -> list[str] | None:
+    """The account ids this request may use, or None for the whole pool; raises AuthenticationFailed."""
+    credential = client_credential(request)
+    if credential is not None and any(key.matches(credential) for key in settings.api_keys):
+        return None
+    tokens = kimi_tokens(credential) if credential is not None and settings.allow_passthrough else None
+    if tokens is not None:
+        return await pool.add_ephemeral(tokens)
+    if settings.api_keys:
+        if credential is None:
+            raise AuthenticationFailed("You didn't provide an API key (Authorization: Bearer <key>).")
+        raise AuthenticationFailed("Incorrect API key provided.")
+    return None

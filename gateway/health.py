@@ -1,0 +1,58 @@
+"""Liveness and readiness: `/ping`, `/healthz` (the process answers), `/readyz` (Redis and a live worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from gateway.resources import REDIS, SETTINGS
+from shared.keys import WORKERS_HASH
+
+_encoder = msgspec.json.Encoder()
+#: A probe must answer well within a load balancer's own timeout, Redis down or not.
+READY_TIMEOUT_S = 1.0
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    redis: bool
+    live_workers: int
+
+
+async def ping(request: web.Request) -> web.Response:
+    return web.Response(text="pong")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 when Redis answers and at least one worker has a fresh heartbeat, else 503."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            beats = await request.app[REDIS].hvals(WORKERS_HASH)
+    except (RedisError, TimeoutError):
+        return _readiness(Readiness("unavailable", redis=False, live_workers=0))
+    oldest_ms = (time.time() - request.app[SETTINGS].worker_stale_s) * 1000
+    live = sum(_ms(beat) >= oldest_ms for beat in beats)
+    return _readiness(Readiness("ready" if live else "no_worker", redis=True, live_workers=live))
+
+
+def _ms(value: bytes | str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return 0.0
+
+
+def _readiness(state: Readiness) -> web.Response:
+    return web.Response(
+        status=200 if state.status == "ready" else 503,
+        body=_encoder.encode(state),
+        content_type="application/json",
+    )

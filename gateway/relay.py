@@ -1,0 +1,334 @@
+"""The one chat handler of every dialect: request → job on `kimi:jobs` → reply stream → the dialect's bytes.
+
+Contract: docs/ARCHITECTURE.md, "Request path". Headers wait for the first content event or the first
+keep-alive, so errors before that leave with their real HTTP status; after that they are in-band. Every
+request has an overall deadline and an idle deadline; a reply without its terminal event is an error. A client
+that leaves (failed write, closed transport) sets the job's cancel key, as does every other early exit.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from adapters.base import Dialect, Renderer, RequestContext
+from gateway import metrics
+from gateway.auth import authenticate
+from gateway.resources import BLOCKING_REDIS, POOL, REDIS, SETTINGS
+from shared.errors import (
+    GatewayError,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UpstreamTimeout,
+    error_from_kind,
+)
+from shared.keys import CANCEL_TTL_S, JOBS_MAXLEN, JOBS_STREAM, REPLY_BLOCK_MS, cancel_key, reply_key
+from shared.logging import get_logger
+from shared.schema import (
+    ChatRequest,
+    Citation,
+    Done,
+    ErrorEvent,
+    Event,
+    Job,
+    ReasoningDelta,
+    Start,
+    TextDelta,
+    encode_job,
+    events_decoder,
+)
+
+REQUEST_ID = web.RequestKey("request_id", str)
+#: The events counted as chunks in the canonical log line.
+_CHUNK_EVENTS = (TextDelta, ReasoningDelta, Citation)
+
+log = get_logger("gateway.relay")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the canonical log line and the metrics say about one request."""
+
+    dialect: str
+    model: str = "-"
+    status: int = 200
+    account_id: str | None = None
+    error: str | None = None
+    ttft_s: float | None = None
+    chunks: int = 0
+    bytes: int = 0
+
+
+class _ClientGone(Exception):
+    """A write failed or the transport closed: the client left."""
+
+
+@asynccontextmanager
+async def redis_errors() -> AsyncIterator[None]:
+    """Translate redis-py failures at the boundary."""
+    try:
+        yield
+    except RedisError as exc:
+        raise ServiceUnavailable("Redis is unreachable; try again shortly.") from exc
+
+
+async def handle_chat(request: web.Request, dialect: Dialect) -> web.StreamResponse:
+    """Authenticate, parse, enqueue and relay one chat request of `dialect`."""
+    started = time.perf_counter()
+    request_id = uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    outcome = Outcome(dialect=dialect.name)
+    metrics.IN_FLIGHT.inc()
+    try:
+        chat, ctx = await _prepare(request, dialect, request_id)
+        outcome.model = chat.model
+        return await Relay(request, dialect, chat, ctx, outcome, started).run()
+    except GatewayError as exc:
+        outcome.status, outcome.error = exc.status, exc.kind
+        raise
+    finally:
+        metrics.IN_FLIGHT.dec()
+        _finish(request_id, outcome, time.perf_counter() - started)
+
+
+async def _prepare(
+    request: web.Request, dialect: Dialect, request_id: str
+) -> tuple[ChatRequest, RequestContext]:
+    settings = request.app[SETTINGS]
+    now_s = time.time()
+    ctx = RequestContext(
+        request_id, path_model=request.match_info.get("model"), query=dict(request.query), now_s=now_s
+    )
+    async with redis_errors():
+        account_ids = await authenticate(request, settings, request.app[POOL])
+    chat = dialect.parse(await read_body(request, settings.max_body_bytes), ctx)
+    chat = msgspec.structs.replace(
+        chat, request_id=request_id, deadline_s=now_s + settings.request_timeout_s, account_ids=account_ids
+    )
+    return chat, ctx
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(f"The request body exceeds {limit} bytes.") from exc
+
+
+def _finish(request_id: str, outcome: Outcome, duration_s: float) -> None:
+    """The canonical log line and the request metrics."""
+    metrics.REQUESTS.labels(outcome.dialect, outcome.model, str(outcome.status)).inc()
+    metrics.REQUEST_DURATION.labels(outcome.dialect).observe(duration_s)
+    if outcome.ttft_s is not None:
+        metrics.TIME_TO_FIRST_TOKEN.labels(outcome.dialect).observe(outcome.ttft_s)
+    log.info(
+        "request",
+        request_id=request_id,
+        dialect=outcome.dialect,
+        model=outcome.model,
+        account_id=outcome.account_id,
+        status=outcome.status,
+        error=outcome.error,
+        duration_ms=round(duration_s * 1000, 2),
+        ttft_ms=None if outcome.ttft_s is None else round(outcome.ttft_s * 1000, 2),
+        chunks=outcome.chunks,
+        bytes=outcome.bytes,
+    )
+
+
+class Relay:
+    """One job's reply stream, relayed to one client through the dialect's renderer."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        dialect: Dialect,
+        chat: ChatRequest,
+        ctx: RequestContext,
+        outcome: Outcome,
+        started: float,
+    ) -> None:
+        self.request = request
+        self.chat = chat
+        self.outcome = outcome
+        self.started = started
+        self.settings = request.app[SETTINGS]
+        self.renderer: Renderer = dialect.renderer(chat, ctx)
+        self.key = reply_key(chat.request_id)
+        self.response: web.StreamResponse | None = None
+        self.terminal = False
+        self.last_id: bytes | str = "0-0"
+        self.last_write = time.monotonic()
+
+    async def run(self) -> web.StreamResponse:
+        await self._enqueue()
+        metrics.OVERHEAD.labels(self.outcome.dialect).observe(time.perf_counter() - self.started)
+        try:
+            return await self._pump()
+        except _ClientGone:
+            return self._client_gone()
+        except GatewayError as exc:
+            if self.response is None:
+                raise
+            return await self._fail_in_band(exc)
+        finally:
+            if not self.terminal:
+                await self._cancel_job()
+            if self.response is not None:
+                metrics.OPEN_STREAMS.dec()
+
+    async def _enqueue(self) -> None:
+        job = Job(request=self.chat, reply_key=self.key, enqueued_s=time.time())
+        async with redis_errors():
+            await self.request.app[REDIS].xadd(
+                JOBS_STREAM, {"job": encode_job(job)}, maxlen=JOBS_MAXLEN, approximate=True
+            )
+
+    async def _pump(self) -> web.StreamResponse:
+        settings = self.settings
+        now = time.monotonic()
+        deadline = now + settings.request_timeout_s
+        idle_deadline = now + settings.idle_timeout_s
+        interval = settings.keepalive_interval_s if self.renderer.stream else float("inf")
+        self.last_write = now
+        while True:
+            if self._transport_closed():
+                raise _ClientGone
+            now = time.monotonic()
+            if now >= deadline:
+                raise UpstreamTimeout(f"The request took longer than {settings.request_timeout_s:g} s.")
+            if now >= idle_deadline:
+                raise UpstreamTimeout(f"No reply from Kimi for {settings.idle_timeout_s:g} s.")
+            if now >= self.last_write + interval:
+                await self._send(self.renderer.keepalive(), content=False)
+                self.last_write = now
+            wake = min(deadline, idle_deadline, self.last_write + interval)
+            entries = await self._read(max(1, min(REPLY_BLOCK_MS, int((wake - now) * 1000) + 1)))
+            if not entries:
+                continue
+            idle_deadline = time.monotonic() + settings.idle_timeout_s
+            for entry_id, fields in entries:
+                self.last_id = entry_id
+                await self._apply(events_decoder.decode(fields[b"e"]))
+                if self.terminal or self.renderer.finished:
+                    return await self._complete()
+
+    async def _read(self, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        async with redis_errors():
+            reply: Any = await self.request.app[BLOCKING_REDIS].xread(
+                {self.key: self.last_id}, block=block_ms
+            )
+        return reply[0][1] if reply else []
+
+    async def _apply(self, events: list[Event]) -> None:
+        """Render a batch of events and write it in one go; an ErrorEvent ends the request."""
+        out: list[bytes] = []
+        for event in events:
+            if isinstance(event, ErrorEvent):
+                self.terminal = True
+                await self._send(b"".join(out), content=True)
+                raise error_from_kind(
+                    event.kind, event.message, status=event.status, retry_after_s=event.retry_after_s
+                )
+            if isinstance(event, Start) and event.account_id:
+                self.outcome.account_id = event.account_id
+            data = self.renderer.feed(event)
+            if data:
+                out.append(data)
+                self.outcome.chunks += isinstance(event, _CHUNK_EVENTS)
+            if isinstance(event, Done):
+                self.terminal = True
+            if self.terminal or self.renderer.finished:
+                break
+        await self._send(b"".join(out), content=True)
+
+    async def _send(self, data: bytes, *, content: bool) -> None:
+        if not data or not self.renderer.stream:
+            return
+        response = self.response or await self._commit()
+        if content and self.outcome.ttft_s is None:
+            self.outcome.ttft_s = time.perf_counter() - self.started
+        try:
+            await response.write(data)
+        except ConnectionError as exc:
+            raise _ClientGone from exc
+        self.outcome.bytes += len(data)
+        self.last_write = time.monotonic()
+
+    async def _commit(self) -> web.StreamResponse:
+        """Send the stream's headers and the renderer's head."""
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "Content-Type": self.renderer.content_type,
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+                "x-request-id": self.chat.request_id,
+            },
+        )
+        try:
+            await response.prepare(self.request)
+        except ConnectionError as exc:
+            raise _ClientGone from exc
+        self.response = response
+        metrics.OPEN_STREAMS.inc()
+        head = self.renderer.head()
+        if head:
+            await self._send(head, content=False)
+        return response
+
+    async def _complete(self) -> web.StreamResponse:
+        if self.response is not None:
+            await self._end_stream()
+            return self.response
+        if self.renderer.stream:  # an empty stream: nothing was rendered at all
+            raise UpstreamTimeout("The reply ended before any content.")
+        body = self.renderer.body()
+        self.outcome.bytes = len(body)
+        return web.Response(
+            body=body,
+            headers={"Content-Type": self.renderer.content_type, "x-request-id": self.chat.request_id},
+        )
+
+    async def _end_stream(self) -> None:
+        assert self.response is not None
+        try:
+            await self.response.write_eof()
+        except ConnectionError as exc:
+            raise _ClientGone from exc
+
+    async def _fail_in_band(self, exc: GatewayError) -> web.StreamResponse:
+        assert self.response is not None
+        self.outcome.error = exc.kind
+        try:
+            await self.response.write(self.renderer.error(exc))
+            await self.response.write_eof()
+        except ConnectionError:
+            return self._client_gone()
+        return self.response
+
+    def _transport_closed(self) -> bool:
+        transport = self.request.transport
+        return transport is None or transport.is_closing()
+
+    def _client_gone(self) -> web.StreamResponse:
+        metrics.CLIENT_DISCONNECTS.labels(self.outcome.dialect).inc()
+        self.outcome.status, self.outcome.error = 499, "cancelled"
+        return self.response or web.Response(status=499)
+
+    async def _cancel_job(self) -> None:
+        """Tell the worker to stop: the client left, a deadline passed, or the answer was cut short."""
+        try:
+            await self.request.app[REDIS].set(cancel_key(self.chat.request_id), b"1", ex=CANCEL_TTL_S)
+        except RedisError:
+            log.warning("cancel_failed", request_id=self.chat.request_id)

@@ -1,0 +1,48 @@
+"""The gateway's long-lived resources, each a cleanup_ctx entry under a typed AppKey."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from shared.keys import REPLY_BLOCK_MS
+from shared.metrics import instrument_redis
+from shared.redis_client import make_blocking_redis, make_redis
+from shared.settings import GatewaySettings
+from token_service.admin import ADMIN_CONTEXT, AdminContext
+from token_service.kimi_auth import KimiAuthClient
+from token_service.pool import AccountPool
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+REDIS = web.AppKey("redis", aioredis.Redis)
+#: XREAD BLOCK on reply streams holds a connection each; its socket timeout exceeds the block time.
+BLOCKING_REDIS = web.AppKey("blocking_redis", aioredis.Redis)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+POOL = web.AppKey("pool", AccountPool)
+
+
+async def redis_clients(app: web.Application) -> AsyncIterator[None]:
+    common = app[SETTINGS].common
+    app[REDIS] = instrument_redis(make_redis(common), "gateway")
+    app[BLOCKING_REDIS] = instrument_redis(make_blocking_redis(common, REPLY_BLOCK_MS), "gateway")
+    yield
+    await app[BLOCKING_REDIS].aclose()
+    await app[REDIS].aclose()
+
+
+async def http_session(app: web.Application) -> AsyncIterator[None]:
+    """One ClientSession for the token service library (refresh, probe, /token/check)."""
+    async with aiohttp.ClientSession() as session:
+        app[HTTP] = session
+        yield
+
+
+async def account_pool(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    auth = KimiAuthClient(app[HTTP], settings.common.kimi_base_url)
+    app[POOL] = AccountPool(app[REDIS], settings.pool, auth)
+    app[ADMIN_CONTEXT] = AdminContext(app[POOL], settings.common.admin_api_key)
+    yield

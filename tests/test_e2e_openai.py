@@ -1,0 +1,273 @@
+"""End to end through the official `openai` SDK: real Redis, the Kimi simulator, a TCP gateway, a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
+
+from gateway.app import create_app
+from shared.settings import CommonSettings, GatewaySettings, PoolSettings, WorkerSettings
+from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for
+from tests.kimi_sim.fixtures import SimServer
+from token_service.kimi_auth import KimiAuthClient
+from token_service.pool import AccountPool
+from upstream_worker.resources import open_worker
+from upstream_worker.worker import Worker
+
+PROMPT = "hi there"
+
+
+@dataclass
+class Stack:
+    sim: SimServer
+    redis: aioredis.Redis
+    client: openai.AsyncOpenAI
+    gateway_url: str
+
+    async def add(self, kind: str) -> str:
+        """A simulator account saved in the pool; its account id."""
+        async with aiohttp.ClientSession() as session:
+            pool = AccountPool(self.redis, PoolSettings(), KimiAuthClient(session, self.sim.url))
+            account, _ = await pool.add(self.sim.state.add_account(kind).token)  # type: ignore[arg-type]
+        return account.id
+
+    async def sim_state(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session, session.get(f"{self.sim.url}/__sim/state") as resp:
+            state: dict[str, Any] = await resp.json()
+            return state
+
+    async def arm(self, name: str, **params: Any) -> None:
+        async with aiohttp.ClientSession() as session:
+            await session.post(f"{self.sim.url}/__sim/faults", json={"name": name, **params})
+
+
+@pytest_asyncio.fixture
+async def stack(redis: aioredis.Redis, redis_url: str, kimi_sim: SimServer) -> AsyncIterator[Stack]:
+    gateway_settings = GatewaySettings(
+        common=CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url),
+        keepalive_interval_s=0.2,
+        idle_timeout_s=10.0,
+        request_timeout_s=20.0,
+    )
+    server = TestServer(create_app(gateway_settings), host="127.0.0.1")
+    await server.start_server()
+    worker_settings = WorkerSettings(
+        common=CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url),
+        pool=PoolSettings(max_concurrency_per_account=1, lease_ttl_s=30),
+        concurrency=4,
+        consumer_name=f"e2e-{uuid.uuid4().hex[:6]}",
+        heartbeat_interval_s=0.1,
+        connect_timeout_s=2.0,
+        first_byte_timeout_s=5.0,
+        idle_timeout_s=5.0,
+    )
+    url = f"http://127.0.0.1:{server.port}"
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-local", max_retries=0, timeout=15)
+    async with open_worker(worker_settings) as worker:
+        task = asyncio.create_task(worker.run())
+        try:
+            yield Stack(kimi_sim, redis, client, url)
+        finally:
+            await client.close()
+            await _stop(worker, task)
+            await server.close()
+
+
+async def _stop(worker: Worker, task: asyncio.Task[None]) -> None:
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def _stream_text(stack: Stack, model: str, **extra: Any) -> tuple[str, str, list[Any]]:
+    stream = await stack.client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": PROMPT}], stream=True, **extra
+    )
+    text, reasoning, chunks = "", "", []
+    async for chunk in stream:
+        chunks.append(chunk)
+        if chunk.choices:
+            delta = chunk.choices[0].delta
+            text += delta.content or ""
+            reasoning += getattr(delta, "reasoning_content", None) or ""
+    return text, reasoning, chunks
+
+
+@pytest.mark.parametrize(("kind", "model"), [("refresh_token", "kimi"), ("kimi_auth", "kimi-k2.5-instant")])
+async def test_exact_text_stream_and_non_stream(stack: Stack, kind: str, model: str) -> None:
+    """The simulator's exact answer arrives in both modes, on a REST and on a Connect account."""
+    await stack.add(kind)
+    text, _, chunks = await _stream_text(stack, model, stream_options={"include_usage": True})
+    assert text == answer_for(PROMPT)
+    assert len({c.id for c in chunks}) == 1 and len({c.created for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert (
+        chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    )
+    completion = await stack.client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": PROMPT}]
+    )
+    assert completion.choices[0].message.content == answer_for(PROMPT)
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.prompt_tokens > 0
+
+
+async def test_thinking_model_streams_reasoning(stack: Stack) -> None:
+    """A thinking model's reasoning arrives as reasoning_content, the answer as content."""
+    await stack.add("kimi_auth")
+    text, reasoning, _ = await _stream_text(stack, "kimi-k2.5-thinking")
+    assert (text, reasoning) == (answer_for(PROMPT), reasoning_for(PROMPT))
+
+
+async def test_search_citations_and_silent(stack: Stack) -> None:
+    """A -search model shows citations in the text; a -silent one shows only the answer."""
+    await stack.add("refresh_token")
+    text, _, _ = await _stream_text(stack, "kimi-search")
+    for result in search_results_for(PROMPT):
+        assert f"[{result['title']}]({result['url']})" in text
+    assert text.endswith(answer_for(PROMPT))
+    silent, _, _ = await _stream_text(stack, "kimi-search-silent")
+    assert silent == answer_for(PROMPT)
+
+
+async def test_conversation_continuation_and_trace_cleanup(stack: Stack) -> None:
+    """conversation_id "none" keeps the chat and returns its id; the next turn continues it; others go."""
+    await stack.add("refresh_token")
+    first = await stack.client.chat.completions.create(
+        model="kimi", messages=[{"role": "user", "content": PROMPT}], extra_body={"conversation_id": "none"}
+    )
+    chat_id = first.id
+    second = await stack.client.chat.completions.create(
+        model="kimi", messages=[{"role": "user", "content": "again"}], extra_body={"conversation_id": chat_id}
+    )
+    assert second.id == chat_id
+    assert second.choices[0].message.content == answer_for("again")
+    throwaway = await stack.client.chat.completions.create(
+        model="kimi", messages=[{"role": "user", "content": PROMPT}]
+    )
+    state = await stack.sim_state()
+    assert chat_id in state["chats"] and chat_id not in state["deleted_chats"]
+    assert throwaway.id.startswith("chatcmpl-")
+    assert len(state["deleted_chats"]) == 1
+
+
+async def test_failover_before_first_byte(stack: Stack) -> None:
+    """A 429 on the first account is retried on the second; the client sees a clean answer."""
+    await stack.add("kimi_auth")
+    await stack.add("kimi_auth")
+    await stack.arm("http_429", count=1, retry_after=30)
+    text, _, _ = await _stream_text(stack, "kimi-k2.5-instant")
+    assert text == answer_for(PROMPT)
+
+
+async def test_only_account_401_is_a_clear_error(stack: Stack) -> None:
+    """A 401 on the only kimi-auth account: the account turns invalid, the client gets 503, no retry loop."""
+    account_id = await stack.add("kimi_auth")
+    await stack.arm("http_401", count=100)
+    with pytest.raises(openai.APIStatusError) as caught:
+        await stack.client.chat.completions.create(
+            model="kimi-k2.5-instant", messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.status_code == 503
+    assert isinstance(caught.value.body, dict) and caught.value.body["message"]
+    async with aiohttp.ClientSession() as session:
+        pool = AccountPool(stack.redis, PoolSettings(), KimiAuthClient(session, stack.sim.url))
+        assert (await pool.get(account_id)).state == "invalid"
+    async with aiohttp.ClientSession() as session, session.get(f"{stack.sim.url}/__sim/requests") as resp:
+        chat_calls = [r for r in await resp.json() if "Chat" in r["path"] or "completion" in r["path"]]
+    assert len(chat_calls) == 1
+
+
+async def test_mid_stream_cut_is_an_in_band_error(stack: Stack) -> None:
+    """An upstream cut after content reaches the SDK as an APIError, never a finish_reason stop."""
+    await stack.add("kimi_auth")
+    await stack.arm("cut_mid_stream", after_chunks=2)
+    stream = await stack.client.chat.completions.create(
+        model="kimi-k2.5-instant", messages=[{"role": "user", "content": PROMPT}], stream=True
+    )
+    finishes = []
+    with pytest.raises(openai.APIError):
+        async for chunk in stream:
+            finishes += [c.finish_reason for c in chunk.choices]
+    assert "stop" not in finishes
+
+
+async def test_errors_in_openai_shape(stack: Stack) -> None:
+    """Unknown model and bad body surface in the SDK as NotFoundError / BadRequestError."""
+    with pytest.raises(openai.NotFoundError) as missing:
+        await stack.client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        await stack.client.chat.completions.create(model="kimi", messages=[])
+    assert bad.value.param == "messages"
+    models = await stack.client.models.list()
+    assert "kimi-k2.5-thinking" in [m.id for m in models.data]
+
+
+async def test_client_disconnect_closes_upstream_and_frees_the_lease(stack: Stack) -> None:
+    """A client that leaves mid-stream: the simulator sees its stream closed and the lease comes back."""
+    account = await stack.add("kimi_auth")
+    async with aiohttp.ClientSession() as session:
+        await session.post(f"{stack.sim.url}/__sim/config", json={"chunk_delay_s": 0.3, "chunk_count": 20})
+        resp = await session.post(
+            f"{stack.gateway_url}/v1/chat/completions",
+            json={
+                "model": "kimi-k2.5-instant",
+                "stream": True,
+                "messages": [{"role": "user", "content": PROMPT}],
+            },
+        )
+        await resp.content.readuntil(b'"content":"')
+        resp.close()
+    pool_redis = stack.redis
+    for _ in range(100):
+        state = await stack.sim_state()
+        streams = state["streams"]
+        in_flight = await AccountPoolProbe(pool_redis, stack.sim.url).in_flight(account)
+        if streams and streams[-1]["status"] == "client_closed" and in_flight == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert streams[-1]["status"] == "client_closed"
+    assert in_flight == 0
+
+
+@dataclasses.dataclass
+class AccountPoolProbe:
+    redis: aioredis.Redis
+    sim_url: str
+
+    async def in_flight(self, account_id: str) -> int:
+        async with aiohttp.ClientSession() as session:
+            pool = AccountPool(self.redis, PoolSettings(), KimiAuthClient(session, self.sim_url))
+            return await pool.in_flight(account_id)
+
+
+async def test_keepalive_while_kimi_is_silent(stack: Stack) -> None:
+    """A stalled first byte upstream: SSE comment keep-alives reach the client, then the exact answer."""
+    await stack.add("kimi_auth")
+    await stack.arm("stall_first_byte", seconds=0.7)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{stack.gateway_url}/v1/chat/completions",
+            json={
+                "model": "kimi-k2.5-instant",
+                "stream": True,
+                "messages": [{"role": "user", "content": PROMPT}],
+            },
+        ) as resp,
+    ):
+        raw = await resp.read()
+    assert raw.startswith(b": keep-alive\n\n")
+    assert raw.endswith(b"data: [DONE]\n\n")

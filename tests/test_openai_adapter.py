@@ -1,0 +1,365 @@
+"""The OpenAI adapter as tables: bytes in → canonical request; canonical events in → exact bytes out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adapters.base import RequestContext
+from adapters.openai import DIALECT, get_model, list_models
+from shared.errors import BadRequest, GatewayError, ModelNotFound, RateLimited, UpstreamProtocolError
+from shared.models import listed_models
+from shared.schema import (
+    ChatOptions,
+    ChatRequest,
+    Citation,
+    Done,
+    Event,
+    ImagePart,
+    Message,
+    ReasoningDelta,
+    Start,
+    TextDelta,
+    TextPart,
+    Usage,
+)
+
+CREATED = 1_700_000_000
+
+
+def ctx() -> RequestContext:
+    return RequestContext("r1", now_s=CREATED)
+
+
+def parse(body: dict[str, object]) -> tuple[ChatRequest, RequestContext]:
+    context = ctx()
+    return DIALECT.parse(json.dumps(body).encode(), context), context
+
+
+def render(body: dict[str, object], events: list[Event]) -> bytes:
+    request, context = parse(body)
+    renderer = DIALECT.renderer(request, context)
+    return b"".join(renderer.feed(e) for e in events) + (b"" if renderer.stream else renderer.body())
+
+
+def chunk(
+    delta: str, finish: str = "null", *, model: str = "kimi", usage: bool = False, cid: str = "chatcmpl-r1"
+) -> bytes:
+    tail = ',"usage":null}' if usage else "}"
+    return (
+        f'data: {{"id":"{cid}","object":"chat.completion.chunk","created":{CREATED},"model":"{model}",'
+        f'"choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]{tail}\n\n'
+    ).encode()
+
+
+ROLE = '{"role":"assistant","content":""}'
+USER_HI = {"model": "kimi", "messages": [{"role": "user", "content": "hi"}]}
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (USER_HI, ChatRequest("r1", "kimi", [Message("user", "hi")], stream=False)),
+        (
+            {
+                "model": "kimi-search-silent",
+                "messages": [{"role": "developer", "content": "be brief"}],
+                "stream": True,
+            },
+            ChatRequest(
+                "r1",
+                "kimi-search-silent",
+                [Message("system", "be brief")],
+                stream=True,
+                options=ChatOptions(search=True, silent=True),
+            ),
+        ),
+        (
+            {**USER_HI, "use_search": True, "conversation_id": "none"},
+            ChatRequest(
+                "r1",
+                "kimi",
+                [Message("user", "hi")],
+                stream=False,
+                options=ChatOptions(search=True, keep_chat=True),
+            ),
+        ),
+        (
+            {**USER_HI, "conversation_id": "cr1p2q3s4t5u6v7w8x9y"},
+            ChatRequest(
+                "r1",
+                "kimi",
+                [Message("user", "hi")],
+                stream=False,
+                options=ChatOptions(conversation_id="cr1p2q3s4t5u6v7w8x9y", keep_chat=True),
+            ),
+        ),
+        (
+            {
+                "model": "kimi-k2.5-thinking",
+                "temperature": 0.2,
+                "max_tokens": 9,
+                "n": 1,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "look"},
+                            {"type": "image_url", "image_url": {"url": "data:x"}},
+                        ],
+                    },
+                    {"role": "assistant", "content": None},
+                ],
+            },
+            ChatRequest(
+                "r1",
+                "kimi-k2.5-thinking",
+                [Message("user", [TextPart("look"), ImagePart("data:x")]), Message("assistant", "")],
+                stream=False,
+                options=ChatOptions(thinking=True),
+            ),
+        ),
+    ],
+)
+def test_parse_builds_the_canonical_request(body: dict[str, object], expected: ChatRequest) -> None:
+    """Wire bodies map to canonical requests: roles, parts, model flags, use_search, conversation_id."""
+    assert parse(body)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b"", None),
+        (b"{not json", None),
+        (b'{"model":"kimi"}', None),
+        (b'{"model":"kimi","messages":[]}', "messages"),
+        (b'{"model":"kimi","messages":[{"role":"user","content":5}]}', "messages[0].content"),
+        (b'{"model":"kimi","messages":[{"role":"robot","content":"x"}]}', "messages[0].role"),
+        (b'{"model":"kimi","n":2,"messages":[{"role":"user","content":"x"}]}', "n"),
+        (b'{"model":"kimi","logprobs":true,"messages":[{"role":"user","content":"x"}]}', "logprobs"),
+        (
+            b'{"model":"kimi","tools":[{"type":"function"}],"messages":[{"role":"user","content":"x"}]}',
+            "tools",
+        ),
+        (
+            b'{"model":"kimi","response_format":{"type":"json_schema"},"messages":[{"role":"user","content":"x"}]}',
+            "response_format",
+        ),
+        (
+            b'{"model":"kimi","messages":[{"role":"user","content":[{"type":"input_audio"}]}]}',
+            "messages[0].content[0]",
+        ),
+    ],
+)
+def test_parse_refuses_bad_requests_with_a_param(raw: bytes, param: str | None) -> None:
+    """Malformed or unsupported bodies raise a 400 naming the offending field."""
+    with pytest.raises(BadRequest) as caught:
+        DIALECT.parse(raw, ctx())
+    assert caught.value.status == 400
+    assert caught.value.param == param
+
+
+def test_parse_unknown_model_is_model_not_found() -> None:
+    """An unknown model id is a 404 model_not_found on `model`."""
+    with pytest.raises(ModelNotFound) as caught:
+        parse({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})
+    status, _, body = DIALECT.error_response(caught.value, "r1")
+    assert status == 404
+    assert json.loads(body) == {
+        "error": {
+            "message": "The model `gpt-4o` does not exist.",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+        }
+    }
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def test_stream_renders_role_content_finish_and_done() -> None:
+    """A stream: role chunk, one chunk per delta, the finish chunk, [DONE]; Start and Usage add no bytes."""
+    events: list[Event] = [Start(account_id="a1"), TextDelta("Hel"), TextDelta("lo"), Usage(3, 2), Done()]
+    assert render({**USER_HI, "stream": True}, events) == (
+        chunk(ROLE)
+        + chunk('{"content":"Hel"}')
+        + chunk('{"content":"lo"}')
+        + chunk("{}", '"stop"')
+        + b"data: [DONE]\n\n"
+    )
+
+
+def test_stream_include_usage_adds_the_usage_chunk_and_null_usage() -> None:
+    """include_usage: every chunk says usage null, then a usage chunk with empty choices before [DONE]."""
+    body = {**USER_HI, "stream": True, "stream_options": {"include_usage": True}}
+    events: list[Event] = [TextDelta("Hi"), Usage(7, 1), Done("length")]
+    usage = (
+        f'data: {{"id":"chatcmpl-r1","object":"chat.completion.chunk","created":{CREATED},"model":"kimi",'
+        '"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":1,"total_tokens":8}}\n\n'
+    ).encode()
+    assert render(body, events) == (
+        chunk(ROLE, usage=True)
+        + chunk('{"content":"Hi"}', usage=True)
+        + chunk("{}", '"length"', usage=True)
+        + usage
+        + b"data: [DONE]\n\n"
+    )
+
+
+def test_stream_usage_is_estimated_when_the_worker_sent_none() -> None:
+    """Without a Usage event the usage chunk carries the estimator's counts, never constants."""
+    body = {
+        "model": "kimi",
+        "messages": [{"role": "user", "content": "你好世界"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    out = render(body, [TextDelta("abcdefgh"), Done()])
+    usage_line = out.split(b"\n\n")[-3]
+    assert json.loads(usage_line[6:])["usage"] == {
+        "prompt_tokens": 8,
+        "completion_tokens": 2,
+        "total_tokens": 10,
+    }
+
+
+def test_stream_reasoning_then_citations_then_text() -> None:
+    """Reasoning is reasoning_content; citations become text lines; the next text starts on a new line."""
+    events: list[Event] = [ReasoningDelta("think"), Citation(1, "T", "https://t"), TextDelta("A"), Done()]
+    assert render({**USER_HI, "stream": True}, events) == (
+        chunk(ROLE)
+        + chunk('{"reasoning_content":"think"}')
+        + chunk('{"content":"【检索 1】 [T](https://t)\\n"}')
+        + chunk('{"content":"\\nA"}')
+        + chunk("{}", '"stop"')
+        + b"data: [DONE]\n\n"
+    )
+
+
+def test_silent_model_drops_citations() -> None:
+    """A -silent model shows no citation text."""
+    events: list[Event] = [Citation(1, "T", "https://t"), TextDelta("A"), Done()]
+    body = {"model": "kimi-search-silent", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    assert render(body, events) == (
+        chunk(ROLE, model="kimi-search-silent")
+        + chunk('{"content":"A"}', model="kimi-search-silent")
+        + chunk("{}", '"stop"', model="kimi-search-silent")
+        + b"data: [DONE]\n\n"
+    )
+
+
+def test_kept_conversation_answers_with_the_kimi_chat_id() -> None:
+    """With conversation_id, the response id is the chat id from Start, in every chunk."""
+    body = {**USER_HI, "stream": True, "conversation_id": "none"}
+    events: list[Event] = [Start(conversation_id="chat-1"), TextDelta("A"), Done(conversation_id="chat-1")]
+    assert render(body, events) == (
+        chunk(ROLE, cid="chat-1")
+        + chunk('{"content":"A"}', cid="chat-1")
+        + chunk("{}", '"stop"', cid="chat-1")
+        + b"data: [DONE]\n\n"
+    )
+
+
+def test_non_stream_body() -> None:
+    """Non-stream: one chat.completion with the whole text, reasoning_content and usage."""
+    events: list[Event] = [
+        Start(),
+        ReasoningDelta("r"),
+        TextDelta("Hel"),
+        TextDelta("lo"),
+        Usage(5, 2),
+        Done(),
+    ]
+    out = json.loads(
+        render({"model": "kimi-k2-thinking", "messages": [{"role": "user", "content": "x"}]}, events)
+    )
+    assert out == {
+        "id": "chatcmpl-r1",
+        "object": "chat.completion",
+        "created": CREATED,
+        "model": "kimi-k2-thinking",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello", "reasoning_content": "r"},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }
+
+
+def test_keepalive_is_an_sse_comment_and_head_is_empty() -> None:
+    """The keep-alive is a comment line the SDK ignores; nothing precedes the first chunk."""
+    request, context = parse({**USER_HI, "stream": True})
+    renderer = DIALECT.renderer(request, context)
+    assert renderer.head() == b""
+    assert renderer.keepalive() == b": keep-alive\n\n"
+    assert renderer.content_type == "text/event-stream; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "error"),
+    [
+        (
+            UpstreamProtocolError("cut"),
+            502,
+            {"message": "cut", "type": "server_error", "param": None, "code": "upstream_protocol_error"},
+        ),
+        (
+            RateLimited("slow down", retry_after_s=3),
+            429,
+            {
+                "message": "slow down",
+                "type": "rate_limit_error",
+                "param": None,
+                "code": "rate_limit_exceeded",
+            },
+        ),
+        (
+            BadRequest("bad", param="messages"),
+            400,
+            {"message": "bad", "type": "invalid_request_error", "param": "messages", "code": None},
+        ),
+        (
+            GatewayError("boom"),
+            500,
+            {"message": "boom", "type": "server_error", "param": None, "code": "internal_error"},
+        ),
+    ],
+)
+def test_errors_in_band_and_before_the_first_byte(
+    exc: GatewayError, status: int, error: dict[str, object]
+) -> None:
+    """Errors render as OpenAI's error object: with a status before the first byte, as a data line after."""
+    request, context = parse({**USER_HI, "stream": True})
+    renderer = DIALECT.renderer(request, context)
+    in_band = renderer.error(exc)
+    assert in_band.startswith(b"data: ") and in_band.endswith(b"\n\n")
+    assert json.loads(in_band[6:]) == {"error": error}
+    got_status, headers, body = DIALECT.error_response(exc, "r1")
+    assert (got_status, headers, json.loads(body)) == (status, {}, {"error": error})
+
+
+def test_models_list_and_one_model() -> None:
+    """/v1/models lists every table id; /v1/models/{id} answers one, or 404 model_not_found."""
+    status, headers, body = list_models(b"", ctx())
+    data = json.loads(body)
+    assert (status, headers["Content-Type"], data["object"]) == (200, "application/json", "list")
+    assert [m["id"] for m in data["data"]] == [s.id for s in listed_models()]
+    assert data["data"][0] == {
+        "id": "kimi-k2.5-instant",
+        "object": "model",
+        "created": 1735689600,
+        "owned_by": "moonshot",
+    }
+    status, _, body = get_model(b"", RequestContext("r1", path_model="kimi-search-k1"))
+    assert (status, json.loads(body)["id"]) == (200, "kimi-search-k1")
+    with pytest.raises(ModelNotFound):
+        get_model(b"", RequestContext("r1", path_model="nope"))
