@@ -1,0 +1,50 @@
+"""Everything one worker process holds: two Redis clients, the one ClientSession, the pool and the drivers.
+
+`open_worker(settings)` builds them and a `Worker` on top, and closes them in reverse order. The app's
+cleanup context uses it, and so can tests: `async with open_worker(s) as w: await w.run(burst=True)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+
+from shared import keys
+from shared.redis_client import make_blocking_redis, make_redis
+from shared.settings import WorkerSettings
+from token_service.kimi_auth import KimiAuthClient
+from token_service.pool import AccountPool
+from upstream_worker.kimi import ConnectDriver, RestDriver, Timeouts
+from upstream_worker.runner import Driver, KimiRunner
+from upstream_worker.worker import Worker
+
+#: Connections kept beyond one per concurrent job, for chat deletions and token refreshes.
+_SPARE_CONNECTIONS = 16
+
+
+@contextlib.asynccontextmanager
+async def open_worker(settings: WorkerSettings) -> AsyncIterator[Worker]:
+    common = settings.common
+    redis = make_redis(common, max_connections=2 * settings.concurrency + _SPARE_CONNECTIONS)
+    blocking = make_blocking_redis(common, keys.JOBS_BLOCK_MS, max_connections=4)
+    try:
+        async with _session(settings) as session:
+            pool = AccountPool(redis, settings.pool, KimiAuthClient(session, common.kimi_base_url))
+            timeouts = Timeouts.from_settings(settings)
+            drivers: dict[str, Driver] = {
+                "rest": RestDriver(session, common.kimi_base_url, timeouts),
+                "connect": ConnectDriver(session, common.kimi_base_url, timeouts),
+            }
+            runner = KimiRunner(settings, redis, pool, drivers)
+            yield Worker(settings, redis, blocking, runner, pool)
+    finally:
+        await blocking.aclose()
+        await redis.aclose()
+
+
+def _session(settings: WorkerSettings) -> aiohttp.ClientSession:
+    # aiohttp's default cap of 100 connections would queue jobs behind each other at high concurrency.
+    connector = aiohttp.TCPConnector(limit=settings.concurrency + _SPARE_CONNECTIONS, ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))

@@ -1,0 +1,264 @@
+"""Runs one job against Kimi: lease an account, stream the answer, fail over before the first token.
+
+    lease → credentials → driver.chat(call) ─ events ─► publisher
+      ▲          │ 429 / quota / overload / 401 / 5xx / connection error, before the first token
+      └──────────┘ release with that outcome, exclude the account, try the next (max_attempts)
+
+After the first token there is no retry: the error is raised and becomes the stream's in-band ErrorEvent.
+Done is held back until the driver has finished, so that the lease is released, the conversation record is
+written and `Usage` (estimated from the prompt and the streamed text) goes out right before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from shared.errors import (
+    ContentFiltered,
+    GatewayError,
+    ModelNotFound,
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamOverloaded,
+    UpstreamProtocolError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from shared.logging import get_logger
+from shared.models import ModelSpec, resolve_model
+from shared.schema import ChatRequest, Citation, Done, Event, ReasoningDelta, Start, TextDelta, Usage
+from shared.settings import WorkerSettings
+from shared.tokens import estimate_prompt_tokens, estimate_tokens
+from token_service.pool import AccountPool, Lease, Outcome
+from upstream_worker import conversations, metrics
+from upstream_worker.conversations import Conversation
+from upstream_worker.kimi import driver_for
+from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
+from upstream_worker.publisher import ReplyPublisher
+
+log = get_logger(__name__)
+
+#: How long a job waits for an account while every usable one is at its concurrency cap (a continued
+#: conversation waits for its own account, whose previous turn may still be releasing it).
+LEASE_WAIT_S = 10.0
+#: Failures worth another account before the first token (429, quota, overload, 401, 5xx, no connection).
+_FAILOVER = (UpstreamRateLimited, UpstreamOverloaded, UpstreamAuthError, UpstreamUnavailable)
+_CONTENT = (TextDelta, ReasoningDelta, Citation)
+
+
+class Driver(Protocol):
+    """A Kimi protocol client (upstream_worker/kimi: RestDriver, ConnectDriver)."""
+
+    def chat(self, call: UpstreamCall) -> AsyncIterator[Event]: ...
+
+    async def delete_chat(self, creds: KimiCredentials, chat_id: str) -> bool: ...
+
+
+@dataclass(slots=True)
+class JobState:
+    """What the worker watches while a job runs: the current lease, to extend it."""
+
+    job_id: str
+    lease: Lease | None = None
+    #: The last account leased, for the job's log line.
+    account_id: str | None = None
+    lease_extended_s: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class _Answer:
+    """The events of one job so far, for failover decisions and the usage estimate."""
+
+    publisher: ReplyPublisher
+    started: bool = False
+    sent_start: bool = False
+    parts: list[str] = field(default_factory=list)
+    done: Done | None = None
+    account_id: str | None = None
+
+    def take(self, event: Event) -> None:
+        if isinstance(event, Done):
+            self.done = event
+            return
+        if isinstance(event, Start):
+            if self.sent_start:  # a retried attempt: the client already has its Start
+                return
+            self.sent_start = True
+            event = Start(
+                conversation_id=event.conversation_id, account_id=event.account_id or self.account_id
+            )
+        elif isinstance(event, _CONTENT):
+            self.started = True
+            if not isinstance(event, Citation):
+                self.parts.append(event.text)
+        self.publisher.publish(event)
+
+
+class KimiRunner:
+    def __init__(
+        self, settings: WorkerSettings, redis: aioredis.Redis, pool: AccountPool, drivers: dict[str, Driver]
+    ) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._pool = pool
+        self._drivers = drivers
+
+    async def run(self, request: ChatRequest, publisher: ReplyPublisher, state: JobState) -> None:
+        """Publish the whole answer, ending with Usage + Done; raise a GatewayError when it fails."""
+        spec = resolve_model(request.model)
+        if spec is None:
+            raise ModelNotFound(f"the model {request.model!r} does not exist")
+        conversation = await self._conversation(request)
+        only = {conversation.account_id} if conversation else _account_ids(request)
+        answer = _Answer(publisher)
+        exclude: set[str] = set()
+        last_error: UpstreamError | None = None
+        for attempt in range(1, self._settings.max_attempts + 1):
+            try:
+                lease = await self._pool.lease(exclude=exclude, only=only, wait_s=LEASE_WAIT_S)
+            except GatewayError:
+                # No other account to fail over to: the client learns why the last one failed.
+                if last_error is not None:
+                    raise last_error from None
+                raise
+            try:
+                await self._attempt(request, spec, conversation, lease, answer, state)
+                return
+            except UpstreamError as exc:
+                if answer.started or not isinstance(exc, _FAILOVER) or attempt == self._settings.max_attempts:
+                    raise
+                log.info("failover", job_id=state.job_id, account_id=lease.account_id, kind=exc.kind)
+                metrics.FAILOVERS.inc()
+                exclude.add(lease.account_id)
+                last_error = exc
+
+    async def _attempt(
+        self,
+        request: ChatRequest,
+        spec: ModelSpec,
+        conversation: Conversation | None,
+        lease: Lease,
+        answer: _Answer,
+        state: JobState,
+    ) -> None:
+        state.lease, state.account_id, state.lease_extended_s = lease, lease.account_id, time.monotonic()
+        answer.account_id = lease.account_id
+        protocol = driver_for(lease.kind, spec)
+        driver = self._drivers[protocol]
+        outcome: Outcome = "upstream_error"
+        retry_after_s: float | None = None
+        call: UpstreamCall | None = None
+        try:
+            creds = await self._pool.credentials(lease)
+            call = UpstreamCall(
+                request,
+                spec,
+                creds,
+                chat_id=conversation.chat_id if conversation else None,
+                parent_id=conversation.parent_id if conversation else None,
+                keep_chat=request.options.keep_chat or bool(request.options.conversation_id),
+            )
+            await _stream(driver, call, answer, protocol)
+            outcome = "ok"
+        except UpstreamError as exc:
+            metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
+            outcome, retry_after_s = _outcome_of(exc), exc.retry_after_s
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            await self._finish(lease, outcome, retry_after_s, call, answer, driver, state)
+
+    async def _finish(
+        self,
+        lease: Lease,
+        outcome: Outcome,
+        retry_after_s: float | None,
+        call: UpstreamCall | None,
+        answer: _Answer,
+        driver: Driver,
+        state: JobState,
+    ) -> None:
+        """Release the account, then publish Usage + Done (on success), then clean the upstream chat up."""
+        if outcome == "ok" and call is not None and call.keep_chat and call.chat_id:
+            await conversations.save(
+                self._redis,
+                Conversation(
+                    lease.account_id, driver_for(lease.kind, call.spec), call.chat_id, call.parent_id
+                ),
+            )
+        state.lease = None
+        await self._pool.release(lease, outcome, retry_after_s=retry_after_s)
+        if outcome == "ok" and call is not None:
+            _publish_end(answer, call)
+        if call is not None and call.should_delete and call.chat_id:
+            await _delete_quietly(driver, call.creds, call.chat_id)
+
+    async def _conversation(self, request: ChatRequest) -> Conversation | None:
+        conversation_id = request.options.conversation_id
+        if not conversation_id:
+            return None
+        return await conversations.load(self._redis, conversation_id)
+
+
+async def _stream(driver: Driver, call: UpstreamCall, answer: _Answer, protocol: str) -> None:
+    started = time.monotonic()
+    first = True
+    try:
+        async for event in driver.chat(call):
+            if first:
+                metrics.UPSTREAM_TTFB.labels(protocol).observe(time.monotonic() - started)
+                first = False
+            answer.take(event)
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamUnavailable(f"Kimi connection failed: {type(exc).__name__}") from exc
+    except TimeoutError as exc:
+        raise UpstreamTimeout("Kimi did not answer in time") from exc
+    finally:
+        metrics.UPSTREAM_DURATION.labels(protocol).observe(time.monotonic() - started)
+    if answer.done is None:
+        raise UpstreamProtocolError("Kimi's stream ended without its terminal event")
+
+
+def _publish_end(answer: _Answer, call: UpstreamCall) -> None:
+    request = call.request
+    prompt = estimate_prompt_tokens([m.text() for m in request.messages])
+    completion = estimate_tokens("".join(answer.parts))
+    answer.publisher.publish(Usage(prompt_tokens=prompt, completion_tokens=completion, estimated=True))
+    done = answer.done or Done()
+    if done.conversation_id is None and call.chat_id:
+        done = Done(finish_reason=done.finish_reason, conversation_id=call.chat_id)
+    answer.publisher.publish(done)
+
+
+async def _delete_quietly(driver: Driver, creds: KimiCredentials, chat_id: str) -> None:
+    try:
+        await driver.delete_chat(creds, chat_id)
+    except (GatewayError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        # Drivers log their own failures and return False; this only guards against a raising one.
+        log.warning("chat_delete_failed", account_id=creds.account_id, error=type(exc).__name__)
+
+
+def _outcome_of(exc: UpstreamError) -> Outcome:
+    if isinstance(exc, UpstreamAuthError):
+        return "auth_failed"
+    if isinstance(exc, UpstreamRateLimited):
+        return "quota" if "quota" in exc.message.lower() else "rate_limited"
+    if isinstance(exc, UpstreamOverloaded):
+        return "overloaded"
+    if isinstance(exc, ContentFiltered):
+        return "ok"
+    return "upstream_error"
+
+
+def _account_ids(request: ChatRequest) -> set[str] | None:
+    return set(request.account_ids) if request.account_ids else None
