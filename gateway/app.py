@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from adapters import openai
+from adapters import gemini, openai
 from adapters.base import Dialect, LocalRoute, RequestContext
 from gateway.middleware import error_middleware
 from gateway.relay import REQUEST_ID, handle_chat
@@ -50,7 +50,10 @@ def _chat_handler(dialect: Dialect) -> _Handler:
 def _local_handler(answer: LocalRoute) -> _Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         ctx = RequestContext(
-            request.get(REQUEST_ID, ""), path_model=request.match_info.get("model"), query=dict(request.query)
+            request.get(REQUEST_ID, ""),
+            path_model=request.match_info.get("model"),
+            query=dict(request.query),
+            hints=gemini.caller_hints(request.headers, request.query),
         )
         status, headers, body = answer(await request.read(), ctx)
         return web.Response(status=status, headers=headers, body=body)

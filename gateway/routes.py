@@ -44,8 +44,15 @@ CHAT_ROUTES: tuple[ChatRoute, ...] = (
 )
 
 LOCAL_ROUTES: tuple[LocalRow, ...] = (
-    LocalRow("GET", "/v1/models", openai.DIALECT, openai.list_models),
-    LocalRow("GET", "/v1/models/{model}", openai.DIALECT, openai.get_model),
+    LocalRow(
+        "GET", "/v1/models", openai.DIALECT, gemini.for_gemini_callers(gemini.list_models, openai.list_models)
+    ),
+    LocalRow(
+        "GET",
+        "/v1/models/{model}",
+        openai.DIALECT,
+        gemini.for_gemini_callers(gemini.get_model, openai.get_model),
+    ),
     LocalRow("POST", "/v1/messages/count_tokens", anthropic.DIALECT, anthropic.count_tokens),
     LocalRow("GET", "/v1beta/models", gemini.GENERATE, gemini.list_models),
     LocalRow("GET", "/v1beta/models/{model}", gemini.GENERATE, gemini.get_model),
