@@ -1,0 +1,260 @@
+"""The admin token API of the token service, in-process, against a real Redis and the Kimi simulator."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.secret import Secret
+from shared.settings import CommonSettings, PoolSettings, TokenServiceSettings
+from tests.kimi_sim.fixtures import SimServer
+from tests.kimi_sim.tokens import mint_jwt
+from token_service.admin import is_loopback
+from token_service.app import create_app
+
+KEY = "admin-key-for-tests"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+Client = TestClient[web.Request, web.Application]
+
+
+def settings_for(redis_url: str, kimi_url: str, key: str | None = KEY) -> TokenServiceSettings:
+    common = CommonSettings(
+        redis_url=redis_url, kimi_base_url=kimi_url, admin_api_key=Secret(key) if key else None
+    )
+    return TokenServiceSettings(common=common, pool=PoolSettings(), max_body_bytes=4096)
+
+
+@pytest.fixture
+async def client(aiohttp_client: ClientFactory, redis_url: str, kimi_sim: SimServer) -> Client:
+    return await aiohttp_client(create_app(settings_for(redis_url, kimi_sim.url), background=False))
+
+
+class Bodies:
+    """Every response text seen by a test, to check that no token ever leaves the service."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def json(self, client: Client, method: str, path: str, status: int = 200, **kw: Any) -> Any:
+        resp = await client.request(method, path, **kw)
+        text = await resp.text()
+        self.texts.append(text)
+        assert resp.status == status, text
+        assert resp.content_type == "application/json"
+        return await resp.json()
+
+    def assert_no_secret(self, *tokens: str) -> None:
+        for token in tokens:
+            assert all(token not in text for text in self.texts)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"X-Admin-Key": "wrong"}, {"Authorization": KEY}],
+)
+async def test_admin_routes_refuse_a_wrong_or_missing_key(client: Client, headers: dict[str, str]) -> None:
+    """Every admin route answers 401 JSON without the right key, in either header."""
+    for method, path in [
+        ("GET", "/auth/status"),
+        ("POST", "/auth/clear"),
+        ("GET", "/admin/accounts"),
+        ("POST", "/auth/save"),
+        ("DELETE", "/admin/accounts/abc"),
+    ]:
+        resp = await client.request(method, path, headers=headers, json={})
+        assert resp.status == 401
+        body = await resp.json()
+        assert body == {
+            "success": False,
+            "error": "admin key missing or wrong (Authorization: Bearer <key> or X-Admin-Key)",
+            "type": "authentication",
+            "param": None,
+        }
+
+
+async def test_admin_key_works_in_both_headers(client: Client) -> None:
+    """Authorization: Bearer <key> and X-Admin-Key: <key> are both accepted."""
+    assert (await client.get("/auth/status", headers=AUTH)).status == 200
+    assert (await client.get("/auth/status", headers={"X-Admin-Key": KEY})).status == 200
+
+
+async def test_without_a_key_loopback_callers_are_served(
+    aiohttp_client: ClientFactory, redis_url: str, kimi_sim: SimServer
+) -> None:
+    """With ADMIN_API_KEY unset a loopback caller is served; only loopback addresses count as such."""
+    client = await aiohttp_client(
+        create_app(settings_for(redis_url, kimi_sim.url, key=None), background=False)
+    )
+    assert (await client.get("/auth/status")).status == 200
+    assert is_loopback("127.0.0.1") and is_loopback("::1")
+    assert not is_loopback("10.0.0.5") and not is_loopback(None) and not is_loopback("unix")
+
+
+async def test_extract_finds_the_token_and_masks_it(client: Client, kimi_sim: SimServer) -> None:
+    """/auth/extract accepts a Cookie header dump and answers with token_info and a masked token only."""
+    token = kimi_sim.state.add_account("kimi_auth", exp_in_s=3600).token
+    bodies = Bodies()
+    cookies = f"Cookie: _ga=GA1.1; kimi-auth={quote(token, safe='')}; theme=dark"
+    body = await bodies.json(client, "POST", "/auth/extract", json={"cookies": cookies}, headers=AUTH)
+    assert body["success"] is True
+    assert body["token"].startswith(token[:6]) and body["token"].endswith(token[-4:]) and "…" in body["token"]
+    assert body["token_info"]["kind"] == "kimi_auth" and body["token_info"]["remaining_hours"] == 1.0
+    missing = await bodies.json(client, "POST", "/auth/extract", json={"cookies": "theme=dark"}, headers=AUTH)
+    assert missing == {"success": False, "error": "No kimi-auth token found in the provided cookies string"}
+    bodies.assert_no_secret(token)
+
+
+async def test_save_and_status_show_both_kinds_with_expiry(client: Client, kimi_sim: SimServer) -> None:
+    """Saving a kimi-auth (as cookies) and a refresh_token (as token) lists both with their own exp."""
+    kimi_auth = kimi_sim.state.add_account("kimi_auth", exp_in_s=7200)
+    refresh = kimi_sim.state.add_account("refresh_token")
+    bodies = Bodies()
+    saved = await bodies.json(
+        client, "POST", "/auth/save", json={"cookies": f"kimi-auth={kimi_auth.token}"}, headers=AUTH
+    )
+    assert saved["success"] is True and len(saved["account_id"]) == 12
+    await bodies.json(client, "POST", "/auth/save", json={"token": f"Bearer {refresh.token}"}, headers=AUTH)
+    status = await bodies.json(client, "GET", "/auth/status", headers=AUTH)
+    assert status["has_token"] is True
+    by_kind = {a["kind"]: a for a in status["accounts"]}
+    assert by_kind["kimi_auth"]["user_id"] == kimi_auth.sub and by_kind["kimi_auth"]["exp"] == kimi_auth.exp
+    assert by_kind["kimi_auth"]["expires_at"] == time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(kimi_auth.exp)
+    )
+    assert by_kind["refresh_token"]["exp"] == refresh.exp
+    assert by_kind["kimi_auth"]["state"] == "active" and by_kind["kimi_auth"]["hours_left"] == pytest.approx(
+        2, 0.01
+    )
+    assert set(by_kind["kimi_auth"]) >= {
+        "id",
+        "seconds_left",
+        "last_used_at",
+        "last_error",
+        "counters",
+        "preview",
+    }
+    bodies.assert_no_secret(kimi_auth.token, refresh.token)
+
+
+async def test_expired_and_garbage_tokens_get_clear_400s(client: Client) -> None:
+    """An expired token, a non-JWT and a wrong type each answer 400 with a message naming the problem."""
+    expired = mint_jwt(
+        {"typ": "access", "app_id": "kimi", "sub": "u", "jti": "j", "exp": int(time.time()) - 60}
+    )
+    bodies = Bodies()
+    body = await bodies.json(client, "POST", "/auth/save", 400, json={"token": expired}, headers=AUTH)
+    assert body["error"].startswith("token is already expired (exp ") and body["param"] == "token"
+    body = await bodies.json(client, "POST", "/auth/save", 400, json={"token": "not a token"}, headers=AUTH)
+    assert body["error"] == "not a JWT: expected three dot-separated parts"
+    body = await bodies.json(client, "POST", "/auth/save", 400, json={"cookies": 12}, headers=AUTH)
+    assert body["param"] == "cookies" and "Expected `str | null`, got `int`" in body["error"]
+    body = await bodies.json(client, "POST", "/auth/extract", 400, json={}, headers=AUTH)
+    assert body["param"] == "cookies"
+    body = await bodies.json(client, "POST", "/auth/save", 400, data=b"{nope", headers=AUTH)
+    assert body["error"] == "the body is not valid JSON"
+    body = await bodies.json(client, "POST", "/auth/save", 413, data=b"x" * 5000, headers=AUTH)
+    assert body["type"] == "too_large"
+    bodies.assert_no_secret(expired)
+
+
+async def test_clear_removes_every_account_by_post_and_get(client: Client, kimi_sim: SimServer) -> None:
+    """POST /auth/clear removes all accounts; GET is kept for compatibility."""
+    for _ in range(2):
+        await client.post(
+            "/auth/save", json={"token": kimi_sim.state.add_account("kimi_auth").token}, headers=AUTH
+        )
+    assert (await (await client.post("/auth/clear", headers=AUTH)).json())["removed"] == 2
+    await client.post(
+        "/auth/save", json={"token": kimi_sim.state.add_account("kimi_auth").token}, headers=AUTH
+    )
+    assert (await (await client.get("/auth/clear", headers=AUTH)).json())["removed"] == 1
+    assert await (await client.get("/auth/status", headers=AUTH)).json() == {
+        "has_token": False,
+        "accounts": [],
+    }
+
+
+async def test_token_check_reports_liveness(client: Client, kimi_sim: SimServer) -> None:
+    """/token/check is live for a working refresh_token and kimi-auth, not for garbage or a revoked token."""
+    refresh = kimi_sim.state.add_account("refresh_token")
+    kimi_auth = kimi_sim.state.add_account("kimi_auth")
+    revoked = kimi_sim.state.add_account("kimi_auth")
+    revoked.revoked = True
+    bodies = Bodies()
+    for token, live in [
+        (refresh.token, True),
+        (kimi_auth.token, True),
+        (revoked.token, False),
+        ("junk", False),
+    ]:
+        assert await bodies.json(client, "POST", "/token/check", json={"token": token}) == {"live": live}
+    assert nothing_stored(await bodies.json(client, "GET", "/admin/accounts", headers=AUTH))
+    bodies.assert_no_secret(refresh.token, kimi_auth.token)
+
+
+def nothing_stored(listing: dict[str, Any]) -> bool:
+    return listing == {"accounts": []}
+
+
+async def test_admin_accounts_import_disable_enable_probe_remove(client: Client, kimi_sim: SimServer) -> None:
+    """A newline-separated import adds many accounts; disable, enable, probe and remove act on one."""
+    tokens = [
+        kimi_sim.state.add_account("kimi_auth").token,
+        kimi_sim.state.add_account("refresh_token").token,
+    ]
+    text = f"# my accounts\n{tokens[0]}\n\nkimi-auth={tokens[1]}\nnot-a-token\n"
+    bodies = Bodies()
+    added = await bodies.json(client, "POST", "/admin/accounts", json={"text": text}, headers=AUTH)
+    assert [a["kind"] for a in added["added"]] == ["kimi_auth", "refresh_token"]
+    assert added["errors"] == [{"line": 3, "error": "not a JWT: expected three dot-separated parts"}]
+    first = added["added"][0]["account_id"]
+    disabled = await bodies.json(client, "POST", f"/admin/accounts/{first}/disable", headers=AUTH)
+    assert disabled["account"]["state"] == "disabled"
+    enabled = await bodies.json(client, "POST", f"/admin/accounts/{first}/enable", headers=AUTH)
+    assert enabled["account"]["state"] == "active"
+    probed = await bodies.json(client, "POST", f"/admin/accounts/{first}/probe", headers=AUTH)
+    assert probed["result"] == "ok"
+    all_probed = await bodies.json(client, "POST", "/admin/accounts/probe", headers=AUTH)
+    assert set(all_probed["results"].values()) == {"ok"} and len(all_probed["results"]) == 2
+    await bodies.json(client, "DELETE", f"/admin/accounts/{first}", headers=AUTH)
+    missing = await bodies.json(client, "DELETE", f"/admin/accounts/{first}", 404, headers=AUTH)
+    assert missing["error"] == f"no account '{first}'"
+    listing = await bodies.json(client, "GET", "/admin/accounts", headers=AUTH)
+    assert [a["kind"] for a in listing["accounts"]] == ["refresh_token"]
+    bodies.assert_no_secret(*tokens)
+
+
+async def test_expiry_gauge_matches_each_accounts_exp(client: Client, kimi_sim: SimServer) -> None:
+    """/metrics exposes each account's token exp as its expiry gauge, and counts accounts by state."""
+    accounts = [
+        kimi_sim.state.add_account("kimi_auth", exp_in_s=3600),
+        kimi_sim.state.add_account("refresh_token"),
+    ]
+    ids = []
+    for account in accounts:
+        saved = await (await client.post("/auth/save", json={"token": account.token}, headers=AUTH)).json()
+        ids.append(saved["account_id"])
+    await client.post(f"/admin/accounts/{ids[1]}/disable", headers=AUTH)
+    text = await (await client.get("/metrics")).text()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    for account_id, account in zip(ids, accounts, strict=True):
+        labels = (("account", account_id), ("kind", account.kind))
+        assert samples[("kimi_account_token_expiry_timestamp_seconds", labels)] == account.exp
+        assert account.token not in text
+    assert samples[("kimi_accounts", (("state", "active"),))] == 1
+    assert samples[("kimi_accounts", (("state", "disabled"),))] == 1
+    transition = (("from_state", "active"), ("reason", "admin"), ("to_state", "disabled"))
+    assert samples[("kimi_account_state_transitions_total", transition)] >= 1

@@ -1,0 +1,132 @@
+"""Pure tests of token parsing, classification, expiry info and secret sealing (no I/O)."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import jwt
+import pytest
+
+from shared.errors import BadRequest, ServiceUnavailable
+from shared.secret import Secret
+from token_service.crypto import SecretBox
+from token_service.jwt_info import account_id_for, decode_claims, extract_jwt, kind_of, token_info
+from token_service.store import check_token
+
+NOW = 1_800_000_000
+
+
+def mint(**claims: object) -> str:
+    return jwt.encode(claims, "k" * 64, algorithm="HS512")
+
+
+ACCESS = mint(
+    typ="access",
+    app_id="kimi",
+    sub="d4t8j3es1rh1oljov7g0",
+    jti="j1",
+    iat=NOW,
+    exp=NOW + 7200,
+    device_id="7586915550627013133",
+    ssid="1731469129988841572",
+    membership={"level": 10},
+)
+REFRESH = mint(typ="refresh", sub="d4t8j3es1rh1oljov7g0", jti="j2", iat=NOW, exp=NOW + 90 * 86400)
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        ACCESS,
+        f"  {ACCESS}\n",
+        f"Bearer {ACCESS}",
+        f"Cookie: _ga=GA1.1; kimi-auth={ACCESS}; theme=dark",
+        f"kimi-auth={quote(ACCESS, safe='')}",
+        f"_ga\tGA1.1\nkimi-auth\t{ACCESS}\ntheme\tdark",
+        f'{{"kimi-auth": "{ACCESS}"}}',
+    ],
+)
+def test_extract_jwt_accepts_every_pasted_form(pasted: str) -> None:
+    """A bare JWT, Bearer / Cookie: prefixes, URL-encoding and a name-value export all yield the JWT."""
+    assert extract_jwt(pasted) == ACCESS
+
+
+def test_extract_jwt_finds_nothing_in_garbage() -> None:
+    """Text without a JWT gives None rather than a guess."""
+    assert extract_jwt("session=abc; theme=dark") is None
+
+
+def test_kinds_are_told_apart_by_the_payload() -> None:
+    """typ=access+app_id=kimi is kimi_auth, typ=refresh is refresh_token, anything else is refused."""
+    assert kind_of(decode_claims(ACCESS)) == "kimi_auth"
+    assert kind_of(decode_claims(REFRESH)) == "refresh_token"
+    with pytest.raises(BadRequest, match="unsupported token type 'id'"):
+        kind_of(decode_claims(mint(typ="id", sub="x")))
+
+
+@pytest.mark.parametrize("garbage", ["hello", "a.b.c", "eyJhbGciOiJIUzUxMiJ9.bm90IGpzb24.sig"])
+def test_garbage_is_a_clear_bad_request(garbage: str) -> None:
+    """Anything that is not a JWT with a JSON payload raises BadRequest naming the token field."""
+    with pytest.raises(BadRequest) as caught:
+        check_token(garbage)
+    assert caught.value.param == "token"
+    assert caught.value.message.startswith("not a JWT")
+
+
+def test_expired_token_is_refused_on_check() -> None:
+    """check_token refuses a token whose exp has passed, saying when it expired."""
+    with pytest.raises(BadRequest, match=r"already expired \(exp 2027-01-15T10:00:00Z\)"):
+        check_token(ACCESS, now=NOW + 7200)
+
+
+def test_token_info_matches_the_fix_project_shape() -> None:
+    """token_info carries the kimi-free-api-fix fields with ISO times and hours left to one decimal."""
+    info = token_info(decode_claims(ACCESS), now=NOW + 3600)
+    assert info == {
+        "valid": True,
+        "kind": "kimi_auth",
+        "app_id": "kimi",
+        "type": "access",
+        "user_id": "d4t8j3es1rh1oljov7g0",
+        "space_id": None,
+        "device_id": "7586915550627013133",
+        "region": None,
+        "issued_at": "2027-01-15T08:00:00Z",
+        "expires_at": "2027-01-15T10:00:00Z",
+        "is_expired": False,
+        "membership_level": 10,
+        "remaining_hours": 1.0,
+    }
+
+
+def test_account_id_is_stable_and_not_the_token() -> None:
+    """The id is 12 hex chars of sha256(sub+jti): the same for the same token, unrelated to its text."""
+    claims = decode_claims(REFRESH)
+    account_id = account_id_for(REFRESH, claims)
+    assert account_id == account_id_for(REFRESH, decode_claims(REFRESH))
+    assert len(account_id) == 12 and int(account_id, 16) >= 0
+    assert account_id not in REFRESH
+
+
+def test_secret_box_seals_with_fernet_and_reads_plaintext_of_before() -> None:
+    """With a key, stored values are Fernet ciphertext; plaintext saved earlier still opens."""
+    box = SecretBox(Secret("any passphrase"))
+    sealed = box.seal(ACCESS)
+    assert sealed.startswith("f:gAAAAA") and ACCESS not in sealed
+    assert box.open(sealed) == ACCESS
+    assert box.open(SecretBox(None).seal(ACCESS)) == ACCESS
+
+
+def test_secret_box_without_key_refuses_ciphertext() -> None:
+    """A sealed secret read without TOKEN_ENCRYPTION_KEY is an explicit error, never ciphertext as a token."""
+    sealed = SecretBox(Secret("k")).seal(ACCESS)
+    with pytest.raises(ServiceUnavailable, match="TOKEN_ENCRYPTION_KEY is not set"):
+        SecretBox(None).open(sealed)
+
+
+def test_now_is_used_for_expiry() -> None:
+    """A token valid now passes check_token and keeps its kind and exp."""
+    token = mint(typ="refresh", sub="u", jti="j", exp=int(time.time()) + 60)
+    new = check_token(token)
+    assert (new.kind, new.claims.exp) == ("refresh_token", decode_claims(token).exp)

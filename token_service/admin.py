@@ -1,0 +1,285 @@
+"""The admin token API, shared by the token service and the gateway: `add_admin_routes(app)`.
+
+    POST /auth/extract        {"cookies": …}            → {success, token (masked), token_info}
+    POST /auth/save           {"cookies"|"token": …}    → {success, account_id, token_info}
+    GET  /auth/status                                   → {has_token, accounts: […]}
+    POST /auth/clear (GET kept for compatibility)       → {success, removed}
+    POST /token/check         {"token": …}              → {"live": bool}   (not admin-protected)
+    GET  /admin/accounts                                → {accounts: […]}
+    POST /admin/accounts      {"token"|"tokens"|"text"} → {added: […], errors: […]}
+    DELETE /admin/accounts/{id};  POST /admin/accounts/{id}/enable | /disable | /probe
+    POST /admin/accounts/probe                          → {results: {id: verdict}}
+
+The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx, next to its AccountPool).
+Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a
+key only loopback callers are served. No response ever holds a whole token: previews are masked.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from shared.errors import AuthenticationFailed, BadRequest, GatewayError, PayloadTooLarge, PermissionDenied
+from shared.logging import get_logger
+from shared.secret import Secret, mask
+from token_service.jwt_info import decode_claims, extract_jwt, token_info
+from token_service.pool import AccountPool
+from token_service.store import Account
+
+log = get_logger("token_service.admin")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminContext:
+    pool: AccountPool
+    admin_api_key: Secret | None
+    max_body_bytes: int = 1024 * 1024
+
+
+ADMIN_CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminContext)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+
+
+class ExtractBody(msgspec.Struct, forbid_unknown_fields=False):
+    cookies: str
+
+
+class SaveBody(msgspec.Struct, forbid_unknown_fields=False):
+    cookies: str | None = None
+    token: str | None = None
+
+
+class CheckBody(msgspec.Struct, forbid_unknown_fields=False):
+    token: str
+
+
+class AddBody(msgspec.Struct, forbid_unknown_fields=False):
+    token: str | None = None
+    tokens: list[str] | None = None
+    text: str | None = None
+
+
+_json = msgspec.json.Encoder()
+
+
+def add_admin_routes(app: web.Application) -> None:
+    """Register every admin route on `app`; the app must hold an `AdminContext` under `ADMIN_CONTEXT`."""
+    app.router.add_routes(
+        [
+            web.post("/auth/extract", _admin(extract)),
+            web.post("/auth/save", _admin(save)),
+            web.get("/auth/status", _admin(status)),
+            web.post("/auth/clear", _admin(clear)),
+            web.get("/auth/clear", _admin(clear)),
+            web.post("/token/check", _errors(check)),
+            web.get("/admin/accounts", _admin(list_accounts)),
+            web.post("/admin/accounts", _admin(add_accounts)),
+            web.post("/admin/accounts/probe", _admin(probe_all)),
+            web.delete("/admin/accounts/{account_id}", _admin(remove_account)),
+            web.post("/admin/accounts/{account_id}/enable", _admin(enable_account)),
+            web.post("/admin/accounts/{account_id}/disable", _admin(disable_account)),
+            web.post("/admin/accounts/{account_id}/probe", _admin(probe_account)),
+        ]
+    )
+
+
+# -- handlers -----------------------------------------------------------------------------------------------
+
+
+async def extract(request: web.Request) -> web.Response:
+    body = await _body(request, ExtractBody)
+    token = extract_jwt(body.cookies)
+    if token is None:
+        return _ok({"success": False, "error": "No kimi-auth token found in the provided cookies string"})
+    return _ok({"success": True, "token": mask(token), "token_info": _info_or_error(token)})
+
+
+async def save(request: web.Request) -> web.Response:
+    body = await _body(request, SaveBody)
+    raw = body.token or body.cookies
+    if not raw:
+        raise BadRequest("give the token as `token` or `cookies`", param="token")
+    token = extract_jwt(raw) or raw.strip()
+    account, created = await _ctx(request).pool.add(token)
+    return _ok(
+        {"success": True, "account_id": account.id, "created": created, "token_info": _info_or_error(token)}
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    accounts = [a for a in await _ctx(request).pool.list() if not a.ephemeral]
+    usable = any(a.state in ("active", "cooling") for a in accounts)
+    return _ok({"has_token": usable, "accounts": [_public(a) for a in accounts]})
+
+
+async def clear(request: web.Request) -> web.Response:
+    removed = await _ctx(request).pool.clear()
+    return _ok({"success": True, "removed": removed, "message": f"removed {removed} account(s)"})
+
+
+async def check(request: web.Request) -> web.Response:
+    body = await _body(request, CheckBody)
+    return _ok({"live": await _ctx(request).pool.check_token(body.token)})
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    return _ok({"accounts": [_public(a) for a in await _ctx(request).pool.list()]})
+
+
+async def add_accounts(request: web.Request) -> web.Response:
+    body = await _body(request, AddBody)
+    candidates = [*(body.tokens or []), *([body.token] if body.token else []), *_lines(body.text)]
+    if not candidates:
+        raise BadRequest("give `token`, `tokens` or `text` (one token per line)", param="token")
+    added: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    for line, candidate in enumerate(candidates, start=1):
+        try:
+            account, created = await _ctx(request).pool.add(extract_jwt(candidate) or candidate.strip())
+            added.append({"account_id": account.id, "created": created, "kind": account.kind})
+        except BadRequest as exc:
+            errors.append({"line": line, "error": exc.message})
+    return _ok({"success": not errors, "added": added, "errors": errors})
+
+
+async def remove_account(request: web.Request) -> web.Response:
+    await _ctx(request).pool.remove(request.match_info["account_id"])
+    return _ok({"success": True})
+
+
+async def enable_account(request: web.Request) -> web.Response:
+    return _ok(
+        {
+            "success": True,
+            "account": _public(await _ctx(request).pool.enable(request.match_info["account_id"])),
+        }
+    )
+
+
+async def disable_account(request: web.Request) -> web.Response:
+    account = await _ctx(request).pool.disable(request.match_info["account_id"])
+    return _ok({"success": True, "account": _public(account)})
+
+
+async def probe_account(request: web.Request) -> web.Response:
+    pool = _ctx(request).pool
+    account_id = request.match_info["account_id"]
+    result = await pool.probe(account_id)
+    return _ok({"result": result, "account": _public(await pool.get(account_id))})
+
+
+async def probe_all(request: web.Request) -> web.Response:
+    pool = _ctx(request).pool
+    results = {a.id: await pool.probe(a.id) for a in await pool.list() if a.state != "disabled"}
+    return _ok({"results": results})
+
+
+# -- plumbing -----------------------------------------------------------------------------------------------
+
+
+def _ctx(request: web.Request) -> AdminContext:
+    return request.config_dict[ADMIN_CONTEXT]
+
+
+def _ok(payload: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=_json.encode(payload), status=status, content_type="application/json")
+
+
+def _public(account: Account) -> dict[str, Any]:
+    """An account as the API shows it (the Struct has no secret; only the masked preview)."""
+    shown: dict[str, Any] = msgspec.to_builtins(account)
+    for internal in ("access_exp", "cooling_until_ms", "last_used_ms", "device_id", "session_id"):
+        shown.pop(internal, None)
+    return shown
+
+
+def _info_or_error(token: str) -> dict[str, object]:
+    try:
+        return token_info(decode_claims(token))
+    except BadRequest:
+        return {"valid": False, "error": "Failed to decode JWT payload"}
+
+
+def _lines(text: str | None) -> list[str]:
+    return [line for line in (text or "").splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+async def _body(request: web.Request, schema: type[T]) -> T:
+    limit = _ctx(request).max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    try:
+        return msgspec.json.decode(raw or b"{}", type=schema)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid body: {exc}", param=_field_of(str(exc))) from None
+    except msgspec.DecodeError:
+        raise BadRequest("the body is not valid JSON") from None
+
+
+def _field_of(message: str) -> str | None:
+    """msgspec says `… - at `$.cookies`` or `Object missing required field `cookies``."""
+    for marker in ("at `$.", "required field `"):
+        if marker in message:
+            return message.split(marker, 1)[1].split("`")[0].split(".")[0].split("[")[0]
+    return None
+
+
+def _admin(handler: Handler) -> Handler:
+    return _errors(_protected(handler))
+
+
+def _protected(handler: Handler) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        authorize(request, _ctx(request).admin_api_key)
+        return await handler(request)
+
+    return guarded
+
+
+def authorize(request: web.Request, key: Secret | None) -> None:
+    """Raise unless the caller shows the admin key (or, with no key configured, calls from loopback)."""
+    if key is None:
+        if not is_loopback(request.remote):
+            raise PermissionDenied(
+                "admin routes answer only to loopback callers while ADMIN_API_KEY is unset"
+            )
+        return
+    offered = request.headers.get("X-Admin-Key") or _bearer(request.headers.get("Authorization", ""))
+    if not offered or not key.matches(offered):
+        raise AuthenticationFailed("admin key missing or wrong (Authorization: Bearer <key> or X-Admin-Key)")
+
+
+def _bearer(header: str) -> str:
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def is_loopback(remote: str | None) -> bool:
+    try:
+        return remote is not None and ipaddress.ip_address(remote).is_loopback
+    except ValueError:
+        return False
+
+
+def _errors(handler: Handler) -> Handler:
+    async def rendered(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            log.info("admin_error", path=request.path, kind=exc.kind, status=exc.status)
+            return _ok(
+                {"success": False, "error": exc.message, "type": exc.kind, "param": exc.param}, exc.status
+            )
+
+    return rendered

@@ -1,0 +1,81 @@
+"""The token service (port 8001): the admin API, `/metrics`, and the prober + refresher in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.redis_client import make_redis
+from shared.settings import TokenServiceSettings
+from token_service import metrics, prober
+from token_service.admin import ADMIN_CONTEXT, AdminContext, add_admin_routes
+from token_service.kimi_auth import KimiAuthClient
+from token_service.pool import AccountPool
+
+SETTINGS: web.AppKey[TokenServiceSettings] = web.AppKey("settings", TokenServiceSettings)
+REDIS: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
+SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
+POOL: web.AppKey[AccountPool] = web.AppKey("pool", AccountPool)
+PROBER_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("prober_task", asyncio.Task)
+
+
+def create_app(settings: TokenServiceSettings, *, background: bool = True) -> web.Application:
+    """The token service app; `background=False` leaves the prober off (tests drive it by hand)."""
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_session_ctx)
+    app.cleanup_ctx.append(_pool_ctx)
+    if background:
+        app.cleanup_ctx.append(_prober_ctx)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    add_admin_routes(app)
+    return app
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[REDIS] = make_redis(app[SETTINGS].common)
+    yield
+    await app[REDIS].aclose()
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as session:
+        app[SESSION] = session
+        yield
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    auth = KimiAuthClient(app[SESSION], settings.common.kimi_base_url)
+    pool = AccountPool(app[REDIS], settings.pool, auth)
+    app[POOL] = pool
+    app[ADMIN_CONTEXT] = AdminContext(pool, settings.common.admin_api_key, settings.max_body_bytes)
+    yield
+
+
+async def _prober_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(prober.run_forever(app[POOL], app[SETTINGS].pool.probe_interval_s))
+    app[PROBER_TASK] = task
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """Prometheus exposition; the account gauges are read from Redis at each scrape."""
+    metrics.update_account_gauges(await request.app[POOL].list())
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    await request.app[REDIS].ping()
+    return web.json_response({"ok": True})

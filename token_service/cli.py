@@ -1,0 +1,105 @@
+"""Operator CLI on Redis directly: `python -m token_service accounts list|add|import|remove|probe`.
+
+accounts list                 one line per account: id, kind, state, user, expiry, hours left
+accounts add TOKEN            a kimi-auth JWT or a refresh_token (or a pasted cookie string)
+accounts import FILE          one token per line (`-` reads stdin); blank lines and `#` comments skipped
+accounts remove ID
+accounts probe [ID]           one account, or every account that is not disabled
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiohttp
+
+from shared.errors import GatewayError
+from shared.redis_client import make_redis
+from shared.settings import TokenServiceSettings
+from token_service.jwt_info import extract_jwt
+from token_service.kimi_auth import KimiAuthClient
+from token_service.pool import AccountPool
+from token_service.store import Account
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m token_service", description="Kimi token service")
+    commands = parser.add_subparsers(dest="command")
+    accounts = commands.add_parser("accounts", help="manage the Kimi account pool in Redis")
+    actions = accounts.add_subparsers(dest="action", required=True)
+    actions.add_parser("list")
+    actions.add_parser("add").add_argument("token")
+    actions.add_parser("import").add_argument("file")
+    actions.add_parser("remove").add_argument("account_id")
+    actions.add_parser("probe").add_argument("account_id", nargs="?")
+    return parser
+
+
+def run_cli(args: argparse.Namespace, settings: TokenServiceSettings) -> int:
+    if args.action == "import":
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        args.lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return asyncio.run(_run(args, settings))
+
+
+async def _run(args: argparse.Namespace, settings: TokenServiceSettings) -> int:
+    redis = make_redis(settings.common, max_connections=4)
+    try:
+        async with aiohttp.ClientSession() as session:
+            pool = AccountPool(redis, settings.pool, KimiAuthClient(session, settings.common.kimi_base_url))
+            return await _dispatch(pool, args)
+    except GatewayError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+
+
+async def _dispatch(pool: AccountPool, args: argparse.Namespace) -> int:
+    match args.action:
+        case "list":
+            _print_accounts(await pool.list())
+        case "add":
+            return await _add(pool, [args.token])
+        case "import":
+            return await _add(pool, args.lines)
+        case "remove":
+            await pool.remove(args.account_id)
+            print(f"removed {args.account_id}")
+        case "probe":
+            ids = (
+                [args.account_id]
+                if args.account_id
+                else [a.id for a in await pool.list() if a.state != "disabled"]
+            )
+            for account_id in ids:
+                print(f"{account_id}  {await pool.probe(account_id)}")
+    return 0
+
+
+async def _add(pool: AccountPool, lines: Sequence[str]) -> int:
+    failed = 0
+    for number, line in enumerate(lines, start=1):
+        try:
+            account, created = await pool.add(extract_jwt(line) or line.strip())
+        except GatewayError as exc:
+            failed += 1
+            print(f"line {number}: {exc.message}", file=sys.stderr)
+            continue
+        print(
+            f"{'added' if created else 'updated'} {account.id}  {account.kind}  expires {account.expires_at}"
+        )
+    return 1 if failed else 0
+
+
+def _print_accounts(accounts: Sequence[Account]) -> None:
+    if not accounts:
+        print("no accounts (add one: python -m token_service accounts add <token>)")
+    for a in accounts:
+        hours = f"{a.hours_left:.1f}h" if a.hours_left is not None else "-"
+        user = a.user_id or "-"
+        print(f"{a.id}  {a.kind:<13}  {a.state:<8}  {user:<20}  {a.expires_at or '-'}  {hours}  {a.preview}")

@@ -1,0 +1,160 @@
+"""Kimi tokens as data: pull a JWT out of what a user pastes, decode its claims, tell its kind.
+
+Signatures are never checked (Kimi signs with its own HS512 secret); only the payload matters here.
+Two kinds (kimi-web-rest.md §2.1, kimi-web-connect.md §4.2):
+    kimi_auth       typ=access, app_id=kimi: used directly as the Bearer of the Connect API
+    refresh_token   typ=refresh: exchanged for a short-lived access token (GET /api/auth/token/refresh)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import unquote
+
+import msgspec
+
+from shared.errors import BadRequest
+
+AccountKind = Literal["kimi_auth", "refresh_token"]
+
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+#: `kimi-auth=<jwt>` in a Cookie header, or `kimi-auth <jwt>` in a "name value" cookie export.
+_NAMED = re.compile(r"(?:kimi-auth|refresh_token|access_token)[\s=:\"']+(eyJ[A-Za-z0-9_.-]+)")
+_PREFIXES = ("bearer ", "cookie:")
+
+_claims_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+class Claims(msgspec.Struct, frozen=True):
+    """The payload fields the gateway uses; every one may be absent from a real token."""
+
+    typ: str = ""
+    app_id: str = ""
+    sub: str = ""
+    jti: str = ""
+    iat: int | None = None
+    exp: int | None = None
+    device_id: str = ""
+    ssid: str = ""
+    space_id: str = ""
+    region: str = ""
+    membership_level: int | None = None
+
+
+def extract_jwt(text: str) -> str | None:
+    """The first Kimi JWT in a pasted value: bare, `Bearer …`, `Cookie: …`, URL-encoded, or an export."""
+    value = text.strip()
+    for prefix in _PREFIXES:
+        if value.lower().startswith(prefix):
+            value = value[len(prefix) :].strip()
+    if "%" in value:
+        value = unquote(value)
+    named = _NAMED.search(value)
+    if named:
+        return named.group(1).strip().rstrip(";,")
+    found = _JWT.search(value)
+    return found.group(0) if found else None
+
+
+def decode_claims(token: str) -> Claims:
+    """The payload of a JWT, without checking the signature; BadRequest when it is not a JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise BadRequest("not a JWT: expected three dot-separated parts", param="token")
+    try:
+        raw = _claims_decoder.decode(_b64url(parts[1]))
+    except (ValueError, msgspec.DecodeError):
+        raise BadRequest("not a JWT: the payload does not decode", param="token") from None
+    return _claims_from(raw)
+
+
+def _b64url(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _claims_from(raw: dict[str, Any]) -> Claims:
+    membership = raw.get("membership")
+    level = membership.get("level") if isinstance(membership, dict) else None
+    return Claims(
+        typ=_text(raw.get("typ")),
+        app_id=_text(raw.get("app_id")),
+        sub=_text(raw.get("sub")),
+        jti=_text(raw.get("jti")),
+        iat=_int_or_none(raw.get("iat")),
+        exp=_int_or_none(raw.get("exp")),
+        device_id=_text(raw.get("device_id")),
+        ssid=_text(raw.get("ssid")),
+        space_id=_text(raw.get("space_id")),
+        region=_text(raw.get("region")),
+        membership_level=_int_or_none(level),
+    )
+
+
+def _text(value: object) -> str:
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def kind_of(claims: Claims) -> AccountKind:
+    """kimi_auth for typ=access + app_id=kimi, refresh_token for typ=refresh; anything else is refused."""
+    if claims.typ == "access" and claims.app_id == "kimi":
+        return "kimi_auth"
+    if claims.typ == "refresh":
+        return "refresh_token"
+    raise BadRequest(
+        f"unsupported token type {claims.typ!r}: expected a kimi-auth (typ=access, app_id=kimi) "
+        "or a refresh_token (typ=refresh)",
+        param="token",
+    )
+
+
+def account_id_for(token: str, claims: Claims) -> str:
+    """Short, stable, non-secret: 12 hex chars of sha256(sub + jti), or of the token when those are absent."""
+    basis = claims.sub + claims.jti if claims.sub and claims.jti else token
+    return hashlib.sha256(basis.encode()).hexdigest()[:12]
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z") if ts is not None else None
+
+
+def is_expired(claims: Claims, now: float | None = None) -> bool:
+    return claims.exp is not None and claims.exp <= (time.time() if now is None else now)
+
+
+def token_info(claims: Claims, now: float | None = None) -> dict[str, object]:
+    """The `token_info` object of kimi-free-api-fix (kimi-web-connect.md §4.6), plus `kind`."""
+    now = time.time() if now is None else now
+    remaining = max(0.0, (claims.exp - now) / 3600) if claims.exp is not None else None
+    return {
+        "valid": True,
+        "kind": _kind_or_none(claims),
+        "app_id": claims.app_id or None,
+        "type": claims.typ or None,
+        "user_id": claims.sub or None,
+        "space_id": claims.space_id or None,
+        "device_id": claims.device_id or None,
+        "region": claims.region or None,
+        "issued_at": iso(claims.iat),
+        "expires_at": iso(claims.exp),
+        "is_expired": is_expired(claims, now) if claims.exp is not None else None,
+        "membership_level": claims.membership_level,
+        "remaining_hours": round(remaining, 1) if remaining is not None else None,
+    }
+
+
+def _kind_or_none(claims: Claims) -> str | None:
+    try:
+        return kind_of(claims)
+    except BadRequest:
+        return None
