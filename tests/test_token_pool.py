@@ -408,3 +408,21 @@ async def test_background_refresher_renews_recently_used_tokens(
     assert await refresh_due(pool) == 1
     assert refreshes(sim) == 2
     assert (await pool.get(account.id)).counters["refreshes"] == 2
+
+
+async def test_passthrough_of_a_stored_account_never_gives_it_a_ttl(
+    redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
+) -> None:
+    """A stored account passed as a Bearer token keeps no TTL; saving an ephemeral one makes it permanent."""
+    pool = make_pool(redis, session, kimi_sim.url, ephemeral_ttl_s=50)
+    stored, passed = (
+        kimi_sim.state.add_account("kimi_auth").token,
+        kimi_sim.state.add_account("kimi_auth").token,
+    )
+    account, _ = await pool.add(stored)
+    assert await pool.add_ephemeral([stored]) == [account.id]
+    assert await redis.ttl(account_key(account.id)) == -1
+    [ephemeral_id] = await pool.add_ephemeral([passed])
+    saved, created = await pool.add(passed)
+    assert (saved.id, created, saved.ephemeral) == (ephemeral_id, False, False)
+    assert await redis.ttl(account_key(ephemeral_id)) == -1

@@ -13,10 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.redis_client import make_redis
 from shared.settings import TokenServiceSettings
-from token_service import metrics, prober
+from token_service import metrics
 from token_service.admin import ADMIN_CONTEXT, AdminContext, add_admin_routes
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool
+from token_service.prober import Prober
 
 SETTINGS: web.AppKey[TokenServiceSettings] = web.AppKey("settings", TokenServiceSettings)
 REDIS: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
@@ -62,9 +63,11 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _prober_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(prober.run_forever(app[POOL], app[SETTINGS].pool.probe_interval_s))
+    background = Prober(app[POOL], app[SETTINGS].pool.probe_interval_s)
+    task = asyncio.create_task(background.run())
     app[PROBER_TASK] = task
     yield
+    background.stop()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -9,6 +9,7 @@ lost silently. The refresher renews access tokens that are about to expire, off 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -121,12 +122,30 @@ async def refresh_due(pool: AccountPool) -> int:
     return renewed
 
 
-async def run_forever(pool: AccountPool, interval_s: float) -> None:
-    """The token service's background task: probe and refresh every `interval_s`, never dying on an error."""
-    while True:
+class Prober:
+    """The token service's background task: probe and refresh every `interval_s` until `stop()`.
+
+    It stops on an event rather than only on cancellation: a cancel that lands inside a client library's
+    timeout handling can come back as a TimeoutError, which the loop would otherwise survive.
+    """
+
+    def __init__(self, pool: AccountPool, interval_s: float) -> None:
+        self.pool = pool
+        self.interval_s = interval_s
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            await self.run_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+
+    async def run_once(self) -> None:
         try:
-            await probe_due(pool)
-            await refresh_due(pool)
+            await probe_due(self.pool)
+            await refresh_due(self.pool)
         except Exception as exc:  # a Redis hiccup must not stop the prober for good
             log.warning("prober_pass_failed", error=type(exc).__name__)
-        await asyncio.sleep(interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -122,6 +122,8 @@ class AccountStore:
                 pipe.hdel(key, "access", "access_exp")
             if ephemeral_ttl_s is not None:
                 pipe.expire(key, ephemeral_ttl_s)
+            else:
+                pipe.persist(key)  # saving a pass-through token makes it a stored account
             pipe.sadd(ACCOUNT_INDEX, new.account_id)
             await pipe.execute()
         if created:
@@ -134,7 +136,13 @@ class AccountStore:
         return account, created
 
     async def touch_ephemeral(self, account_id: str, ttl_s: int) -> bool:
-        return bool(await self.redis.expire(account_key(account_id), ttl_s))
+        """Renew a pass-through account's TTL; False when it does not exist. A stored account keeps no TTL."""
+        flag = await self.redis.hget(account_key(account_id), "ephemeral")
+        if flag is None:
+            return False
+        if _str(flag) == "1":
+            await self.redis.expire(account_key(account_id), ttl_s)
+        return True
 
     async def get(self, account_id: str) -> Account | None:
         raw = await self.redis.hgetall(account_key(account_id))
