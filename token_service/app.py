@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.metrics import instrument_redis
 from shared.redis_client import make_redis
 from shared.settings import TokenServiceSettings
 from token_service import metrics
@@ -42,7 +43,7 @@ def create_app(settings: TokenServiceSettings, *, background: bool = True) -> we
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[REDIS] = make_redis(app[SETTINGS].common)
+    app[REDIS] = instrument_redis(make_redis(app[SETTINGS].common), "token_service")
     yield
     await app[REDIS].aclose()
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from shared import keys
+from shared.metrics import instrument_redis
 from shared.redis_client import make_blocking_redis, make_redis
 from shared.settings import WorkerSettings
 from token_service.kimi_auth import KimiAuthClient
@@ -27,8 +28,12 @@ _SPARE_CONNECTIONS = 16
 @contextlib.asynccontextmanager
 async def open_worker(settings: WorkerSettings) -> AsyncIterator[Worker]:
     common = settings.common
-    redis = make_redis(common, max_connections=2 * settings.concurrency + _SPARE_CONNECTIONS)
-    blocking = make_blocking_redis(common, keys.JOBS_BLOCK_MS, max_connections=4)
+    redis = instrument_redis(
+        make_redis(common, max_connections=2 * settings.concurrency + _SPARE_CONNECTIONS), "upstream_worker"
+    )
+    blocking = instrument_redis(
+        make_blocking_redis(common, keys.JOBS_BLOCK_MS, max_connections=4), "upstream_worker"
+    )
     try:
         async with _session(settings) as session:
             pool = AccountPool(redis, settings.pool, KimiAuthClient(session, common.kimi_base_url))
