@@ -21,7 +21,7 @@ from typing import Annotated, Final, Literal, TypeVar
 import msgspec
 
 from adapters.base import SSE_CONTENT_TYPE, LocalReply, RequestContext, sse_event
-from adapters.shaping import OutputLimiter, citation_text
+from adapters.shaping import OutputLimiter
 from shared.errors import BadRequest, GatewayError, ModelNotFound, error_from_kind
 from shared.models import ModelSpec, resolve_model
 from shared.schema import (
@@ -328,7 +328,6 @@ class AnthropicRenderer:
         self._usage: Usage | None = None
         self._blocks: list[_BlockOut] = []
         self._open = False
-        self._after_citation = False
         self._reasoning: list[str] = []
         self._stop_reason: str | None = None
         self._finished = False
@@ -349,9 +348,9 @@ class AnthropicRenderer:
             return b""
         match event:
             case TextDelta(text=text):
-                return self._answer(self._after_citation_text(text))
+                return self._answer(self._limiter.feed(text))
             case Citation():
-                return b"" if self._silent else self._citation(event)
+                return b"" if self._silent else self._answer(self._limiter.feed_citation(event))
             case ReasoningDelta(text=text):
                 return self._thinking(text)
             case Usage():
@@ -386,19 +385,9 @@ class AnthropicRenderer:
             self._id, "assistant", self._request.model, content, stop_reason, stop_sequence, usage
         )
 
-    def _after_citation_text(self, text: str) -> str:
-        if self._after_citation:
-            self._after_citation = False
-            return "\n" + text
-        return text
-
-    def _citation(self, citation: Citation) -> bytes:
-        out = self._answer(citation_text(citation))
-        self._after_citation = True
-        return out
-
-    def _answer(self, text: str) -> bytes:
-        out = self._text_delta(self._limiter.feed(text))
+    def _answer(self, sent: str) -> bytes:
+        """Renders answer text the limiter let through, and the end of the message when it stopped."""
+        out = self._text_delta(sent)
         if self._limiter.cause is not None:
             out += self._finish(self._limiter.cause)
         return out

@@ -22,8 +22,8 @@ from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 
-from adapters.base import SSE_CONTENT_TYPE, LocalReply, LocalRoute, RequestContext, sse_data
-from adapters.shaping import OutputLimiter, citation_text
+from adapters.base import SSE_CONTENT_TYPE, LocalReply, RequestContext, sse_data
+from adapters.shaping import OutputLimiter
 from shared.errors import BadRequest, GatewayError, ModelNotFound, error_from_kind
 from shared.models import ModelSpec, listed_models, resolve_model
 from shared.schema import (
@@ -47,7 +47,6 @@ JSON_CONTENT_TYPE: Final = "application/json"
 HINT_STOP: Final = "stop_sequences"
 HINT_MAX_TOKENS: Final = "max_output_tokens"
 HINT_THOUGHTS: Final = "include_thoughts"
-HINT_GEMINI_CALLER: Final = "gemini_caller"
 
 # ---------------------------------------------------------------- wire request (unknown fields ignored)
 
@@ -239,18 +238,9 @@ def get_model(body: bytes, ctx: RequestContext) -> LocalReply:
     return 200, dict(_JSON_HEADERS), _json_encoder.encode(_model_out(spec, _model_id(ctx)))
 
 
-def caller_hints(headers: Mapping[str, str], query: Mapping[str, str]) -> dict[str, object]:
-    """Hints marking a caller that authenticates the Gemini way (`x-goog-api-key` or `?key=`)."""
-    return {HINT_GEMINI_CALLER: True} if "x-goog-api-key" in headers or "key" in query else {}
-
-
-def for_gemini_callers(answer: LocalRoute, otherwise: LocalRoute) -> LocalRoute:
-    """`GET /v1/models[/{model}]` is OpenAI's, but google-genai (which talks to /v1) gets Gemini's shape."""
-
-    def choose(body: bytes, ctx: RequestContext) -> LocalReply:
-        return (answer if ctx.hints.get(HINT_GEMINI_CALLER) else otherwise)(body, ctx)
-
-    return choose
+def is_gemini_caller(headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+    """A caller that authenticates the Gemini way (`x-goog-api-key` or `?key=`): google-genai on `/v1`."""
+    return "x-goog-api-key" in headers or "key" in query
 
 
 def count_tokens(body: bytes, ctx: RequestContext) -> LocalReply:
@@ -372,7 +362,6 @@ class GeminiRenderer:
         self._input_tokens = estimate_prompt_tokens([m.text() for m in request.messages])
         self._usage: Usage | None = None
         self._reasoning: list[str] = []
-        self._after_citation = False
         self._chunks = 0
         self._finish_reason: str | None = None
         self._finished = False
@@ -392,9 +381,9 @@ class GeminiRenderer:
             return b""
         match event:
             case TextDelta(text=text):
-                return self._answer(self._after_citation_text(text))
+                return self._answer(self._limiter.feed(text))
             case Citation():
-                return b"" if self._silent else self._citation(event)
+                return b"" if self._silent else self._answer(self._limiter.feed_citation(event))
             case ReasoningDelta(text=text):
                 return self._thought(text)
             case Usage():
@@ -427,19 +416,8 @@ class GeminiRenderer:
 
     # -- pieces
 
-    def _after_citation_text(self, text: str) -> str:
-        if self._after_citation:
-            self._after_citation = False
-            return "\n" + text
-        return text
-
-    def _citation(self, citation: Citation) -> bytes:
-        out = self._answer(citation_text(citation))
-        self._after_citation = True
-        return out
-
-    def _answer(self, text: str) -> bytes:
-        sent = self._limiter.feed(text)
+    def _answer(self, sent: str) -> bytes:
+        """Renders answer text the limiter let through, and the last chunk when it stopped."""
         if self._limiter.cause is not None:
             return self._finish(_LIMIT_REASON[self._limiter.cause], sent)
         return self._chunk([_PartOut(sent)]) if sent else b""

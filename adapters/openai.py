@@ -5,10 +5,14 @@ role; the last content chunk carries `finish_reason`; `stream_options.include_us
 `choices: []`) before `data: [DONE]`, and `"usage": null` on every other chunk. Errors after the first byte
 are `data: {"error": …}` and the stream closes without `[DONE]`.
 
+Kimi takes neither `stop` nor a maximum length: the gateway cuts the answer text itself (adapters/shaping.py) at
+the first `stop` sequence (finish_reason "stop") or at the `max_completion_tokens` / `max_tokens` budget
+(finish_reason "length"; reasoning is never cut nor counted), then ends the response and cancels the job.
+
 Parameters Kimi's web chat cannot honour (README, "OpenAI parameters"):
-- accepted and ignored: temperature, top_p, max_tokens, max_completion_tokens, presence_penalty,
-  frequency_penalty, stop, seed, user, logit_bias, metadata, store, service_tier, parallel_tool_calls,
-  `response_format` of type text / json_object, `tool_choice: "none"`, `n: 1`, `logprobs: false`;
+- accepted and ignored: temperature, top_p, presence_penalty, frequency_penalty, seed, user, logit_bias,
+  metadata, store, service_tier, parallel_tool_calls, `response_format` of type text / json_object,
+  `tool_choice: "none"`, `n: 1`, `logprobs: false`;
 - refused with 400: `n` > 1, `logprobs: true`, non-empty `tools` (unless `tool_choice` is "none"),
   `response_format` of type json_schema, audio content parts.
 kimi-free-api extensions: `use_search`, `conversation_id`, model-name flags (see shared/models.py).
@@ -18,12 +22,12 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
 from adapters.base import SSE_CONTENT_TYPE, LocalReply, RequestContext, sse_comment
-from adapters.shaping import citation_text
+from adapters.shaping import OutputLimiter, StopCause
 from shared.errors import BadRequest, GatewayError, ModelNotFound
 from shared.models import ModelSpec, listed_models, resolve_model
 from shared.schema import (
@@ -98,6 +102,9 @@ class _Request(_Wire):
     response_format: _ResponseFormat | None = None
     use_search: bool | None = None
     conversation_id: str | None = None
+    stop: str | list[str] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 _request_decoder: Final = msgspec.json.Decoder(_Request)
@@ -114,6 +121,8 @@ _ROLES: Final[dict[str, Role]] = {
 _NEW_CONVERSATION: Final = frozenset({"none", "null", "new", "undefined"})
 _AT_PATH: Final = re.compile(r"at `\$\.?(.*)`$")
 HINT_INCLUDE_USAGE: Final = "include_usage"
+HINT_STOP: Final = "stop"
+HINT_MAX_TOKENS: Final = "max_tokens"
 
 
 def parse(body: bytes, ctx: RequestContext) -> ChatRequest:
@@ -125,6 +134,8 @@ def parse(body: bytes, ctx: RequestContext) -> ChatRequest:
         raise ModelNotFound(f"The model `{wire.model}` does not exist.", param="model")
     if wire.stream_options is not None and wire.stream_options.include_usage:
         ctx.hints[HINT_INCLUDE_USAGE] = True
+    ctx.hints[HINT_STOP] = [wire.stop] if isinstance(wire.stop, str) else list(wire.stop or ())
+    ctx.hints[HINT_MAX_TOKENS] = wire.max_completion_tokens or wire.max_tokens
     return ChatRequest(
         request_id=ctx.request_id,
         model=wire.model.strip(),
@@ -273,6 +284,7 @@ class _CompletionOut(msgspec.Struct):
 
 _DONE_BYTES: Final = b"data: [DONE]\n\n"
 _KEEPALIVE_BYTES: Final = sse_comment(b"keep-alive")
+_LIMIT_REASON: Final[dict[StopCause, str]] = {"stop_sequence": "stop", "max_tokens": "length"}
 
 
 class OpenAIRenderer:
@@ -289,16 +301,20 @@ class OpenAIRenderer:
         self._id = _conversation_or(request.options.conversation_id, request)
         self._model_json = _json_encoder.encode(request.model)
         self._silent = request.options.silent
+        stops, max_tokens = ctx.hints.get(HINT_STOP), ctx.hints.get(HINT_MAX_TOKENS)
+        #: Holds the answer text sent so far (the non-stream body, the usage estimate).
+        self._limiter = OutputLimiter(
+            [s for s in stops if isinstance(s, str)] if isinstance(stops, list) else (),
+            max_tokens if isinstance(max_tokens, int) else None,
+        )
         self._prefix = b""
         self._suffix = b""
         self._started = False
-        self._after_citation = False
         self._finished = False
         self._finish_reason = "stop"
         self._usage: Usage | None = None
-        #: Text is kept for the non-stream body, or to estimate usage when the worker sent none.
-        self._keep_text = not request.stream or self._include_usage
-        self._text: list[str] = []
+        #: Reasoning is kept for the non-stream body, or to estimate usage when the worker sent none.
+        self._keep_reasoning = not request.stream or self._include_usage
         self._reasoning: list[str] = []
 
     @property
@@ -312,19 +328,23 @@ class OpenAIRenderer:
         return _KEEPALIVE_BYTES
 
     def feed(self, event: Event) -> bytes:
+        if self._finished:
+            return b""
         match event:
             case TextDelta(text=text):
-                return self._content(text)
+                return self._answer(self._limiter.feed(text))
             case ReasoningDelta(text=text):
-                return self._delta(b'{"reasoning_content":', text, self._reasoning)
+                if self._keep_reasoning:
+                    self._reasoning.append(text)
+                return self._delta(b'{"reasoning_content":', text)
             case Citation():
-                return b"" if self._silent else self._citation(event)
+                return b"" if self._silent else self._answer(self._limiter.feed_citation(event))
             case Start(conversation_id=cid):
                 self._adopt(cid)
                 return b""
-            case Done(conversation_id=cid):
+            case Done(conversation_id=cid, finish_reason=reason):
                 self._adopt(cid)
-                return self._done(event)
+                return self._finish(reason)
             case Usage():
                 self._usage = event
                 return b""
@@ -337,7 +357,7 @@ class OpenAIRenderer:
 
     def body(self) -> bytes:
         usage = self._final_usage()
-        message = _MessageOut("assistant", "".join(self._text), "".join(self._reasoning) or None)
+        message = _MessageOut("assistant", self._limiter.sent_text, "".join(self._reasoning) or None)
         out = _CompletionOut(
             id=self._id,
             object="chat.completion",
@@ -357,8 +377,6 @@ class OpenAIRenderer:
         head += str(self._created).encode() + b',"model":' + self._model_json + b',"choices":'
         self._prefix = b"data: " + head
         self._suffix = b',"usage":null}\n\n' if self._include_usage else b"}\n\n"
-        if not self.stream:
-            return b""
         return self._choice(b'{"role":"assistant","content":""}', b"null")
 
     def _choice(self, delta: bytes, finish: bytes) -> bytes:
@@ -370,43 +388,40 @@ class OpenAIRenderer:
         if conversation_id and self._request.options.keep_chat and not self._started:
             self._id = conversation_id
 
-    def _content(self, text: str) -> bytes:
-        if self._after_citation:
-            text = "\n" + text
-            self._after_citation = False
-        return self._delta(b'{"content":', text, self._text)
-
-    def _citation(self, citation: Citation) -> bytes:
-        out = self._delta(b'{"content":', citation_text(citation), self._text)
-        self._after_citation = True
+    def _answer(self, sent: str) -> bytes:
+        """Answer text the limiter let through; the end of the response once the limiter stopped."""
+        out = self._delta(b'{"content":', sent) if sent else b""
+        if self._limiter.cause is not None:
+            out += self._finish(_LIMIT_REASON[self._limiter.cause])
         return out
 
-    def _delta(self, key: bytes, text: str, sink: list[str]) -> bytes:
-        if self._keep_text:
-            sink.append(text)
+    def _delta(self, key: bytes, text: str) -> bytes:
         if not self.stream:
             return b""
         first = b"" if self._started else self._begin()
         return first + self._choice(key + _json_encoder.encode(text) + b"}", b"null")
 
-    def _done(self, done: Done) -> bytes:
+    def _finish(self, reason: str) -> bytes:
+        """The held-back tail, the finish chunk, the usage chunk when asked, `[DONE]`."""
+        tail = "" if self._limiter.stopped else self._limiter.flush()
+        out = self._delta(b'{"content":', tail) if tail else b""
         self._finished = True
-        self._finish_reason = done.finish_reason
+        self._finish_reason = _LIMIT_REASON[self._limiter.cause] if self._limiter.cause else reason
         if not self.stream:
             return b""
         first = b"" if self._started else self._begin()
-        last = self._choice(b"{}", _json_encoder.encode(done.finish_reason))
+        out += first + self._choice(b"{}", _json_encoder.encode(self._finish_reason))
         if self._include_usage:
             usage = _json_encoder.encode(self._final_usage())
-            last += self._prefix + b'[],"usage":' + usage + b"}\n\n"
-        return first + last + _DONE_BYTES
+            out += self._prefix + b'[],"usage":' + usage + b"}\n\n"
+        return out + _DONE_BYTES
 
     def _final_usage(self) -> _UsageOut:
-        if self._usage is not None:
+        if self._usage is not None and not self._limiter.stopped:
             prompt, completion = self._usage.prompt_tokens, self._usage.completion_tokens
         else:
             prompt = estimate_prompt_tokens([m.text() for m in self._request.messages])
-            completion = estimate_tokens("".join(self._text)) + estimate_tokens("".join(self._reasoning))
+            completion = estimate_tokens(self._limiter.sent_text) + estimate_tokens("".join(self._reasoning))
         return _UsageOut(prompt, completion, prompt + completion)
 
 

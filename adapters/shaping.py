@@ -1,5 +1,8 @@
 """Answer shaping that every dialect applies the same way: citations as text, stop sequences, a token budget.
 
+A search citation becomes one line of answer text (kimi-free-api's format, `citation_text`, the only place that
+spells it), and the text after a run of citations starts on a new line; citation lines count as answer text.
+
 Kimi's web chat takes neither stop sequences nor a maximum length, so the gateway enforces both on the answer
 it relays. It cuts at the first stop sequence, holding back any tail that could still grow into one, and stops
 once the answer would exceed `max_tokens` as counted by `shared.tokens.estimate_tokens` (the same estimator
@@ -35,6 +38,7 @@ class OutputLimiter:
         self._upper_bound = 0
         self.cause: StopCause | None = None
         self.stop_sequence: str | None = None
+        self._after_citation = False
 
     @property
     def stopped(self) -> bool:
@@ -44,10 +48,19 @@ class OutputLimiter:
     def sent_text(self) -> str:
         return self._sent
 
+    def feed_citation(self, citation: Citation) -> str:
+        """`feed` of the citation's line; the next answer text starts on a new line."""
+        self._after_citation = False
+        out = self.feed(citation_text(citation))
+        self._after_citation = True
+        return out
+
     def feed(self, text: str) -> str:
         """The part of `text` (plus any held-back tail) that may be sent now."""
         if self.stopped:
             return ""
+        if self._after_citation:
+            text, self._after_citation = "\n" + text, False
         pending = self._held + text
         cut = self._first_stop(pending)
         if cut is not None:

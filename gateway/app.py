@@ -7,11 +7,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from adapters import gemini, openai
-from adapters.base import Dialect, LocalRoute, RequestContext
-from gateway.middleware import error_middleware
+from adapters.base import Dialect, RequestContext
+from gateway.auth import authenticate_local
+from gateway.middleware import ERROR_DIALECT, error_middleware
 from gateway.relay import REQUEST_ID, handle_chat
 from gateway.resources import SETTINGS, account_pool, http_session, redis_clients
-from gateway.routes import CHAT_ROUTES, LOCAL_ROUTES, SERVICE_ROUTES
+from gateway.routes import CHAT_ROUTES, LOCAL_ROUTES, SERVICE_ROUTES, LocalRow
 from shared.settings import GatewaySettings
 from token_service.admin import add_admin_routes
 
@@ -33,7 +34,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     for chat in CHAT_ROUTES:
         app.router.add_route(chat.method, chat.path, _chat_handler(chat.dialect))
     for row in LOCAL_ROUTES:
-        app.router.add_route(row.method, row.path, _local_handler(row.answer))
+        app.router.add_route(row.method, row.path, _local_handler(row))
     for method, path, handler in SERVICE_ROUTES:
         app.router.add_route(method, path, handler)
     add_admin_routes(app)  # /auth/*, /token/check, /admin/accounts: the token service's own handlers
@@ -47,13 +48,15 @@ def _chat_handler(dialect: Dialect) -> _Handler:
     return handler
 
 
-def _local_handler(answer: LocalRoute) -> _Handler:
+def _local_handler(row: LocalRow) -> _Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
+        answer = row.answer
+        if row.gemini_answer is not None and gemini.is_gemini_caller(request.headers, request.query):
+            request[ERROR_DIALECT] = gemini.GENERATE
+            answer = row.gemini_answer
+        authenticate_local(request, request.app[SETTINGS])
         ctx = RequestContext(
-            request.get(REQUEST_ID, ""),
-            path_model=request.match_info.get("model"),
-            query=dict(request.query),
-            hints=gemini.caller_hints(request.headers, request.query),
+            request.get(REQUEST_ID, ""), path_model=request.match_info.get("model"), query=dict(request.query)
         )
         status, headers, body = answer(await request.read(), ctx)
         return web.Response(status=status, headers=headers, body=body)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shared.errors import AuthenticationFailed
+from shared.errors import AuthenticationFailed, BadRequest
 from shared.settings import GatewaySettings
 from token_service.pool import AccountPool
+from token_service.store import check_token
 
 #: Where each dialect's SDK puts its key: OpenAI and Anthropic (Claude Code) Bearer, Anthropic x-api-key,
 #: Gemini x-goog-api-key or ?key=.
@@ -39,18 +40,36 @@ def kimi_tokens(credential: str) -> list[str] | None:
     return None
 
 
-async def authenticate(
-    request: web.Request, settings: GatewaySettings, pool: AccountPool
-) -> list[str] | None:
-    """The account ids this request may use, or None for the whole pool; raises AuthenticationFailed."""
+def check_client(request: web.Request, settings: GatewaySettings) -> list[str] | None:
+    """The Kimi tokens of a pass-through credential, None for a key or an open gateway; raises
+    AuthenticationFailed. Touches no store, so the routes that need no job can call it too."""
     credential = client_credential(request)
     if credential is not None and any(key.matches(credential) for key in settings.api_keys):
         return None
     tokens = kimi_tokens(credential) if credential is not None and settings.allow_passthrough else None
     if tokens is not None:
-        return await pool.add_ephemeral(tokens)
+        return tokens
     if settings.api_keys:
         if credential is None:
             raise AuthenticationFailed("You didn't provide an API key (Authorization: Bearer <key>).")
         raise AuthenticationFailed("Incorrect API key provided.")
     return None
+
+
+async def authenticate(
+    request: web.Request, settings: GatewaySettings, pool: AccountPool
+) -> list[str] | None:
+    """The account ids this request may use, or None for the whole pool; raises AuthenticationFailed."""
+    tokens = check_client(request, settings)
+    return None if tokens is None else await pool.add_ephemeral(tokens)
+
+
+def authenticate_local(request: web.Request, settings: GatewaySettings) -> None:
+    """The same rule for a route that needs no job: pass-through tokens are checked, not stored."""
+    tokens = check_client(request, settings) or []
+    for position, token in enumerate(tokens, start=1):
+        try:
+            check_token(token)
+        except BadRequest as exc:
+            message = f"pass-through token {position} of {len(tokens)}: {exc.message}"
+            raise AuthenticationFailed(message) from None

@@ -19,6 +19,8 @@ from shared.errors import (
 from shared.logging import get_logger
 
 log = get_logger("gateway.errors")
+#: Set by a handler whose errors take another dialect than its route's (Gemini callers of `/v1/models`).
+ERROR_DIALECT: web.RequestKey[Dialect] = web.RequestKey("error_dialect")
 
 
 def error_middleware(dialect_of: Mapping[tuple[str, str], Dialect], default: Dialect) -> Middleware:
@@ -53,6 +55,8 @@ def render(request: web.Request, dialect: Dialect, exc: GatewayError) -> web.Res
 def _dialect(
     request: web.Request, dialect_of: Mapping[tuple[str, str], Dialect], default: Dialect
 ) -> Dialect:
+    if ERROR_DIALECT in request:
+        return request[ERROR_DIALECT]
     route = request.match_info.route
     resource = route.resource
     if resource is None:

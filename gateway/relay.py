@@ -67,6 +67,13 @@ class Outcome:
     bytes: int = 0
 
 
+class _StreamResponse(web.StreamResponse):
+    """A stream whose headers leave in the same packet as its first bytes: the relay commits the headers only
+    when it has bytes to write, so sending them alone would cost a syscall and a client wake-up more."""
+
+    _send_headers_immediately = False  # aiohttp >= 3.11: headers wait for the first write
+
+
 class _ClientGone(Exception):
     """A write failed or the transport closed: the client left."""
 
@@ -167,6 +174,7 @@ class Relay:
         self.key = reply_key(chat.request_id)
         self.response: web.StreamResponse | None = None
         self.terminal = False
+        self.cancelled = False
         self.last_id: bytes | str = "0-0"
         self.last_write = time.monotonic()
 
@@ -182,7 +190,7 @@ class Relay:
                 raise
             return await self._fail_in_band(exc)
         finally:
-            if not self.terminal:
+            if not self.terminal and not self.cancelled:
                 await self._cancel_job()
             if self.response is not None:
                 metrics.OPEN_STREAMS.dec()
@@ -267,7 +275,7 @@ class Relay:
 
     async def _commit(self) -> web.StreamResponse:
         """Send the stream's headers and the renderer's head."""
-        response = web.StreamResponse(
+        response = _StreamResponse(
             status=200,
             headers={
                 "Content-Type": self.renderer.content_type,
@@ -288,6 +296,8 @@ class Relay:
         return response
 
     async def _complete(self) -> web.StreamResponse:
+        if not self.terminal:  # the renderer cut the answer short: stop the worker before the client hears
+            await self._cancel_job()
         if self.response is not None:
             await self._end_stream()
             return self.response
@@ -328,6 +338,7 @@ class Relay:
 
     async def _cancel_job(self) -> None:
         """Tell the worker to stop: the client left, a deadline passed, or the answer was cut short."""
+        self.cancelled = True
         try:
             await self.request.app[REDIS].set(cancel_key(self.chat.request_id), b"1", ex=CANCEL_TTL_S)
         except RedisError:

@@ -1,8 +1,9 @@
 """The gateway's HTTP surface, read at a glance. A new dialect adds its rows to the two dialect tables.
 
 - `CHAT_ROUTES`: parsed by the dialect, enqueued as a job, relayed back (gateway/relay.py).
-- `LOCAL_ROUTES`: answered by a pure function of the dialect (no job), e.g. model lists, count_tokens.
-- `SERVICE_ROUTES`: health, metrics, docs. Admin routes come from `token_service.admin.add_admin_routes`.
+- `LOCAL_ROUTES`: answered by a pure function of the dialect (no job), e.g. model lists, count_tokens; they
+  authenticate the client like the chat routes.
+- `SERVICE_ROUTES`: health, metrics, docs; open to everyone. Admin routes come from `token_service.admin.add_admin_routes`.
 URL match info `{model}` becomes `RequestContext.path_model`.
 """
 
@@ -31,6 +32,9 @@ class LocalRow:
     path: str
     dialect: Dialect
     answer: LocalRoute
+    #: google-genai talks to /v1 too: a caller that authenticates the Gemini way (`x-goog-api-key`, `?key=`)
+    #: gets this answer instead, and its errors in Gemini's shape.
+    gemini_answer: LocalRoute | None = None
 
 
 #: google-genai talks to /v1 by default, the Gemini docs to /v1beta: both serve the Gemini POST routes.
@@ -44,15 +48,8 @@ CHAT_ROUTES: tuple[ChatRoute, ...] = (
 )
 
 LOCAL_ROUTES: tuple[LocalRow, ...] = (
-    LocalRow(
-        "GET", "/v1/models", openai.DIALECT, gemini.for_gemini_callers(gemini.list_models, openai.list_models)
-    ),
-    LocalRow(
-        "GET",
-        "/v1/models/{model}",
-        openai.DIALECT,
-        gemini.for_gemini_callers(gemini.get_model, openai.get_model),
-    ),
+    LocalRow("GET", "/v1/models", openai.DIALECT, openai.list_models, gemini.list_models),
+    LocalRow("GET", "/v1/models/{model}", openai.DIALECT, openai.get_model, gemini.get_model),
     LocalRow("POST", "/v1/messages/count_tokens", anthropic.DIALECT, anthropic.count_tokens),
     LocalRow("GET", "/v1beta/models", gemini.GENERATE, gemini.list_models),
     LocalRow("GET", "/v1beta/models/{model}", gemini.GENERATE, gemini.get_model),

@@ -41,6 +41,19 @@ class Stack:
             account, _ = await pool.add(self.sim.state.add_account(kind).token)  # type: ignore[arg-type]
         return account.id
 
+    async def sim_state(self) -> dict[str, Any]:
+        """The simulator's `GET /__sim/state`: chats, deleted chats, streams."""
+        async with aiohttp.ClientSession() as session, session.get(f"{self.sim.url}/__sim/state") as resp:
+            state: dict[str, Any] = await resp.json()
+        return state
+
+    async def sim_requests(self, path: str = "") -> list[dict[str, Any]]:
+        """The simulator's request log, only requests whose path contains `path`."""
+        url = f"{self.sim.url}/__sim/requests"
+        async with aiohttp.ClientSession() as session, session.get(url, params={"path": path}) as resp:
+            log: list[dict[str, Any]] = await resp.json()
+        return log
+
     async def arm(self, name: str, **params: Any) -> None:
         """Arm a simulator fault (tests/kimi_sim/README.md)."""
         async with (

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -14,83 +12,32 @@ import openai
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from aiohttp.test_utils import TestServer
 
-from gateway.app import create_app
-from shared.settings import CommonSettings, GatewaySettings, PoolSettings, WorkerSettings
+from shared.settings import PoolSettings
 from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for
-from tests.kimi_sim.fixtures import SimServer
+from tests.stack import Stack, StackFactory, stack_factory
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool
-from upstream_worker.resources import open_worker
-from upstream_worker.worker import Worker
+
+__all__ = ["stack_factory"]
 
 PROMPT = "hi there"
 
 
-@dataclass
-class Stack:
-    sim: SimServer
-    redis: aioredis.Redis
-    client: openai.AsyncOpenAI
-    gateway_url: str
-
-    async def add(self, kind: str) -> str:
-        """A simulator account saved in the pool; its account id."""
-        async with aiohttp.ClientSession() as session:
-            pool = AccountPool(self.redis, PoolSettings(), KimiAuthClient(session, self.sim.url))
-            account, _ = await pool.add(self.sim.state.add_account(kind).token)  # type: ignore[arg-type]
-        return account.id
-
-    async def sim_state(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.get(f"{self.sim.url}/__sim/state") as resp:
-            state: dict[str, Any] = await resp.json()
-            return state
-
-    async def arm(self, name: str, **params: Any) -> None:
-        async with aiohttp.ClientSession() as session:
-            await session.post(f"{self.sim.url}/__sim/faults", json={"name": name, **params})
+@pytest_asyncio.fixture
+async def stack(stack_factory: StackFactory) -> Stack:
+    return await stack_factory(keepalive_interval_s=0.2, idle_timeout_s=10.0, request_timeout_s=20.0)
 
 
 @pytest_asyncio.fixture
-async def stack(redis: aioredis.Redis, redis_url: str, kimi_sim: SimServer) -> AsyncIterator[Stack]:
-    gateway_settings = GatewaySettings(
-        common=CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url),
-        keepalive_interval_s=0.2,
-        idle_timeout_s=10.0,
-        request_timeout_s=20.0,
-    )
-    server = TestServer(create_app(gateway_settings), host="127.0.0.1")
-    await server.start_server()
-    worker_settings = WorkerSettings(
-        common=CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url),
-        pool=PoolSettings(max_concurrency_per_account=1, lease_ttl_s=30),
-        concurrency=4,
-        consumer_name=f"e2e-{uuid.uuid4().hex[:6]}",
-        heartbeat_interval_s=0.1,
-        connect_timeout_s=2.0,
-        first_byte_timeout_s=5.0,
-        idle_timeout_s=5.0,
-    )
-    url = f"http://127.0.0.1:{server.port}"
-    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-local", max_retries=0, timeout=15)
-    async with open_worker(worker_settings) as worker:
-        task = asyncio.create_task(worker.run())
-        try:
-            yield Stack(kimi_sim, redis, client, url)
-        finally:
-            await client.close()
-            await _stop(worker, task)
-            await server.close()
+async def client(stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
+    client = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="sk-local", max_retries=0, timeout=15)
+    yield client
+    await client.close()
 
 
-async def _stop(worker: Worker, task: asyncio.Task[None]) -> None:
-    worker.stop()
-    await asyncio.wait_for(task, 10)
-
-
-async def _stream_text(stack: Stack, model: str, **extra: Any) -> tuple[str, str, list[Any]]:
-    stream = await stack.client.chat.completions.create(
+async def _stream_text(client: openai.AsyncOpenAI, model: str, **extra: Any) -> tuple[str, str, list[Any]]:
+    stream = await client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": PROMPT}], stream=True, **extra
     )
     text, reasoning, chunks = "", "", []
@@ -104,10 +51,12 @@ async def _stream_text(stack: Stack, model: str, **extra: Any) -> tuple[str, str
 
 
 @pytest.mark.parametrize(("kind", "model"), [("refresh_token", "kimi"), ("kimi_auth", "kimi-k2.5-instant")])
-async def test_exact_text_stream_and_non_stream(stack: Stack, kind: str, model: str) -> None:
+async def test_exact_text_stream_and_non_stream(
+    stack: Stack, client: openai.AsyncOpenAI, kind: str, model: str
+) -> None:
     """The simulator's exact answer arrives in both modes, on a REST and on a Connect account."""
     await stack.add(kind)
-    text, _, chunks = await _stream_text(stack, model, stream_options={"include_usage": True})
+    text, _, chunks = await _stream_text(client, model, stream_options={"include_usage": True})
     assert text == answer_for(PROMPT)
     assert len({c.id for c in chunks}) == 1 and len({c.created for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -115,7 +64,7 @@ async def test_exact_text_stream_and_non_stream(stack: Stack, kind: str, model: 
     assert (
         chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     )
-    completion = await stack.client.chat.completions.create(
+    completion = await client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": PROMPT}]
     )
     assert completion.choices[0].message.content == answer_for(PROMPT)
@@ -123,37 +72,37 @@ async def test_exact_text_stream_and_non_stream(stack: Stack, kind: str, model: 
     assert completion.usage is not None and completion.usage.prompt_tokens > 0
 
 
-async def test_thinking_model_streams_reasoning(stack: Stack) -> None:
+async def test_thinking_model_streams_reasoning(stack: Stack, client: openai.AsyncOpenAI) -> None:
     """A thinking model's reasoning arrives as reasoning_content, the answer as content."""
     await stack.add("kimi_auth")
-    text, reasoning, _ = await _stream_text(stack, "kimi-k2.5-thinking")
+    text, reasoning, _ = await _stream_text(client, "kimi-k2.5-thinking")
     assert (text, reasoning) == (answer_for(PROMPT), reasoning_for(PROMPT))
 
 
-async def test_search_citations_and_silent(stack: Stack) -> None:
+async def test_search_citations_and_silent(stack: Stack, client: openai.AsyncOpenAI) -> None:
     """A -search model shows citations in the text; a -silent one shows only the answer."""
     await stack.add("refresh_token")
-    text, _, _ = await _stream_text(stack, "kimi-search")
+    text, _, _ = await _stream_text(client, "kimi-search")
     for result in search_results_for(PROMPT):
         assert f"[{result['title']}]({result['url']})" in text
     assert text.endswith(answer_for(PROMPT))
-    silent, _, _ = await _stream_text(stack, "kimi-search-silent")
+    silent, _, _ = await _stream_text(client, "kimi-search-silent")
     assert silent == answer_for(PROMPT)
 
 
-async def test_conversation_continuation_and_trace_cleanup(stack: Stack) -> None:
+async def test_conversation_continuation_and_trace_cleanup(stack: Stack, client: openai.AsyncOpenAI) -> None:
     """conversation_id "none" keeps the chat and returns its id; the next turn continues it; others go."""
     await stack.add("refresh_token")
-    first = await stack.client.chat.completions.create(
+    first = await client.chat.completions.create(
         model="kimi", messages=[{"role": "user", "content": PROMPT}], extra_body={"conversation_id": "none"}
     )
     chat_id = first.id
-    second = await stack.client.chat.completions.create(
+    second = await client.chat.completions.create(
         model="kimi", messages=[{"role": "user", "content": "again"}], extra_body={"conversation_id": chat_id}
     )
     assert second.id == chat_id
     assert second.choices[0].message.content == answer_for("again")
-    throwaway = await stack.client.chat.completions.create(
+    throwaway = await client.chat.completions.create(
         model="kimi", messages=[{"role": "user", "content": PROMPT}]
     )
     state = await stack.sim_state()
@@ -162,21 +111,21 @@ async def test_conversation_continuation_and_trace_cleanup(stack: Stack) -> None
     assert len(state["deleted_chats"]) == 1
 
 
-async def test_failover_before_first_byte(stack: Stack) -> None:
+async def test_failover_before_first_byte(stack: Stack, client: openai.AsyncOpenAI) -> None:
     """A 429 on the first account is retried on the second; the client sees a clean answer."""
     await stack.add("kimi_auth")
     await stack.add("kimi_auth")
     await stack.arm("http_429", count=1, retry_after=30)
-    text, _, _ = await _stream_text(stack, "kimi-k2.5-instant")
+    text, _, _ = await _stream_text(client, "kimi-k2.5-instant")
     assert text == answer_for(PROMPT)
 
 
-async def test_only_account_401_is_a_clear_error(stack: Stack) -> None:
+async def test_only_account_401_is_a_clear_error(stack: Stack, client: openai.AsyncOpenAI) -> None:
     """A 401 on the only kimi-auth account: the account turns invalid, the client gets 503, no retry loop."""
     account_id = await stack.add("kimi_auth")
     await stack.arm("http_401", count=100)
     with pytest.raises(openai.APIStatusError) as caught:
-        await stack.client.chat.completions.create(
+        await client.chat.completions.create(
             model="kimi-k2.5-instant", messages=[{"role": "user", "content": "x"}]
         )
     assert caught.value.status_code == 503
@@ -189,11 +138,11 @@ async def test_only_account_401_is_a_clear_error(stack: Stack) -> None:
     assert len(chat_calls) == 1
 
 
-async def test_mid_stream_cut_is_an_in_band_error(stack: Stack) -> None:
+async def test_mid_stream_cut_is_an_in_band_error(stack: Stack, client: openai.AsyncOpenAI) -> None:
     """An upstream cut after content reaches the SDK as an APIError, never a finish_reason stop."""
     await stack.add("kimi_auth")
     await stack.arm("cut_mid_stream", after_chunks=2)
-    stream = await stack.client.chat.completions.create(
+    stream = await client.chat.completions.create(
         model="kimi-k2.5-instant", messages=[{"role": "user", "content": PROMPT}], stream=True
     )
     finishes = []
@@ -203,15 +152,15 @@ async def test_mid_stream_cut_is_an_in_band_error(stack: Stack) -> None:
     assert "stop" not in finishes
 
 
-async def test_errors_in_openai_shape(stack: Stack) -> None:
+async def test_errors_in_openai_shape(stack: Stack, client: openai.AsyncOpenAI) -> None:
     """Unknown model and bad body surface in the SDK as NotFoundError / BadRequestError."""
     with pytest.raises(openai.NotFoundError) as missing:
-        await stack.client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+        await client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
     assert missing.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as bad:
-        await stack.client.chat.completions.create(model="kimi", messages=[])
+        await client.chat.completions.create(model="kimi", messages=[])
     assert bad.value.param == "messages"
-    models = await stack.client.models.list()
+    models = await client.models.list()
     assert "kimi-k2.5-thinking" in [m.id for m in models.data]
 
 
@@ -221,7 +170,7 @@ async def test_client_disconnect_closes_upstream_and_frees_the_lease(stack: Stac
     async with aiohttp.ClientSession() as session:
         await session.post(f"{stack.sim.url}/__sim/config", json={"chunk_delay_s": 0.3, "chunk_count": 20})
         resp = await session.post(
-            f"{stack.gateway_url}/v1/chat/completions",
+            f"{stack.url}/v1/chat/completions",
             json={
                 "model": "kimi-k2.5-instant",
                 "stream": True,
@@ -260,7 +209,7 @@ async def test_keepalive_while_kimi_is_silent(stack: Stack) -> None:
     async with (
         aiohttp.ClientSession() as session,
         session.post(
-            f"{stack.gateway_url}/v1/chat/completions",
+            f"{stack.url}/v1/chat/completions",
             json={
                 "model": "kimi-k2.5-instant",
                 "stream": True,
@@ -271,3 +220,27 @@ async def test_keepalive_while_kimi_is_silent(stack: Stack) -> None:
         raw = await resp.read()
     assert raw.startswith(b": keep-alive\n\n")
     assert raw.endswith(b"data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_length_is_continued_into_one_whole_answer(
+    stack: Stack, client: openai.AsyncOpenAI, stream: bool
+) -> None:
+    """A REST `length` cut is continued with segment_id: the SDK gets the whole answer and finish_reason stop."""
+    await stack.add("refresh_token")
+    await stack.arm("length")
+    if stream:
+        text, _, chunks = await _stream_text(client, "kimi")
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    else:
+        completion = await client.chat.completions.create(
+            model="kimi", messages=[{"role": "user", "content": PROMPT}]
+        )
+        text, finishes = completion.choices[0].message.content or "", [completion.choices[0].finish_reason]
+    assert (text, finishes) == (answer_for(PROMPT), ["stop"])
+    calls = await stack.sim_requests("/completion/stream")
+    assert len(calls) == 2
+    first, second = (call["body"] for call in calls)
+    assert "segment_id" not in first and first.get("action") != "continue"
+    assert second["action"] == "continue" and isinstance(second["segment_id"], str) and second["segment_id"]
+    assert calls[0]["path"] == calls[1]["path"]  # the same chat

@@ -343,3 +343,38 @@ async def test_chat_is_503_when_redis_is_unreachable(aiohttp_client: Any) -> Non
     client = await aiohttp_client(create_app(settings))
     resp = await client.post("/v1/chat/completions", json=HI)
     assert resp.status == 503 and (await resp.json())["error"]["code"] == "service_unavailable"
+
+
+async def test_stop_sequence_ends_the_stream_and_cancels_the_job(
+    gateway: ClientFactory, redis: aioredis.Redis
+) -> None:
+    """An OpenAI `stop` hit: finish chunk, usage chunk, [DONE], then the job's cancel key is set."""
+    client = await gateway()
+    body = {**HI, "stream": True, "stop": ["\n"], "stream_options": {"include_usage": True}}
+    task = worker(redis, [Start(), TextDelta("one\ntwo")])
+    resp = await client.post("/v1/chat/completions", json=body)
+    data = chunks(await resp.read())
+    job = await task
+    assert [c if c == "[DONE]" else (c["choices"], c["usage"]) for c in data[1:]] == [
+        ([{"index": 0, "delta": {"content": "one"}, "logprobs": None, "finish_reason": None}], None),
+        ([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}], None),
+        ([], {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}),
+        "[DONE]",
+    ]
+    assert await redis.get(cancel_key(job.request.request_id)) == b"1"
+
+
+async def test_max_tokens_ends_a_non_stream_answer_and_cancels_the_job(
+    gateway: ClientFactory, redis: aioredis.Redis
+) -> None:
+    """A non-stream answer cut at max_tokens returns at once with finish_reason length and cancels the job."""
+    client = await gateway()
+    task = worker(redis, [Start(), TextDelta("abcdefgh"), TextDelta("ijkl")])
+    resp = await client.post("/v1/chat/completions", json={**HI, "max_tokens": 2})
+    out = await resp.json()
+    job = await task
+    assert (out["choices"][0]["message"]["content"], out["choices"][0]["finish_reason"]) == (
+        "abcdefgh",
+        "length",
+    )
+    assert await redis.get(cancel_key(job.request.request_id)) == b"1"

@@ -363,3 +363,90 @@ def test_models_list_and_one_model() -> None:
     assert (status, json.loads(body)["id"]) == (200, "kimi-search-k1")
     with pytest.raises(ModelNotFound):
         get_model(b"", RequestContext("r1", path_model="nope"))
+
+
+# ---------------------------------------------------------------- stop and max tokens at the gateway
+
+DONE_LINE = b"data: [DONE]\n\n"
+
+
+def test_stop_string_cuts_the_stream_before_done() -> None:
+    """`stop` as a string: the text ends before it (a possible prefix is held back), finish_reason stop, [DONE]."""
+    request, context = parse({**USER_HI, "stream": True, "stop": "END"})
+    renderer = DIALECT.renderer(request, context)
+    out = renderer.feed(TextDelta("abcE")) + renderer.feed(TextDelta("ND and more"))
+    assert renderer.finished
+    assert renderer.feed(TextDelta("late")) + renderer.feed(Done()) == b""
+    assert out == chunk(ROLE) + chunk('{"content":"abc"}') + chunk("{}", '"stop"') + DONE_LINE
+
+
+def test_held_back_tail_is_flushed_at_done() -> None:
+    """A tail that could have become a stop sequence is sent before the finish chunk when the answer ends."""
+    body = {**USER_HI, "stream": True, "stop": ["XYZ", "\n\n"]}
+    assert render(body, [TextDelta("abX"), TextDelta("Y"), Done()]) == (
+        chunk(ROLE)
+        + chunk('{"content":"ab"}')
+        + chunk('{"content":"XY"}')
+        + chunk("{}", '"stop"')
+        + DONE_LINE
+    )
+
+
+def test_stop_list_in_a_non_stream_body() -> None:
+    """`stop` as a list cuts the non-stream content at the earliest sequence; finish_reason stop."""
+    body = {**USER_HI, "stop": ["zz", "lo"]}
+    out = json.loads(render(body, [TextDelta("Hel"), TextDelta("lo world zz"), Usage(5, 9), Done()]))
+    assert (out["choices"][0]["message"]["content"], out["choices"][0]["finish_reason"]) == ("Hel", "stop")
+    assert out["usage"] == {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+
+
+def test_max_tokens_cuts_the_answer_not_the_reasoning() -> None:
+    """max_tokens budgets the answer only: finish_reason length, honest usage chunk, then [DONE]."""
+    body = {
+        **USER_HI,
+        "model": "kimi-k2-thinking",
+        "stream": True,
+        "max_tokens": 2,
+        "stream_options": {"include_usage": True},
+    }
+    events: list[Event] = [ReasoningDelta("rrrr" * 10), TextDelta("abcd"), TextDelta("efghij"), Done()]
+    usage = (
+        f'data: {{"id":"chatcmpl-r1","object":"chat.completion.chunk","created":{CREATED},'
+        '"model":"kimi-k2-thinking","choices":[],'
+        '"usage":{"prompt_tokens":5,"completion_tokens":12,"total_tokens":17}}\n\n'
+    ).encode()
+    model = "kimi-k2-thinking"
+    assert render(body, events) == (
+        chunk(ROLE, model=model, usage=True)
+        + chunk('{"reasoning_content":"' + "rrrr" * 10 + '"}', model=model, usage=True)
+        + chunk('{"content":"abcd"}', model=model, usage=True)
+        + chunk('{"content":"efgh"}', model=model, usage=True)
+        + chunk("{}", '"length"', model=model, usage=True)
+        + usage
+        + DONE_LINE
+    )
+
+
+@pytest.mark.parametrize(
+    ("limits", "content"),
+    [
+        ({"max_completion_tokens": 1}, "abcd"),
+        ({"max_tokens": 1, "max_completion_tokens": 3}, "abcdefghijkl"),
+        ({"max_tokens": 2}, "abcdefgh"),
+    ],
+)
+def test_max_completion_tokens_wins_over_max_tokens(limits: dict[str, int], content: str) -> None:
+    """max_completion_tokens is the budget when given, else max_tokens; a cut body says length."""
+    out = json.loads(render({**USER_HI, **limits}, [TextDelta("abcdefghijklmnop"), Done()]))
+    assert (out["choices"][0]["message"]["content"], out["choices"][0]["finish_reason"]) == (
+        content,
+        "length",
+    )
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
+def test_token_budget_below_one_is_refused(field: str) -> None:
+    """A budget of 0 is a 400 naming the field."""
+    with pytest.raises(BadRequest) as caught:
+        parse({**USER_HI, field: 0})
+    assert caught.value.param == field

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
+from adapters import anthropic, gemini, openai
+from adapters.base import Dialect, RequestContext
 from adapters.shaping import OutputLimiter, citation_text
-from shared.schema import Citation
+from shared.schema import Citation, Done, Event, TextDelta
 from shared.tokens import estimate_tokens
 
 
@@ -72,3 +78,56 @@ def test_citation_text_is_kimi_free_api_format() -> None:
     """A citation renders as kimi-free-api's 【检索 n】 markdown line."""
     citation = Citation(index=2, title="Nanjing weather", url="https://example.com/w")
     assert citation_text(citation) == "【检索 2】 [Nanjing weather](https://example.com/w)\n"
+
+
+def test_citation_lines_then_text_on_a_new_line() -> None:
+    """Consecutive citations are lines of their own; only the text after the run starts with a line break."""
+    limiter = OutputLimiter()
+    out = [
+        limiter.feed_citation(Citation(1, "A", "https://a")),
+        limiter.feed_citation(Citation(2, "B", "https://b")),
+        limiter.feed("ok"),
+        limiter.feed(" more"),
+    ]
+    assert out == ["【检索 1】 [A](https://a)\n", "【检索 2】 [B](https://b)\n", "\nok", " more"]
+
+
+def test_every_dialect_shows_the_same_answer_text_for_citations() -> None:
+    """OpenAI, Anthropic and Gemini bodies carry the one citation text of adapters/shaping.py, then the answer."""
+    events: list[Event] = [
+        Citation(1, "A", "https://a"),
+        Citation(2, "B", "https://b"),
+        TextDelta("ok"),
+        Done(),
+    ]
+    messages = [{"role": "user", "content": "x"}]
+    cases: list[tuple[Dialect, dict[str, Any], str | None, Callable[[Any], str]]] = [
+        (openai.DIALECT, {"model": "kimi-search", "messages": messages}, None, _openai_text),
+        (
+            anthropic.DIALECT,
+            {"model": "kimi-search", "max_tokens": 99, "messages": messages},
+            None,
+            _claude_text,
+        ),
+        (gemini.GENERATE, {"contents": [{"parts": [{"text": "x"}]}]}, "kimi-search", _gemini_text),
+    ]
+    texts = []
+    for dialect, body, path_model, text_of in cases:
+        ctx = RequestContext("r1", path_model=path_model)
+        renderer = dialect.renderer(dialect.parse(json.dumps(body).encode(), ctx), ctx)
+        for event in events:
+            renderer.feed(event)
+        texts.append(text_of(json.loads(renderer.body())))
+    assert texts == ["【检索 1】 [A](https://a)\n【检索 2】 [B](https://b)\n\nok"] * 3
+
+
+def _openai_text(body: Any) -> str:
+    return str(body["choices"][0]["message"]["content"])
+
+
+def _claude_text(body: Any) -> str:
+    return str(body["content"][0]["text"])
+
+
+def _gemini_text(body: Any) -> str:
+    return str(body["candidates"][0]["content"]["parts"][0]["text"])
