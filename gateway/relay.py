@@ -218,7 +218,7 @@ class Relay:
             if now >= idle_deadline:
                 raise UpstreamTimeout(f"No reply from Kimi for {settings.idle_timeout_s:g} s.")
             if now >= self.last_write + interval:
-                await self._send(self.renderer.keepalive(), content=False)
+                await self._send(self.renderer.keepalive())
                 self.last_write = now
             wake = min(deadline, idle_deadline, self.last_write + interval)
             entries = await self._read(max(1, min(REPLY_BLOCK_MS, int((wake - now) * 1000) + 1)))
@@ -244,28 +244,33 @@ class Relay:
         for event in events:
             if isinstance(event, ErrorEvent):
                 self.terminal = True
-                await self._send(b"".join(out), content=True)
+                await self._send(b"".join(out))
                 raise error_from_kind(
                     event.kind, event.message, status=event.status, retry_after_s=event.retry_after_s
                 )
             if isinstance(event, Start) and event.account_id:
                 self.outcome.account_id = event.account_id
+            if isinstance(event, _CHUNK_EVENTS):
+                self._count_chunk()
             data = self.renderer.feed(event)
             if data:
                 out.append(data)
-                self.outcome.chunks += isinstance(event, _CHUNK_EVENTS)
             if isinstance(event, Done):
                 self.terminal = True
             if self.terminal or self.renderer.finished:
                 break
-        await self._send(b"".join(out), content=True)
+        await self._send(b"".join(out))
 
-    async def _send(self, data: bytes, *, content: bool) -> None:
+    def _count_chunk(self) -> None:
+        """Chunks and time to first token count content as it arrives, in stream and non-stream mode alike."""
+        self.outcome.chunks += 1
+        if self.outcome.ttft_s is None:
+            self.outcome.ttft_s = time.perf_counter() - self.started
+
+    async def _send(self, data: bytes) -> None:
         if not data or not self.renderer.stream:
             return
         response = self.response or await self._commit()
-        if content and self.outcome.ttft_s is None:
-            self.outcome.ttft_s = time.perf_counter() - self.started
         try:
             await response.write(data)
         except ConnectionError as exc:
@@ -292,7 +297,7 @@ class Relay:
         metrics.OPEN_STREAMS.inc()
         head = self.renderer.head()
         if head:
-            await self._send(head, content=False)
+            await self._send(head)
         return response
 
     async def _complete(self) -> web.StreamResponse:

@@ -71,6 +71,7 @@ CASES: dict[str, Case] = {
     "disconnect": Case("openai", 499, "cancelled", error="cancelled", stream=True),
 }
 ENQUEUED = [name for name, case in CASES.items() if case.outcome is not None]
+SUCCEEDED = [name for name, case in CASES.items() if case.status == 200]
 
 LabelSet = frozenset[tuple[str, str]]
 Samples = dict[tuple[str, LabelSet], float]
@@ -417,14 +418,16 @@ def test_gateway_request_counters(run: Run) -> None:
 
 
 def test_gateway_histograms(run: Run) -> None:
-    """Duration counts every request, overhead every enqueued one, time to first token every stream that
-    sent content; each by dialect, with positive sums."""
+    """Duration counts every request, overhead every enqueued one, time to first token every request that
+    received content (stream or not, the cut one included); each by dialect, with positive sums."""
     every = Counter(c.dialect for c in CASES.values())
     enqueued = Counter(CASES[name].dialect for name in ENQUEUED)
     histograms = {
         "kimi_gateway_request_duration_seconds": every,
         "kimi_gateway_overhead_seconds": enqueued,
-        "kimi_gateway_time_to_first_token_seconds": Counter(openai=1),  # openai_stream only
+        "kimi_gateway_time_to_first_token_seconds": Counter(
+            CASES[name].dialect for name in (*SUCCEEDED, "upstream_error")
+        ),
     }
     for name, counts in histograms.items():
         assert run.gateway.delta(f"{name}_count") == by_label("dialect", counts), name
@@ -581,11 +584,11 @@ def test_one_canonical_line_per_request(run: Run) -> None:
         ), name
         assert line["duration_ms"] > 0, name
         assert (line["account_id"] in run.accounts) == (case.outcome is not None), name
-        assert (line["ttft_ms"] is not None) == (case.stream and case.status == 200), name
+        got_content = case.status == 200 or name == "upstream_error"
+        assert (line["ttft_ms"] is not None) == got_content, name
         if case.status == 200:
             assert line["bytes"] > 0, name
-    streamed = next(e for e in lines if e["request_id"] == run.request_ids["openai_stream"])
-    assert streamed["chunks"] == 4  # the simulator streams every answer in 4 chunks
+            assert line["chunks"] == 4, name  # the simulator streams every answer in 4 chunks
 
 
 def test_request_id_reaches_the_worker(run: Run) -> None:
