@@ -599,7 +599,7 @@ def test_request_id_reaches_the_worker(run: Run) -> None:
     assert len(jobs) == len(ENQUEUED)
     for name in ENQUEUED:
         request_id = run.request_ids[name]
-        mine = [e for e in jobs if e["job_id"] == request_id]
+        mine = [e for e in jobs if e["request_id"] == request_id]
         assert len(mine) == 1, name
         assert mine[0]["outcome"] == CASES[name].outcome, name
         assert mine[0]["dialect"] == CASES[name].dialect, name
@@ -607,7 +607,7 @@ def test_request_id_reaches_the_worker(run: Run) -> None:
     rejected = run.request_ids["not_found"]
     assert not any(rejected in line for line in run.worker.logs)
     failovers = [e for e in run.worker.events() if e["event"] == "failover"]
-    assert [e["job_id"] for e in failovers] == [run.request_ids["failover"]]
+    assert [e["request_id"] for e in failovers] == [run.request_ids["failover"]]
 
 
 def test_no_secret_in_any_log(run: Run) -> None:

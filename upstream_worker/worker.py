@@ -297,12 +297,12 @@ class Worker:
         if entry.deliveries > self.settings.max_deliveries:
             await self._end(job, _dead_letter_error(entry.deliveries - 1))
             await self.queue.dead_letter(entry, "max_deliveries")
-            log.warning("job_dead_lettered", job_id=job.request.request_id, deliveries=entry.deliveries)
+            log.warning("job_dead_lettered", request_id=job.request.request_id, deliveries=entry.deliveries)
             return "dead_letter"
         if status == "open":
             await self._end(job, _abandoned_error())
             await self.queue.ack(entry.entry_id)
-            log.warning("job_abandoned", job_id=job.request.request_id)
+            log.warning("job_abandoned", request_id=job.request.request_id)
             return "abandoned"
         return None
 
@@ -327,7 +327,7 @@ class Worker:
         await publisher.aclose()
         log.info(
             "job",
-            job_id=request.request_id,
+            request_id=request.request_id,
             model=request.model,
             dialect=request.dialect,
             outcome=outcome,
@@ -360,7 +360,7 @@ class Worker:
             return "ok"
         publisher.publish(_error_event(exc))
         if not isinstance(exc, GatewayError):
-            log.error("job_failed", job_id=job.request.request_id, exc_info=exc)
+            log.error("job_failed", request_id=job.request.request_id, exc_info=exc)
         return "error"
 
 
