@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import msgspec
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.resources import REDIS, SETTINGS
-from shared.keys import WORKERS_HASH
+from gateway.workers import live_workers
 
 _encoder = msgspec.json.Encoder()
 #: A probe must answer well within a load balancer's own timeout, Redis down or not.
@@ -35,19 +34,10 @@ async def readyz(request: web.Request) -> web.Response:
     """200 when Redis answers and at least one worker has a fresh heartbeat, else 503."""
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
-            beats = await request.app[REDIS].hvals(WORKERS_HASH)
+            live = await live_workers(request.app[REDIS], request.app[SETTINGS])
     except (RedisError, TimeoutError):
         return _readiness(Readiness("unavailable", redis=False, live_workers=0))
-    oldest_ms = (time.time() - request.app[SETTINGS].worker_stale_s) * 1000
-    live = sum(_ms(beat) >= oldest_ms for beat in beats)
     return _readiness(Readiness("ready" if live else "no_worker", redis=True, live_workers=live))
-
-
-def _ms(value: bytes | str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        return 0.0
 
 
 def _readiness(state: Readiness) -> web.Response:

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from adapters.base import Dialect, Renderer, RequestContext
 from gateway import metrics
 from gateway.auth import authenticate
-from gateway.resources import BLOCKING_REDIS, POOL, REDIS, SETTINGS
+from gateway.resources import BLOCKING_REDIS, POOL, REDIS, SETTINGS, WORKER_WATCH
 from shared.errors import (
     GatewayError,
     PayloadTooLarge,
@@ -196,6 +196,13 @@ class Relay:
                 metrics.OPEN_STREAMS.dec()
 
     async def _enqueue(self) -> None:
+        async with redis_errors():
+            alive = await self.request.app[WORKER_WATCH].any_alive()
+        if not alive:
+            raise ServiceUnavailable(
+                "No upstream worker is running, so nothing can answer: start one with "
+                "`python -m upstream_worker` (or use `make run`)."
+            )
         job = Job(request=self.chat, reply_key=self.key, enqueued_s=time.time())
         async with redis_errors():
             await self.request.app[REDIS].xadd(

@@ -8,6 +8,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from gateway.workers import WorkerWatch
 from shared.keys import REPLY_BLOCK_MS
 from shared.metrics import instrument_redis
 from shared.redis_client import make_blocking_redis, make_redis
@@ -22,12 +23,14 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 BLOCKING_REDIS = web.AppKey("blocking_redis", aioredis.Redis)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 POOL = web.AppKey("pool", AccountPool)
+WORKER_WATCH = web.AppKey("worker_watch", WorkerWatch)
 
 
 async def redis_clients(app: web.Application) -> AsyncIterator[None]:
     common = app[SETTINGS].common
     app[REDIS] = instrument_redis(make_redis(common), "gateway")
     app[BLOCKING_REDIS] = instrument_redis(make_blocking_redis(common, REPLY_BLOCK_MS), "gateway")
+    app[WORKER_WATCH] = WorkerWatch(app[REDIS], app[SETTINGS])
     yield
     await app[BLOCKING_REDIS].aclose()
     await app[REDIS].aclose()

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from shared.keys import JOBS_STREAM, cancel_key
+from shared.keys import JOBS_STREAM, WORKERS_HASH, cancel_key
 from shared.schema import (
     Citation,
     Done,
@@ -36,9 +36,15 @@ ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 HI = {"model": "kimi", "messages": [{"role": "user", "content": "hi"}]}
 
 
+async def announce_worker(redis: aioredis.Redis) -> None:
+    """The scripted workers below stand in for a real one, so they heartbeat like one."""
+    await redis.hset(WORKERS_HASH, "scripted", int(time.time() * 1000))
+
+
 @pytest_asyncio.fixture
-async def gateway(redis_url: str, aiohttp_client: Any) -> ClientFactory:
+async def gateway(redis_url: str, aiohttp_client: Any, redis: aioredis.Redis) -> ClientFactory:
     """`await gateway(**settings_overrides)` → a test client of a gateway with small timeouts."""
+    await announce_worker(redis)
 
     async def factory(**overrides: Any) -> TestClient[Any, Any]:
         settings = GatewaySettings(
@@ -304,6 +310,7 @@ async def test_models_routes(gateway: ClientFactory) -> None:
 async def test_service_routes(gateway: ClientFactory, redis: aioredis.Redis) -> None:
     """/ping, /healthz, /readyz (503 until a fresh worker heartbeat), /metrics, / and /openapi.json."""
     client = await gateway()
+    await redis.delete(WORKERS_HASH)
     assert await (await client.get("/ping")).text() == "pong"
     assert (await client.get("/healthz")).status == 200
     not_ready = await client.get("/readyz")
@@ -378,3 +385,22 @@ async def test_max_tokens_ends_a_non_stream_answer_and_cancels_the_job(
         "length",
     )
     assert await redis.get(cancel_key(job.request.request_id)) == b"1"
+
+
+async def test_no_live_worker_is_a_quick_503(gateway: ClientFactory, redis: aioredis.Redis) -> None:
+    """Without a fresh worker heartbeat a chat request is refused at once with 503, and nothing is queued."""
+    client = await gateway()
+    await redis.delete(WORKERS_HASH)
+    await redis.hset(WORKERS_HASH, "long-dead", int((time.time() - 3600) * 1000))
+    started = time.monotonic()
+    resp = await client.post("/v1/chat/completions", json=HI)
+    body = await resp.json()
+    assert resp.status == 503
+    assert time.monotonic() - started < 1.0
+    assert "python -m upstream_worker" in body["error"]["message"]
+    assert await redis.xlen(JOBS_STREAM) == 0
+    await announce_worker(redis)
+    task = worker(redis, [Start(account_id="acc1")], [TextDelta("ok")], [Usage(1, 1), Done()])
+    resp = await client.post("/v1/chat/completions", json=HI)
+    assert resp.status == 200 and (await resp.json())["choices"][0]["message"]["content"] == "ok"
+    await task
