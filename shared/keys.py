@@ -7,13 +7,20 @@ Layout (../shared/DESIGN.md §4):
     kimi:cancel:{<job id>}         set by the gateway when its client disconnects
     kimi:acct:<id>                 hash: one account (kind, encrypted secret, exp, state, counters …)
     kimi:acct:index                set of every account id
-    kimi:acct:lease:<id>           zset of lease ids scored by their expiry (ms): in-flight count with TTL
+    kimi:acct:ready                zset of leasable accounts (active, or cooling whose time has come; not
+                                   ephemeral) scored by in_flight * 1e13 + last_used_ms: the head is the best
+    kimi:acct:cooling              zset of cooling accounts scored by cooling_until_ms: the head is the soonest
+    kimi:acct:lease:<id>           zset of one account's lease ids scored by their expiry (ms): in-flight count
+    kimi:acct:leases               zset of every lease as `<id>:<lease id>` scored by expiry (ms): the lease
+                                   script pops expired ones (crashed workers) from its head
+    kimi:acct:layout               set once ready / cooling / leases were built from the hashes
     kimi:acct:lock:<id>            single-flight refresh lock
     kimi:conv:<conversation id>    hash: which account and upstream ids a kept conversation belongs to
     kimi:workers                   hash: worker name → last heartbeat (unix ms)
 
 Job and reply keys of one job share the `{<job id>}` hash tag so that a Redis Cluster keeps them together.
-Account keys are only touched together inside the lease script, which runs on one Redis (see token_service).
+Account keys are only touched together inside the lease scripts, which run on one Redis (see
+token_service/leases.py): a lease is O(log accounts), never a walk over every account.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ WORKERS_HASH = "kimi:workers"
 
 ACCOUNT_INDEX = "kimi:acct:index"
 ACCOUNT_PREFIX = "kimi:acct:"
+ACCOUNT_READY = "kimi:acct:ready"
+ACCOUNT_COOLING = "kimi:acct:cooling"
+ACCOUNT_LEASES = "kimi:acct:leases"
 
 #: Approximate cap of the job stream; acked entries beyond it are trimmed (XADD MAXLEN ~).
 JOBS_MAXLEN = 100_000

@@ -44,26 +44,50 @@ _UNHEALTHY = (RedisConnectionError, RedisTimeoutError, OSError)
 
 def instrument_redis(client: aioredis.Redis, service: str) -> aioredis.Redis:
     """Time every command `client` sends (and every pipeline it builds) under the `service` label."""
-    client.execute_command = _timed_command(client.execute_command, service)  # type: ignore[method-assign]
-    client.pipeline = _timed_pipelines(client.pipeline, service)  # type: ignore[method-assign]
+    timers = _Timers(service)
+    client.execute_command = _timed_command(client.execute_command, timers)  # type: ignore[method-assign]
+    client.pipeline = _timed_pipelines(client.pipeline, timers)  # type: ignore[method-assign]
     return client
 
 
-def _timed_command(send: _Send, service: str) -> _Send:
+class _Timers:
+    """One service's histogram children, looked up once per command name (`.labels` is not free)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.errors = REDIS_ERRORS.labels(service=service)
+        self._children: dict[object, Histogram] = {}
+
+    def of(self, name: object) -> Histogram:
+        child = self._children.get(name)
+        if child is None:
+            child = REDIS_COMMAND_DURATION.labels(service=self.service, command=_command_name(name))
+            self._children[name] = child
+        return child
+
+
+def _timed_command(send: _Send, timers: _Timers) -> _Send:
     async def execute_command(*args: Any, **options: Any) -> Any:
-        return await _observe(service, _command_name(args[0]), send(*args, **options))
+        start = time.perf_counter()
+        try:
+            return await send(*args, **options)
+        except _UNHEALTHY:
+            timers.errors.inc()
+            raise
+        finally:
+            timers.of(args[0]).observe(time.perf_counter() - start)
 
     return execute_command
 
 
-def _timed_pipelines(build: Callable[..., Pipeline], service: str) -> Callable[..., Pipeline]:
+def _timed_pipelines(build: Callable[..., Pipeline], timers: _Timers) -> Callable[..., Pipeline]:
     def pipeline(transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
         pipe = build(transaction, shard_hint)
-        command = "MULTI" if transaction else "PIPELINE"
+        timer = timers.of("MULTI" if transaction else "PIPELINE")
         run = pipe.execute
 
         async def execute(raise_on_error: bool = True) -> list[Any]:
-            result: list[Any] = await _observe(service, command, run(raise_on_error))
+            result: list[Any] = await _observe(timers, timer, run(raise_on_error))
             return result
 
         pipe.execute = execute  # type: ignore[method-assign]
@@ -72,15 +96,15 @@ def _timed_pipelines(build: Callable[..., Pipeline], service: str) -> Callable[.
     return pipeline
 
 
-async def _observe(service: str, command: str, call: Awaitable[Any]) -> Any:
+async def _observe(timers: _Timers, timer: Histogram, call: Awaitable[Any]) -> Any:
     start = time.perf_counter()
     try:
         return await call
     except _UNHEALTHY:
-        REDIS_ERRORS.labels(service=service).inc()
+        timers.errors.inc()
         raise
     finally:
-        REDIS_COMMAND_DURATION.labels(service=service, command=command).observe(time.perf_counter() - start)
+        timer.observe(time.perf_counter() - start)
 
 
 def _command_name(name: object) -> str:

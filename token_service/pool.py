@@ -34,7 +34,7 @@ from token_service.kimi_auth import KimiAuthClient
 from token_service.leases import Lease, LeaseScripts
 from token_service.prober import check_live, probe_account
 from token_service.refresh import Refresher
-from token_service.store import Account, AccountState, AccountStore, NewToken, check_token, now_ms
+from token_service.store import Account, AccountState, AccountStore, InUse, NewToken, check_token, now_ms
 
 Outcome = Literal["ok", "rate_limited", "quota", "overloaded", "auth_failed", "upstream_error", "cancelled"]
 ProbeResult = Literal["ok", "auth_failed", "rate_limited", "error", "expired"]
@@ -64,8 +64,10 @@ class AccountPool:
         self.settings = settings
         self.auth = auth
         self.store = AccountStore(redis, SecretBox(settings.token_encryption_key))
-        self.scripts = LeaseScripts(redis)
+        self.scripts: LeaseScripts = self.store.scripts
         self.refresher = Refresher(redis, self.store, auth, settings.refresh_margin_s)
+        #: The account fields the lease script answered, by lease id, until `credentials` or `release`.
+        self._leased_fields: dict[str, tuple[str, ...]] = {}
 
     # -- leases ---------------------------------------------------------------------------------------------
 
@@ -83,6 +85,7 @@ class AccountPool:
                 only=only,
             )
             if picked.lease is not None:
+                self._leased_fields[picked.lease.lease_id] = picked.fields
                 if picked.previous_state == "cooling":
                     await self.store.transition(
                         picked.lease.account_id, "active", "cooldown_over", only_from=("cooling",)
@@ -97,34 +100,43 @@ class AccountPool:
         return await self.scripts.extend(lease, now_ms=now_ms(), ttl_ms=self.settings.lease_ttl_s * 1000)
 
     async def credentials(self, lease: Lease) -> Credentials:
-        account = await self.store.get(lease.account_id)
+        """What the driver needs to call as the leased account; no Redis read after `lease` while fresh."""
+        fields = self._leased_fields.pop(lease.lease_id, None)
+        if fields is not None:
+            account = self.store.in_use(fields)
+        else:
+            account = await self.store.for_use(lease.account_id)
         if account is None:
             raise ServiceUnavailable(f"account {lease.account_id} was removed")
+        token = account.token
         if account.kind == "kimi_auth":
-            token = await self.store.secret(account.id)
             if token is None:
-                raise ServiceUnavailable(f"account {account.id} has no stored token")
-        else:
-            token = await self.refresher.access_token(account.id)
-        return _credentials(account, token)
+                raise ServiceUnavailable(f"account {lease.account_id} has no stored token")
+        elif token is None or account.token_exp is None or not self.refresher.is_fresh(account.token_exp):
+            token = await self.refresher.access_token(lease.account_id)
+        return _credentials(lease.account_id, account, token)
 
     async def release(
         self, lease: Lease, outcome: Outcome, retry_after_s: float | None = None, detail: str | None = None
     ) -> None:
-        """Give the slot back and apply the outcome to the account's state and counters."""
-        await self.scripts.give_back(lease)
-        account_id = lease.account_id
-        await self.store.count(account_id, _COUNTER_OF[outcome])
-        if outcome == "ok":
-            await self.store.note_ok(account_id)
-            return
-        if outcome == "cancelled":
-            return
-        await self.store.note_error(account_id, detail or outcome)
+        """Give the slot back and apply the outcome to the account's state and counters.
+
+        Freeing the slot, counting the outcome and noting `last_ok` / `last_error` are one round trip; only
+        an outcome that changes the account's state (cooling, invalid) costs more.
+        """
+        self._leased_fields.pop(lease.lease_id, None)
+        quiet = outcome in ("ok", "cancelled")
+        await self.scripts.give_back(
+            lease,
+            now_ms=now_ms(),
+            counter=_COUNTER_OF[outcome],
+            note="ok" if outcome == "ok" else "" if quiet else "error",
+            detail="" if quiet else detail or outcome,
+        )
         if outcome == "auth_failed":
             await self._after_auth_failure(lease)
         elif outcome in _COOL_DEFAULT:
-            await self.cool(account_id, outcome, retry_after_s)
+            await self.cool(lease.account_id, outcome, retry_after_s)
 
     async def cool(self, account_id: str, reason: str, retry_after_s: float | None) -> None:
         seconds = (
@@ -190,6 +202,10 @@ class AccountPool:
     async def in_flight(self, account_id: str) -> int:
         return await self.scripts.in_flight(account_id, now_ms())
 
+    async def resync(self) -> None:
+        """Rebuild the lease zsets from the account hashes (the prober does it every pass, to heal drift)."""
+        await self.scripts.rebuild(now_ms())
+
     # -- probes ---------------------------------------------------------------------------------------------
 
     async def probe(self, account_id: str) -> ProbeResult:
@@ -235,13 +251,13 @@ def _checked_passthrough(token: str, position: int, total: int) -> NewToken:
         raise AuthenticationFailed(f"pass-through token {position} of {total}: {exc.message}") from None
 
 
-def _credentials(account: Account, token: str) -> Credentials:
+def _credentials(account_id: str, account: InUse, token: str) -> Credentials:
     try:
         claims: Claims | None = decode_claims(token)
     except BadRequest:
         claims = None
     return Credentials(
-        account_id=account.id,
+        account_id=account_id,
         kind=account.kind,
         access_token=token,
         user_id=(claims.sub if claims and claims.sub else account.user_id),

@@ -144,6 +144,7 @@ class Prober:
         try:
             await probe_due(self.pool)
             await refresh_due(self.pool)
+            await self.pool.resync()
         except Exception as exc:  # a Redis hiccup must not stop the prober for good
             log.warning("prober_pass_failed", error=type(exc).__name__)
 

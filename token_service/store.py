@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -17,32 +18,48 @@ import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
 from shared.errors import BadRequest
-from shared.keys import ACCOUNT_INDEX, account_key, lease_key, refresh_lock_key
+from shared.keys import (
+    ACCOUNT_COOLING,
+    ACCOUNT_INDEX,
+    ACCOUNT_PREFIX,
+    ACCOUNT_READY,
+    account_key,
+    lease_key,
+    refresh_lock_key,
+)
 from shared.logging import get_logger
 from shared.secret import mask
 from token_service import metrics
 from token_service.crypto import SecretBox
 from token_service.jwt_info import AccountKind, Claims, account_id_for, decode_claims, iso, kind_of
+from token_service.leases import PLACE_LUA, LeaseScripts
 
 AccountState = Literal["active", "cooling", "invalid", "expired", "disabled"]
 STATES: tuple[AccountState, ...] = ("active", "cooling", "invalid", "expired", "disabled")
 COUNTERS = ("leases", "ok", "rate_limited", "quota", "overloaded", "auth_failed", "errors", "refreshes")
 
 Fields = dict[FieldT, EncodableT]
+#: The hash fields a Kimi call needs (the lease script answers them too, in this order).
+IN_USE_FIELDS = ["kind", "sub", "device_id", "session_id", "secret", "access", "access_exp"]
 
 log = get_logger("token_service.store")
 
 # Sets the state atomically (only from the listed states, when ARGV[4] is not empty) and returns the
 # previous one, so each real change is logged exactly once and a worker never revives a disabled account.
-_TRANSITION = """
+# The account then moves to the lease zsets its new state belongs in (ARGV: …, prefix, id, now_ms).
+_TRANSITION = (
+    PLACE_LUA
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local prev = redis.call('HGET', KEYS[1], 'state') or 'active'
 if ARGV[4] ~= '' and not string.find(',' .. ARGV[4] .. ',', ',' .. prev .. ',', 1, true) then
   return {prev, 0}
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'state_reason', ARGV[2], 'cooling_until_ms', ARGV[3])
+place(ARGV[5], ARGV[6], tonumber(ARGV[7]))
 return {prev, 1}
 """
+)
 
 
 class Account(msgspec.Struct, frozen=True):
@@ -71,6 +88,19 @@ class Account(msgspec.Struct, frozen=True):
     access_exp: int | None = None
     cooling_until_ms: int = 0
     last_used_ms: int = 0
+
+
+class InUse(msgspec.Struct, frozen=True):
+    """An account as a Kimi call needs it: ids, and its kimi-auth token or cached access token (opened)."""
+
+    kind: AccountKind
+    user_id: str
+    device_id: str
+    session_id: str
+    #: kimi_auth: the stored token; refresh_token: the cached access token, if any.
+    token: str | None = None
+    #: refresh_token: the cached access token's `exp`.
+    token_exp: int | None = None
 
 
 class NewToken(msgspec.Struct, frozen=True):
@@ -104,6 +134,7 @@ class AccountStore:
         self.redis = redis
         self.box = box
         self._transition = redis.register_script(_TRANSITION)
+        self.scripts = LeaseScripts(redis)
 
     async def save(self, new: NewToken, *, ephemeral_ttl_s: int | None = None) -> tuple[Account, bool]:
         """Store (or replace the secret of) an account; returns it and whether it is new."""
@@ -126,6 +157,7 @@ class AccountStore:
                 pipe.persist(key)  # saving a pass-through token makes it a stored account
             pipe.sadd(ACCOUNT_INDEX, new.account_id)
             await pipe.execute()
+        await self.scripts.place(new.account_id, now_ms())
         if created:
             log.info(
                 "account_added", account=new.account_id, kind=new.kind, ephemeral=ephemeral_ttl_s is not None
@@ -162,6 +194,23 @@ class AccountStore:
                 accounts.append(account)
         return accounts
 
+    async def for_use(self, account_id: str) -> InUse | None:
+        """What a call as this account needs, in one HMGET; None when the account is gone."""
+        raw = await self.redis.hmget(account_key(account_id), IN_USE_FIELDS)
+        return self.in_use([_str(v) if v else "" for v in raw])
+
+    def in_use(self, fields: Sequence[str]) -> InUse | None:
+        """`IN_USE_FIELDS` values ("" when absent) as an InUse, its token opened; None without a kind."""
+        kind, sub, device_id, session_id, sealed, access, access_exp = fields
+        if not kind:
+            return None
+        if kind != "refresh_token":
+            token = self.box.open(sealed) if sealed else None
+            return InUse("kimi_auth", sub, device_id, session_id, token)
+        if not (access and access_exp):
+            return InUse("refresh_token", sub, device_id, session_id)
+        return InUse("refresh_token", sub, device_id, session_id, self.box.open(access), int(access_exp))
+
     async def secret(self, account_id: str) -> str | None:
         stored = await self.redis.hget(account_key(account_id), "secret")
         return self.box.open(_str(stored)) if stored else None
@@ -182,6 +231,8 @@ class AccountStore:
             if rotated_exp is not None:
                 fields["exp"] = str(rotated_exp)
         await self.redis.hset(account_key(account_id), mapping=fields)
+        if rotated:
+            await self.scripts.place(account_id, now_ms())  # a new `exp` may change where it belongs
 
     async def drop_access(self, account_id: str) -> None:
         await self.redis.hdel(account_key(account_id), "access", "access_exp")
@@ -190,7 +241,9 @@ class AccountStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(account_key(account_id), lease_key(account_id), refresh_lock_key(account_id))
             pipe.srem(ACCOUNT_INDEX, account_id)
-            deleted, _ = await pipe.execute()
+            pipe.zrem(ACCOUNT_READY, account_id)
+            pipe.zrem(ACCOUNT_COOLING, account_id)
+            deleted, *_ = await pipe.execute()
         if deleted:
             log.info("account_removed", account=account_id)
         return bool(deleted)
@@ -228,7 +281,8 @@ class AccountStore:
         Returns whether the state was written (False: no such account, or its state is not in `only_from`).
         """
         reply = await self._transition(
-            keys=[account_key(account_id)], args=[to_state, reason, until_ms, ",".join(only_from)]
+            keys=[account_key(account_id)],
+            args=[to_state, reason, until_ms, ",".join(only_from), ACCOUNT_PREFIX, account_id, now_ms()],
         )
         if not reply or not int(reply[1]):
             return False

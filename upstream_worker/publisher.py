@@ -3,34 +3,49 @@
 `publish()` never waits: it appends to a pending list and makes sure one flusher task runs. The flusher sends
 everything pending as one XADD entry, and again as long as more arrived during the previous XADD. So the first
 event leaves at once (no timer), and under load many events share one entry. The reply stream gets its TTL
-with the first XADD and again when the publisher closes, never per event.
+with the first XADD and again with the entry that ends it (Done / ErrorEvent) or at close, never per event.
+
+`hold(event, within_s)` queues an event without sending it: it leaves with the next published event, in the
+same entry and first, or after `within_s`, or on close. The worker holds `Start` this way, so that it rides
+with the first content instead of costing an XADD (and a gateway wake-up) of its own.
+
+With a `RedisBatcher` (the worker passes its one), the XADDs of every job of the process share pipelines.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from shared import keys
 from shared.logging import get_logger
-from shared.schema import Event, encode_events
+from shared.schema import Done, ErrorEvent, Event, encode_events
+from upstream_worker.batcher import RedisBatcher
 
 log = get_logger(__name__)
 
-_Fill = Callable[[Pipeline], object]
-
 
 class ReplyPublisher:
-    def __init__(self, redis: aioredis.Redis, key: str, *, ttl_s: int = keys.REPLY_TTL_S) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        key: str,
+        *,
+        ttl_s: int = keys.REPLY_TTL_S,
+        batcher: RedisBatcher | None = None,
+    ) -> None:
         self._redis = redis
+        self._batcher = batcher
         self._key = key
         self._ttl_s = ttl_s
         self._pending: list[Event] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._sent_entries = 0
         self._closing = False
         self._expired_at_close = False
@@ -42,39 +57,67 @@ class ReplyPublisher:
 
     def publish(self, event: Event) -> None:
         self._pending.append(event)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        self._kick()
+
+    def hold(self, event: Event, within_s: float) -> None:
+        """Queue `event` to leave with the next published one, or after `within_s` at the latest."""
+        self._pending.append(event)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(within_s, self._kick)
 
     async def aclose(self) -> None:
         """Send what is pending, then set the stream's TTL once more (it now outlives the job by ttl_s)."""
         self._closing = True
+        if self._pending:
+            self._kick()
         if self._flusher is not None:
             await self._flusher
         if not self._expired_at_close and self._sent_entries:
-            await self._run(lambda pipe: pipe.expire(self._key, self._ttl_s))
+            await self._send(self._redis.expire(self._key, self._ttl_s))
+
+    def _kick(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            first = self._sent_entries == 0
-            last = self._closing and not self._pending
+            # The entry that ends the stream sets its TTL, so that closing costs no round trip of its own.
+            ends = not self._pending and (self._closing or isinstance(batch[-1], Done | ErrorEvent))
+            expire = self._sent_entries == 0 or ends
             self._sent_entries += 1
+            await self._send(self._xadd(batch, expire=expire))
+            self._expired_at_close = expire
 
-            def fill(pipe: Pipeline, batch: list[Event] = batch, expire: bool = first or last) -> None:
-                pipe.xadd(self._key, {"e": encode_events(batch)})
-                if expire:
-                    pipe.expire(self._key, self._ttl_s)
-
-            await self._run(fill)
-            self._expired_at_close = last
-
-    async def _run(self, fill: _Fill) -> None:
+    async def _xadd(self, batch: list[Event], *, expire: bool) -> None:
+        fields: dict[FieldT, EncodableT] = {"e": encode_events(batch)}
+        if self._batcher is not None:
+            await self._batcher.run(
+                lambda pipe: _fill(pipe, self._key, fields, expire, self._ttl_s), 1 + expire
+            )
+            return
+        if not expire:
+            await self._redis.xadd(self._key, fields)
+            return
         pipe = self._redis.pipeline(transaction=False)
-        fill(pipe)
+        pipe.xadd(self._key, fields)
+        pipe.expire(self._key, self._ttl_s)
+        await pipe.execute()
+
+    async def _send(self, call: Awaitable[object]) -> None:
         try:
-            await pipe.execute()
+            await call
         except (RedisError, OSError) as exc:
             # The gateway will time out on its own; one line per failed job, not per event.
             if not self.failed:
                 log.warning("reply_publish_failed", reply_key=self._key, error=str(exc))
             self.failed = True
+
+
+def _fill(pipe: Pipeline, key: str, fields: dict[FieldT, EncodableT], expire: bool, ttl_s: int) -> None:
+    pipe.xadd(key, fields)
+    if expire:
+        pipe.expire(key, ttl_s)

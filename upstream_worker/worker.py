@@ -30,6 +30,7 @@ from shared.schema import events_decoder as _events_decoder
 from shared.settings import WorkerSettings
 from token_service.pool import AccountPool
 from upstream_worker import metrics
+from upstream_worker.batcher import RedisBatcher
 from upstream_worker.publisher import ReplyPublisher
 from upstream_worker.queue import Entry, JobQueue
 from upstream_worker.runner import JobState, KimiRunner
@@ -64,6 +65,8 @@ class Worker:
     ) -> None:
         self.settings = settings
         self._redis = redis
+        #: The reply XADDs of every running job share pipelines (upstream_worker/batcher.py).
+        self._batcher = RedisBatcher(redis)
         self._runner = runner
         self._pool = pool
         self.queue = JobQueue(redis, blocking_redis, settings.consumer_name)
@@ -307,14 +310,14 @@ class Worker:
         return None
 
     async def _end(self, job: Job, error: ErrorEvent) -> None:
-        publisher = ReplyPublisher(self._redis, job.reply_key)
+        publisher = ReplyPublisher(self._redis, job.reply_key, batcher=self._batcher)
         publisher.publish(error)
         await publisher.aclose()
 
     async def _execute(self, entry: Entry, job: Job) -> str:
         request = job.request
         started_s = time.time()
-        publisher = ReplyPublisher(self._redis, job.reply_key)
+        publisher = ReplyPublisher(self._redis, job.reply_key, batcher=self._batcher)
         state = JobState(request.request_id)
         remaining_s = request.deadline_s - started_s if request.deadline_s else None
         if remaining_s is not None and remaining_s <= 0:
