@@ -3,8 +3,13 @@
     python -m deploy.run            Redis (embedded when REDIS_URL does not answer), token service, worker(s), gateway
     python -m deploy.run --demo     the same, plus the bundled Kimi simulator and a demo account
 
-Children are started in dependency order and stopped in reverse: the gateway first (no new requests), then the
-workers (SIGTERM drains their in-flight jobs), the token service, the simulator, and last the embedded Redis.
+Children are started in dependency order and stopped in reverse: the gateway first (no new requests, in-flight
+streams finish), then the workers (SIGTERM drains their in-flight jobs), the token service, the simulator, and last
+the embedded Redis. Each child runs in its own session, so the Ctrl-C a terminal sends to its whole process group
+reaches only this runner, which then stops the children in that order.
+
+Ports: GATEWAY_PORT, TOKEN_SERVICE_PORT, SIM_PORT (--demo), and WORKER_METRICS_PORT for the first worker (the
+others bind a free port).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shared.logging import hide_password, redact_text
 from shared.redis_server import RedisHandle, ensure_redis
 
 READY_TIMEOUT_S = 60.0
@@ -39,7 +45,8 @@ class Stack:
     redis: RedisHandle | None = None
 
     def start(self, name: str, args: list[str], env: Mapping[str, str]) -> Child:
-        process = subprocess.Popen([sys.executable, *args], env=dict(env))
+        # A session of its own: a terminal's Ctrl-C must not stop it before the runner's ordered shutdown.
+        process = subprocess.Popen([sys.executable, *args], env=dict(env), start_new_session=True)
         child = Child(name, process)
         self.children.append(child)
         return child
@@ -134,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("PYTHONUNBUFFERED", "1")
     gateway_port = int(env.get("GATEWAY_PORT", "8000"))
     token_port = int(env.get("TOKEN_SERVICE_PORT", "8001"))
+    worker_port = env.get("WORKER_METRICS_PORT", "8002")
     gateway_url = f"http://127.0.0.1:{gateway_port}"
 
     stack = Stack()
@@ -148,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.redis = ensure_redis(env.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
         env["REDIS_URL"] = stack.redis.url
-        _say(f"redis: {'embedded at ' if stack.redis.embedded else ''}{stack.redis.url}")
+        _say(f"redis: {'embedded at ' if stack.redis.embedded else ''}{hide_password(stack.redis.url)}")
         if args.demo:
             sim_url = f"http://127.0.0.1:{args.sim_port}"
             env["KIMI_BASE_URL"] = sim_url
@@ -156,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             _wait_ready(stack, f"{sim_url}/__sim/state", "the Kimi simulator")
         stack.start("token_service", ["-m", "token_service"], env)
         for index in range(max(1, args.workers)):
-            worker_env = {**env, "WORKER_METRICS_PORT": str(8002 + index) if index == 0 else "0"}
+            worker_env = {**env, "WORKER_METRICS_PORT": worker_port if index == 0 else "0"}
             stack.start(f"worker-{index}", ["-m", "upstream_worker"], worker_env)
         stack.start("gateway", ["-m", "gateway"], env)
         _wait_ready(stack, f"http://127.0.0.1:{token_port}/healthz", "the token service")
@@ -176,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.25)
         return 0
     except (RuntimeError, OSError, urllib.error.URLError) as exc:
-        _say(f"could not start: {exc}")
+        _say(f"could not start: {redact_text(str(exc))}")
         return 1
     finally:
         _say("stopping…")

@@ -5,22 +5,26 @@ Layout (../shared/DESIGN.md §4):
     kimi:jobs:dead                 dead-letter stream (jobs delivered MAX_DELIVERIES times)
     kimi:reply:{<job id>}          per-job reply stream of canonical events (msgpack), with a TTL
     kimi:cancel:{<job id>}         set by the gateway when its client disconnects
-    kimi:acct:<id>                 hash: one account (kind, encrypted secret, exp, state, counters …)
-    kimi:acct:index                set of every account id
-    kimi:acct:ready                zset of leasable accounts (active, or cooling whose time has come; not
+    kimi:acct:{pool}:<id>          hash: one account (kind, encrypted secret, exp, state, counters …)
+    kimi:acct:{pool}:index         set of every account id
+    kimi:acct:{pool}:ready         zset of leasable accounts (active, or cooling whose time has come; not
                                    ephemeral) scored by in_flight * 1e13 + last_used_ms: the head is the best
-    kimi:acct:cooling              zset of cooling accounts scored by cooling_until_ms: the head is the soonest
-    kimi:acct:lease:<id>           zset of one account's lease ids scored by their expiry (ms): in-flight count
-    kimi:acct:leases               zset of every lease as `<id>:<lease id>` scored by expiry (ms): the lease
+    kimi:acct:{pool}:cooling       zset of cooling accounts scored by cooling_until_ms: the head is the soonest
+    kimi:acct:{pool}:lease:<id>    zset of one account's lease ids scored by their expiry (ms): in-flight count
+    kimi:acct:{pool}:leases        zset of every lease as `<id>:<lease id>` scored by expiry (ms): the lease
                                    script pops expired ones (crashed workers) from its head
-    kimi:acct:layout               set once ready / cooling / leases were built from the hashes
-    kimi:acct:lock:<id>            single-flight refresh lock
+    kimi:acct:{pool}:layout        set once ready / cooling / leases were built from the hashes
+    kimi:acct:{pool}:lock:<id>     single-flight refresh lock
     kimi:conv:<conversation id>    hash: which account and upstream ids a kept conversation belongs to
     kimi:workers                   hash: worker name → last heartbeat (unix ms)
 
-Job and reply keys of one job share the `{<job id>}` hash tag so that a Redis Cluster keeps them together.
-Account keys are only touched together inside the lease scripts, which run on one Redis (see
-token_service/leases.py): a lease is O(log accounts), never a walk over every account.
+Hash tags (`{…}`) keep the keys that meet in one script or transaction in one Redis Cluster slot: the job and
+reply keys of one job share `{<job id>}`; every account-pool key shares `{pool}`, because a lease script walks
+the pool's zsets and touches whichever account it picks (a lease is O(log accounts), never a walk over every
+account; see token_service/leases.py). The pool's fixed keys reach the scripts as KEYS (`ACCOUNT_POOL_KEYS`);
+per-account keys are built in Lua from `ACCOUNT_PREFIX`, which lands them in the same slot.
+Accounts stored by older versions under the untagged `kimi:acct:<id>` names are moved once by
+token_service/migrate.py (`LEGACY_ACCOUNT_PREFIX`).
 """
 
 from __future__ import annotations
@@ -30,11 +34,17 @@ JOBS_GROUP = "workers"
 DEAD_LETTER_STREAM = "kimi:jobs:dead"
 WORKERS_HASH = "kimi:workers"
 
-ACCOUNT_INDEX = "kimi:acct:index"
-ACCOUNT_PREFIX = "kimi:acct:"
-ACCOUNT_READY = "kimi:acct:ready"
-ACCOUNT_COOLING = "kimi:acct:cooling"
-ACCOUNT_LEASES = "kimi:acct:leases"
+#: Every account-pool key starts with this; `{pool}` is the Redis Cluster hash tag they all share.
+ACCOUNT_PREFIX = "kimi:acct:{pool}:"
+ACCOUNT_INDEX = f"{ACCOUNT_PREFIX}index"
+ACCOUNT_READY = f"{ACCOUNT_PREFIX}ready"
+ACCOUNT_COOLING = f"{ACCOUNT_PREFIX}cooling"
+ACCOUNT_LEASES = f"{ACCOUNT_PREFIX}leases"
+ACCOUNT_LAYOUT = f"{ACCOUNT_PREFIX}layout"
+#: The pool's fixed keys, in the order the lease scripts take them as KEYS[1..5].
+ACCOUNT_POOL_KEYS = (ACCOUNT_INDEX, ACCOUNT_READY, ACCOUNT_COOLING, ACCOUNT_LEASES, ACCOUNT_LAYOUT)
+#: The untagged prefix of older versions (`kimi:acct:<id>`, `kimi:acct:index`, …), read only to migrate.
+LEGACY_ACCOUNT_PREFIX = "kimi:acct:"
 
 #: Approximate cap of the job stream; acked entries beyond it are trimmed (XADD MAXLEN ~).
 JOBS_MAXLEN = 100_000

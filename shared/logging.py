@@ -1,7 +1,8 @@
 """structlog, configured once per process: JSON by default, console on a TTY, secrets redacted.
 
 The redaction processor runs on every event, before rendering. It replaces JWTs, `Bearer …` values, cookies,
-`sk-…` keys and the values of secret-named fields, anywhere in the event (nested dicts and lists included).
+`sk-…` keys, the password of `scheme://user:password@host` URLs and the values of secret-named fields, anywhere
+in the event (nested dicts and lists included). `hide_password(url)` is the same masking for console output.
 """
 
 from __future__ import annotations
@@ -25,13 +26,23 @@ _SECRET_PATTERNS = (
     re.compile(r"\bgAAAAA[A-Za-z0-9_=-]{20,}"),  # Fernet ciphertext
 )
 
+#: `scheme://user:password@`: the password goes, the rest of the URL stays readable (where it points).
+_URL_PASSWORD = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*:)[^\s/]+@")
+URL_PASSWORD_MASK = "***"
+
 _SECRET_KEYS = re.compile(
     r"(?i)^(authorization|cookie|set-cookie|x-api-key|x-goog-api-key|x-admin-key|api[_-]?key|.*token|"
     r".*secret|password|cookies|key)$"
 )
 
 
+def hide_password(url: str) -> str:
+    """`redis://:secret@host:6379/0` → `redis://:***@host:6379/0`; a URL without a password is unchanged."""
+    return _URL_PASSWORD.sub(rf"\g<1>{URL_PASSWORD_MASK}@", url)
+
+
 def redact_text(text: str) -> str:
+    text = hide_password(text)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(REDACTED, text)
     return text

@@ -106,7 +106,11 @@ def start_redis_server(port: int | None = None, binary: str | None = None) -> Re
     ]
     log_path = Path(workdir.name) / "redis.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        # A session of its own: a Ctrl-C sent to the terminal's process group must not take Redis down before
+        # the services that still use it have stopped (the owner stops it last, with `stop()`).
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True
+        )
     handle = RedisHandle(url=f"redis://127.0.0.1:{port}/0", process=process, _workdir=workdir)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import ipaddress
+import json
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -17,7 +23,7 @@ from shared.settings import CommonSettings, PoolSettings, TokenServiceSettings
 from tests.kimi_sim.fixtures import SimServer
 from tests.kimi_sim.tokens import mint_jwt
 from token_service.admin import is_loopback
-from token_service.app import create_app
+from token_service.app import POOL, create_app
 
 KEY = "admin-key-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -258,3 +264,116 @@ async def test_expiry_gauge_matches_each_accounts_exp(client: Client, kimi_sim: 
     assert samples[("kimi_accounts", (("state", "disabled"),))] == 1
     transition = (("from_state", "active"), ("reason", "admin"), ("to_state", "disabled"))
     assert samples[("kimi_account_state_transitions_total", transition)] >= 1
+
+
+async def test_ephemeral_accounts_stay_out_of_the_account_gauges(client: Client, kimi_sim: SimServer) -> None:
+    """Pass-through tokens are stored as ephemeral accounts but never counted nor given an expiry gauge."""
+    stored = kimi_sim.state.add_account("kimi_auth", exp_in_s=3600)
+    passthrough = kimi_sim.state.add_account("kimi_auth", exp_in_s=1800)
+    saved = await (await client.post("/auth/save", json={"token": stored.token}, headers=AUTH)).json()
+    [ephemeral_id] = await client.app[POOL].add_ephemeral([passthrough.token])
+    text = await (await client.get("/metrics")).text()
+    expiry = {
+        sample.labels["account"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "kimi_account_token_expiry_timestamp_seconds"
+    }
+    assert expiry == {saved["account_id"]: stored.exp}
+    assert ephemeral_id != saved["account_id"]
+    assert 'kimi_accounts{state="active"} 1.0' in text
+
+
+async def raw_exchange(client: Client, head: bytes, parts: list[bytes]) -> tuple[int, Any]:
+    """Send the head, then each part as its own TCP write after a short pause; (status, JSON body)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        for part in parts:
+            await asyncio.sleep(0.05)
+            writer.write(part)
+            await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def request_head(extra: str) -> bytes:
+    return (
+        "POST /auth/save HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n{extra}\r\n"
+    ).encode()
+
+
+async def test_a_body_sent_in_several_writes_is_read_whole(client: Client, kimi_sim: SimServer) -> None:
+    """A JSON body that arrives in several TCP writes after the headers is read to its end, not cut short."""
+    token = kimi_sim.state.add_account("kimi_auth").token
+    body = json.dumps({"token": token}).encode()
+    parts = [body[:10], body[10:40], body[40:]]
+    status, answer = await raw_exchange(client, request_head(f"Content-Length: {len(body)}\r\n"), parts)
+    assert status == 200, answer
+    assert answer["success"] is True and answer["created"] is True
+
+
+async def test_a_chunked_body_over_the_cap_is_refused_with_413(client: Client) -> None:
+    """A chunked body (no Content-Length) whose writes together pass max_body_bytes answers 413."""
+    chunk = b'{"token": "' + b"x" * 2989
+    parts = [
+        b"%x\r\n%s\r\n" % (len(chunk), chunk),
+        b"%x\r\n%s\r\n" % (len(chunk), b"y" * len(chunk)),
+        b"0\r\n\r\n",
+    ]
+    status, answer = await raw_exchange(client, request_head("Transfer-Encoding: chunked\r\n"), parts)
+    assert status == 413
+    assert answer == {
+        "success": False,
+        "error": "body larger than 4096 bytes",
+        "type": "too_large",
+        "param": None,
+    }
+
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (the one its default route leaves from)."""
+    candidates: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe, contextlib.suppress(OSError):
+        probe.connect(("192.0.2.1", 9))  # a UDP connect sends nothing; it only picks the source address
+        candidates.append(probe.getsockname()[0])
+    with contextlib.suppress(OSError):
+        candidates += socket.gethostbyname_ex(socket.gethostname())[2]
+    return next((a for a in candidates if not ipaddress.ip_address(a).is_loopback), None)
+
+
+async def test_without_a_key_a_remote_caller_gets_401(redis_url: str, kimi_sim: SimServer) -> None:
+    """With ADMIN_API_KEY unset, a real request from a non-loopback address gets 401 JSON; loopback gets 200."""
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    runner = web.AppRunner(create_app(settings_for(redis_url, kimi_sim.url, key=None), background=False))
+    await runner.setup()
+    try:
+        remote_site = web.TCPSite(runner, address, 0)
+        local_site = web.TCPSite(runner, "127.0.0.1", 0)
+        await remote_site.start()
+        await local_site.start()
+        ports = {host: port for host, port, *_ in runner.addresses}
+        remote_port, local_port = ports[address], ports["127.0.0.1"]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://{address}:{remote_port}/auth/status") as resp:
+                assert resp.status == 401
+                assert await resp.json() == {
+                    "success": False,
+                    "error": "ADMIN_API_KEY is not set, so admin routes answer only to loopback callers;"
+                    " set it and send it as Authorization: Bearer <key> or X-Admin-Key",
+                    "type": "authentication",
+                    "param": None,
+                }
+            async with session.get(f"http://127.0.0.1:{local_port}/auth/status") as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"has_token": False, "accounts": []}
+    finally:
+        await runner.cleanup()

@@ -118,3 +118,16 @@ def _run_inner_session(code: str, env_extra: dict[str, str]) -> subprocess.Compl
         )
     finally:
         test_file.unlink(missing_ok=True)
+
+
+def test_the_embedded_server_runs_in_a_session_of_its_own() -> None:
+    """A terminal's Ctrl-C (SIGINT to its process group) cannot reach the embedded Redis; its owner stops it."""
+    handle = start_redis_server()
+    try:
+        assert handle.process is not None
+        pid = handle.process.pid
+        assert os.getsid(pid) == pid != os.getsid(0)
+        assert os.getpgid(pid) != os.getpgid(0)
+    finally:
+        handle.stop()
+    assert not _alive(pid)

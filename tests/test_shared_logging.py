@@ -9,7 +9,7 @@ import logging
 import pytest
 import structlog
 
-from shared.logging import REDACTED, configure_logging, redact_processor, redact_text
+from shared.logging import REDACTED, configure_logging, hide_password, redact_processor, redact_text
 from tests.kimi_sim.tokens import mint_jwt
 
 
@@ -92,3 +92,31 @@ def test_stdlib_log_records_are_scrubbed_too() -> None:
     assert JWT not in stream.getvalue()
     assert REDACTED in stream.getvalue()
     structlog.reset_defaults()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@redis.internal:6379/0", "redis://:***@redis.internal:6379/0"),
+        ("rediss://default:s3cr%40t@10.0.0.7:6380/1", "rediss://default:***@10.0.0.7:6380/1"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://only-a-user@host/0", "redis://only-a-user@host/0"),
+        ("http://host:8080/path:x@y", "http://host:8080/path:x@y"),
+    ],
+)
+def test_hide_password_masks_only_the_password_of_a_url(url: str, shown: str) -> None:
+    """`scheme://user:password@host` keeps its scheme, user and host; only the password becomes `***`."""
+    assert hide_password(url) == shown
+
+
+def test_url_passwords_never_reach_a_log_line() -> None:
+    """A Redis URL with a password, in a message or any field, is logged with the password masked."""
+    event = {
+        "event": "connecting to redis://:hunter2@redis:6379/0",
+        "redis_url": "redis://app:hunter2@redis:6379/0",
+        "error": ConnectionError("cannot reach redis://:hunter2@redis:6379/0"),
+    }
+    out = redact_processor(None, "info", dict(event))
+    assert out["event"] == "connecting to redis://:***@redis:6379/0"
+    assert out["redis_url"] == "redis://app:***@redis:6379/0"
+    assert "hunter2" not in repr(out) and "redis://:***@redis:6379/0" in out["error"]

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from shared import keys
 from shared.errors import RateLimited, ServiceUnavailable
@@ -137,7 +138,7 @@ async def test_data_of_the_old_layout_is_migrated_by_the_first_lease(
     pool = make_pool(redis, session, kimi_sim.url)
     a, b = await add(pool, kimi_sim, 2)
     held = await pool.lease(only={a})
-    await redis.delete(keys.ACCOUNT_READY, keys.ACCOUNT_COOLING, keys.ACCOUNT_LEASES, "kimi:acct:layout")
+    await redis.delete(keys.ACCOUNT_READY, keys.ACCOUNT_COOLING, keys.ACCOUNT_LEASES, keys.ACCOUNT_LAYOUT)
     assert (await pool.lease()).account_id == b
     with pytest.raises(RateLimited, match="busy"):
         await pool.lease()
@@ -212,3 +213,23 @@ async def test_the_ending_entry_sets_the_ttl(redis: aioredis.Redis) -> None:
         await asyncio.sleep(0.005)
     assert 0 < await redis.ttl(keys.reply_key("h3")) <= keys.REPLY_TTL_S
     await publisher.aclose()
+
+
+async def test_every_account_pool_key_shares_one_cluster_slot(
+    redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
+) -> None:
+    """Hashes, index, zsets and per-account lease keys are all `kimi:acct:{pool}:…`, one Redis Cluster slot."""
+    pool = make_pool(redis, session, kimi_sim.url, max_concurrency_per_account=2)
+    first, second = await add(pool, kimi_sim, 2)
+    held = await pool.lease(only={first})
+    await pool.release(await pool.lease(only={second}), "rate_limited", retry_after_s=60)
+    written = {k.decode() for k in await redis.keys("kimi:acct*")}
+    assert written == {
+        keys.account_key(first),
+        keys.account_key(second),
+        keys.lease_key(first),
+        *keys.ACCOUNT_POOL_KEYS,
+    }
+    assert all(key.startswith("kimi:acct:{pool}:") for key in written)
+    assert {key_slot(key.encode()) for key in [*written, keys.refresh_lock_key(first)]} == {key_slot(b"pool")}
+    await pool.release(held, "ok")

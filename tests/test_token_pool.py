@@ -397,6 +397,24 @@ async def test_no_log_line_carries_a_token(
         assert secret not in text
 
 
+async def test_account_log_lines_name_the_account_as_account_id(
+    redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
+) -> None:
+    """Token-service log lines about an account use `account_id=`, the field the gateway and worker log."""
+    pool = make_pool(redis, session, kimi_sim.url)
+    with structlog.testing.capture_logs() as logs:
+        account, _ = await pool.add(kimi_sim.state.add_account("refresh_token").token)
+        lease = await pool.lease(only={account.id})
+        await pool.credentials(lease)
+        await pool.release(lease, "ok")
+        await pool.disable(account.id)
+        await pool.remove(account.id)
+    by_event = {entry["event"]: entry for entry in logs}
+    for event in ("account_added", "token_refreshed", "account_state", "account_removed"):
+        assert by_event[event]["account_id"] == account.id, event
+    assert not [entry for entry in logs if "account" in entry]
+
+
 async def test_background_refresher_renews_recently_used_tokens(
     redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim_factory: SimFactory
 ) -> None:

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from shared.keys import ACCOUNT_INDEX
 from shared.settings import CommonSettings, PoolSettings, TokenServiceSettings
 from tests.kimi_sim.fixtures import SimServer
 from token_service.app import POOL, create_app
@@ -82,5 +83,33 @@ async def test_cli_adds_imports_lists_probes_and_removes(
     assert (code, out.strip()) == (0, f"removed {account_id}")
     code, _, err = await cli(redis_url, kimi_sim.url, "remove", account_id)
     assert code == 1 and f"no account '{account_id}'" in err
-    assert await redis.scard("kimi:acct:index") == 1
+    assert await redis.scard(ACCOUNT_INDEX) == 1
     assert all(one.token not in text and two.token not in text for text in PRINTED)
+
+
+async def test_accounts_of_the_untagged_layout_move_to_the_pool_keys_at_start(
+    aiohttp_client: ClientFactory, redis_url: str, redis: aioredis.Redis, kimi_sim: SimServer
+) -> None:
+    """Accounts an older version stored as `kimi:acct:<id>` move under `kimi:acct:{pool}:` when the service starts."""
+    common = CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url)
+    settings = TokenServiceSettings(common=common, pool=PoolSettings())
+    old = await aiohttp_client(create_app(settings, background=False))
+    account, _ = await old.app[POOL].add(kimi_sim.state.add_account("kimi_auth").token)
+    held = await old.app[POOL].lease()
+    await old.close()
+    for key in await redis.keys("kimi:acct:{pool}:*"):  # what the untagged layout had written
+        await redis.rename(key, key.decode().replace("{pool}:", ""))
+    assert (
+        await redis.exists(f"kimi:acct:{account.id}", "kimi:acct:index", f"kimi:acct:lease:{account.id}") == 3
+    )
+
+    pool = (await aiohttp_client(create_app(settings, background=False))).app[POOL]
+    assert [a.id for a in await pool.list()] == [account.id]
+    assert await pool.in_flight(account.id) == 1  # the lease held across the upgrade still counts
+    await pool.release(held, "ok")
+    lease = await pool.lease()
+    assert lease.account_id == account.id
+    assert {k.decode() for k in await redis.keys("kimi:acct:*")} <= {
+        f"kimi:acct:{{pool}}:{name}"
+        for name in (account.id, f"lease:{account.id}", "index", "ready", "cooling", "leases", "layout")
+    }

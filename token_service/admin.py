@@ -12,7 +12,8 @@
 
 The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx, next to its AccountPool).
 Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a
-key only loopback callers are served. No response ever holds a whole token: previews are masked.
+key only loopback callers are served (others get 401). No response ever holds a whole token: previews are
+masked.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from shared.errors import AuthenticationFailed, BadRequest, GatewayError, PayloadTooLarge, PermissionDenied
+from shared.errors import AuthenticationFailed, BadRequest, GatewayError, PayloadTooLarge
 from shared.logging import get_logger
 from shared.secret import Secret, mask
 from token_service.jwt_info import decode_claims, extract_jwt, token_info
@@ -216,15 +217,23 @@ async def _body(request: web.Request, schema: type[T]) -> T:
     limit = _ctx(request).max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    raw = await _read_capped(request, limit)
     try:
         return msgspec.json.decode(raw or b"{}", type=schema)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"invalid body: {exc}", param=_field_of(str(exc))) from None
     except msgspec.DecodeError:
         raise BadRequest("the body is not valid JSON") from None
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
+    """The whole body (it may arrive in many TCP writes), or PayloadTooLarge once it passes `limit` bytes."""
+    raw = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(raw)):
+        raw += chunk
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"body larger than {limit} bytes")
+    return bytes(raw)
 
 
 def _field_of(message: str) -> str | None:
@@ -251,8 +260,9 @@ def authorize(request: web.Request, key: Secret | None) -> None:
     """Raise unless the caller shows the admin key (or, with no key configured, calls from loopback)."""
     if key is None:
         if not is_loopback(request.remote):
-            raise PermissionDenied(
-                "admin routes answer only to loopback callers while ADMIN_API_KEY is unset"
+            raise AuthenticationFailed(
+                "ADMIN_API_KEY is not set, so admin routes answer only to loopback callers;"
+                " set it and send it as Authorization: Bearer <key> or X-Admin-Key"
             )
         return
     offered = request.headers.get("X-Admin-Key") or _bearer(request.headers.get("Authorization", ""))

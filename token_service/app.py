@@ -17,6 +17,7 @@ from shared.settings import TokenServiceSettings
 from token_service import metrics
 from token_service.admin import ADMIN_CONTEXT, AdminContext, add_admin_routes
 from token_service.kimi_auth import KimiAuthClient
+from token_service.migrate import migrate_legacy_accounts
 from token_service.pool import AccountPool
 from token_service.prober import Prober
 
@@ -56,6 +57,7 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    await migrate_legacy_accounts(app[REDIS])
     auth = KimiAuthClient(app[SESSION], settings.common.kimi_base_url)
     pool = AccountPool(app[REDIS], settings.pool, auth)
     app[POOL] = pool
@@ -75,8 +77,12 @@ async def _prober_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    """Prometheus exposition; the account gauges are read from Redis at each scrape."""
-    metrics.update_account_gauges(await request.app[POOL].list())
+    """Prometheus exposition; the account gauges are read from Redis at each scrape.
+
+    Pass-through (ephemeral) accounts are clients' own tokens: they are not the pool an operator is paged about.
+    """
+    stored = [account for account in await request.app[POOL].list() if not account.ephemeral]
+    metrics.update_account_gauges(stored)
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

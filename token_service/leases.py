@@ -1,6 +1,6 @@
 """Atomic leases of accounts: one Lua script per operation, O(log N) in the number of accounts.
 
-Redis layout (prefix `kimi:acct:`, see shared/keys.py):
+Redis layout (prefix `kimi:acct:{pool}:`, one Redis Cluster hash tag for the whole pool; see shared/keys.py):
     ready            zset of leasable accounts (active, or cooling whose time has come; not ephemeral, `exp`
                      not passed) scored by in_flight * 1e13 + last_used_ms: the head is the best account
     cooling          zset of cooling accounts scored by cooling_until_ms: the head is the soonest back
@@ -8,6 +8,10 @@ Redis layout (prefix `kimi:acct:`, see shared/keys.py):
     leases           zset of every lease as `<id>:<lease id>` scored by expiry: crashed workers' leases are
                      popped from its head by the next lease
     layout           set once the zsets above have been built from the hashes (older data migrates lazily)
+
+Every script that includes `PLACE_LUA` takes the pool's fixed keys as KEYS[1..5] (`ACCOUNT_POOL_KEYS`: index,
+ready, cooling, leases, layout) and its own keys after them; per-account keys are `prefix .. id` and
+`prefix .. 'lease:' .. id`, with the prefix in ARGV.
 
 Every write that can change where an account belongs (state transitions, saves, token rotation) calls the
 `place()` Lua function below inside its own script, so the zsets follow the hashes. Accounts that turn out
@@ -23,14 +27,15 @@ from typing import Literal
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.typing import EncodableT
+from redis.typing import EncodableT, KeyT
 
-from shared.keys import ACCOUNT_LEASES, ACCOUNT_PREFIX, account_key, lease_key
+from shared.keys import ACCOUNT_LEASES, ACCOUNT_POOL_KEYS, ACCOUNT_PREFIX, account_key, lease_key
 from token_service.jwt_info import AccountKind
 
 #: Lua helpers shared by every script that may move an account between `ready` and `cooling`.
 #: The score keeps in-flight counts above 1e13 ms (the year 2286), exact in a double up to 899 in flight.
 PLACE_LUA = """
+local INDEX, READY, COOLING, LEASES, LAYOUT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local SCALE = 1e13
 local FIELDS = {'state', 'cooling_until_ms', 'last_used_ms', 'exp', 'ephemeral', 'kind'}
 
@@ -45,59 +50,58 @@ end
 
 -- Puts one account where its hash says it belongs; returns its FIELDS, or false when the hash is gone.
 local function place(prefix, id, now)
-  local ready, cooling = prefix .. 'ready', prefix .. 'cooling'
   local f = redis.call('HMGET', prefix .. id, unpack(FIELDS))
   if f[1] == false then
-    redis.call('ZREM', ready, id)
-    redis.call('ZREM', cooling, id)
+    redis.call('ZREM', READY, id)
+    redis.call('ZREM', COOLING, id)
     return false
   end
   local exp = tonumber(f[4])
   local until_ms = tonumber(f[2]) or 0
   if f[5] == '1' or (exp ~= nil and exp * 1000 <= now) or (f[1] ~= 'active' and f[1] ~= 'cooling') then
-    redis.call('ZREM', ready, id)
-    redis.call('ZREM', cooling, id)
+    redis.call('ZREM', READY, id)
+    redis.call('ZREM', COOLING, id)
   elseif f[1] == 'cooling' and until_ms > now then
-    redis.call('ZREM', ready, id)
-    redis.call('ZADD', cooling, fmt(until_ms), id)
+    redis.call('ZREM', READY, id)
+    redis.call('ZADD', COOLING, fmt(until_ms), id)
   else
-    redis.call('ZREM', cooling, id)
+    redis.call('ZREM', COOLING, id)
     local n = redis.call('ZCARD', prefix .. 'lease:' .. id)
-    redis.call('ZADD', ready, fmt(n * SCALE + (tonumber(f[3]) or 0)), id)
+    redis.call('ZADD', READY, fmt(n * SCALE + (tonumber(f[3]) or 0)), id)
   end
   return f
 end
 
 -- After an account's in-flight count changed: its `ready` score follows (last used is kept).
 local function rescore(prefix, id)
-  local ready = prefix .. 'ready'
-  local score = redis.call('ZSCORE', ready, id)
+  local score = redis.call('ZSCORE', READY, id)
   if score then
     local n = redis.call('ZCARD', prefix .. 'lease:' .. id)
-    redis.call('ZADD', ready, fmt(n * SCALE + math.fmod(tonumber(score), SCALE)), id)
+    redis.call('ZADD', READY, fmt(n * SCALE + math.fmod(tonumber(score), SCALE)), id)
   end
 end
 
 -- Rebuilds `ready`, `cooling` and `leases` from the index, the hashes and the per-account lease zsets.
 local function rebuild(prefix, now)
-  redis.call('DEL', prefix .. 'ready', prefix .. 'cooling')
-  for _, id in ipairs(redis.call('SMEMBERS', prefix .. 'index')) do
+  redis.call('DEL', READY, COOLING)
+  for _, id in ipairs(redis.call('SMEMBERS', INDEX)) do
     local lk = prefix .. 'lease:' .. id
     redis.call('ZREMRANGEBYSCORE', lk, '-inf', now)
     local held = redis.call('ZRANGE', lk, 0, -1, 'WITHSCORES')
-    for i = 1, #held, 2 do redis.call('ZADD', prefix .. 'leases', held[i + 1], id .. ':' .. held[i]) end
-    if not place(prefix, id, now) then redis.call('SREM', prefix .. 'index', id) end
+    for i = 1, #held, 2 do redis.call('ZADD', LEASES, held[i + 1], id .. ':' .. held[i]) end
+    if not place(prefix, id, now) then redis.call('SREM', INDEX, id) end
   end
-  redis.call('SET', prefix .. 'layout', '1')
+  redis.call('SET', LAYOUT, '1')
 end
 """
 
-# ARGV: prefix, account id, now_ms
+# KEYS: the pool's (ACCOUNT_POOL_KEYS), account hash, lease zset. ARGV: prefix, account id, now_ms
 _PLACE = PLACE_LUA + "place(ARGV[1], ARGV[2], tonumber(ARGV[3]))\nreturn 1\n"
-# ARGV: prefix, now_ms
+# KEYS: the pool's (ACCOUNT_POOL_KEYS). ARGV: prefix, now_ms
 _REBUILD = PLACE_LUA + "rebuild(ARGV[1], tonumber(ARGV[2]))\nreturn 1\n"
 
-# ARGV: now_ms, ttl_ms, cap, lease_id, prefix, n_exclude, exclude ids…, only ids…
+# KEYS: the pool's (ACCOUNT_POOL_KEYS). ARGV: now_ms, ttl_ms, cap, lease_id, prefix, n_exclude, exclude ids…,
+# only ids…
 # Ephemeral (pass-through) accounts are only leased when named in `only`.
 # Replies: {'ok', id, kind, ephemeral, state, <IN_USE_FIELDS but kind>} | {'busy', n} | {'cooling', soonest_ms}
 # | {'none', ''}. The account's fields save `AccountPool.credentials` a round trip on the first token's path.
@@ -110,7 +114,6 @@ local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local prefix = ARGV[5]
-local READY, COOLING, LEASES = prefix .. 'ready', prefix .. 'cooling', prefix .. 'leases'
 local nex = tonumber(ARGV[6])
 local exclude = {}
 for i = 1, nex do exclude[ARGV[6 + i]] = true end
@@ -120,7 +123,7 @@ if #ARGV > 6 + nex then
   for i = 7 + nex, #ARGV do only[#only + 1] = ARGV[i] end
 end
 
-if redis.call('EXISTS', prefix .. 'layout') == 0 then rebuild(prefix, now) end
+if redis.call('EXISTS', LAYOUT) == 0 then rebuild(prefix, now) end
 
 -- Leases of crashed workers, soonest expired first.
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, BATCH)) do
@@ -146,7 +149,7 @@ local function pick_only()
     if not exclude[id] then
       local f = redis.call('HMGET', prefix .. id, unpack(FIELDS))
       if f[1] == false then
-        redis.call('SREM', prefix .. 'index', id)
+        redis.call('SREM', INDEX, id)
       elseif usable(f, now) then
         local lk = prefix .. 'lease:' .. id
         for _, gone in ipairs(redis.call('ZRANGEBYSCORE', lk, '-inf', now)) do
@@ -193,7 +196,7 @@ local function check_ready(id, score)
     if math.floor(score / SCALE) >= cap then busy = 1 else best, best_f = id, f end
     return true
   end
-  if not place(prefix, id, now) then redis.call('SREM', prefix .. 'index', id) end
+  if not place(prefix, id, now) then redis.call('SREM', INDEX, id) end
   return 'moved'
 end
 
@@ -204,7 +207,7 @@ local function check_cooling(id, score)
     soonest = score
     return true
   end
-  if not place(prefix, id, now) then redis.call('SREM', prefix .. 'index', id) end
+  if not place(prefix, id, now) then redis.call('SREM', INDEX, id) end
   return 'moved'
 end
 
@@ -245,26 +248,34 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
 return 1
 """
 
-# KEYS[1] lease zset, KEYS[2] every lease, KEYS[3] account hash.
+# KEYS: the pool's (ACCOUNT_POOL_KEYS), then KEYS[6] lease zset, KEYS[7] account hash.
 # ARGV: prefix, account id, lease_id, counter field, now ms, note ('ok' | 'error' | ''), error detail.
 # The counters and notes go only to an account that still exists (an ephemeral one may have expired).
 _RELEASE = (
     PLACE_LUA
     + """
-redis.call('ZREM', KEYS[1], ARGV[3])
-redis.call('ZREM', KEYS[2], ARGV[2] .. ':' .. ARGV[3])
+redis.call('ZREM', KEYS[6], ARGV[3])
+redis.call('ZREM', LEASES, ARGV[2] .. ':' .. ARGV[3])
 rescore(ARGV[1], ARGV[2])
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
   if ARGV[6] == 'ok' then
-    redis.call('HSET', KEYS[3], 'last_ok_ms', ARGV[5])
+    redis.call('HSET', KEYS[7], 'last_ok_ms', ARGV[5])
   elseif ARGV[6] == 'error' then
-    redis.call('HSET', KEYS[3], 'last_error', ARGV[7], 'last_error_ms', ARGV[5])
+    redis.call('HSET', KEYS[7], 'last_error', ARGV[7], 'last_error_ms', ARGV[5])
   end
 end
 return 1
 """
 )
+
+POOL_KEYS: list[KeyT] = list(ACCOUNT_POOL_KEYS)
+
+
+def place_keys(account_id: str) -> list[KeyT]:
+    """KEYS of a script that places one account: the pool's, then the account's hash and lease zset."""
+    return [*POOL_KEYS, account_key(account_id), lease_key(account_id)]
+
 
 #: An error detail kept on the account (operator-facing text from our own code, never a token).
 DETAIL_MAX_CHARS = 200
@@ -319,7 +330,7 @@ class LeaseScripts:
         if only is not None:
             # An empty `only` must match nothing, so it gets a member no account id can equal.
             args += sorted(only) or ["-"]
-        reply = [part.decode() for part in await self._lease(args=args)]
+        reply = [part.decode() for part in await self._lease(keys=POOL_KEYS, args=args)]
         if reply[0] == "ok":
             kind: AccountKind = "refresh_token" if reply[2] == "refresh_token" else "kimi_auth"
             lease = Lease(account_id=reply[1], lease_id=lease_id, kind=kind, ephemeral=reply[3] == "1")
@@ -340,7 +351,7 @@ class LeaseScripts:
     ) -> None:
         """Free the slot and count the outcome on the account, in one round trip."""
         await self._release(
-            keys=[lease_key(lease.account_id), ACCOUNT_LEASES, account_key(lease.account_id)],
+            keys=[*POOL_KEYS, lease_key(lease.account_id), account_key(lease.account_id)],
             args=[
                 ACCOUNT_PREFIX,
                 lease.account_id,
@@ -354,11 +365,11 @@ class LeaseScripts:
 
     async def place(self, account_id: str, now_ms: int) -> None:
         """Put an account in `ready`, `cooling` or neither, as its hash says."""
-        await self._place(args=[ACCOUNT_PREFIX, account_id, now_ms])
+        await self._place(keys=place_keys(account_id), args=[ACCOUNT_PREFIX, account_id, now_ms])
 
     async def rebuild(self, now_ms: int) -> None:
         """Rebuild the zsets from the hashes (O(accounts), for the background prober)."""
-        await self._rebuild(args=[ACCOUNT_PREFIX, now_ms])
+        await self._rebuild(keys=POOL_KEYS, args=[ACCOUNT_PREFIX, now_ms])
 
     async def in_flight(self, account_id: str, now_ms: int) -> int:
         return int(await self.redis.zcount(lease_key(account_id), now_ms + 1, "+inf"))

@@ -118,7 +118,7 @@ async def refresh_due(pool: AccountPool) -> int:
                 await pool.refresher.access_token(account.id, force=True)
                 renewed += 1
             except UpstreamError as exc:
-                log.warning("background_refresh_failed", account=account.id, error=exc.kind)
+                log.warning("background_refresh_failed", account_id=account.id, error=exc.kind)
     return renewed
 
 

@@ -111,7 +111,7 @@ class Refresher:
         await self.store.set_access(account_id, result.access_token, exp, rotated)
         await self.store.count(account_id, "refreshes")
         metrics.REFRESHES.labels(result="ok").inc()
-        log.info("token_refreshed", account=account_id, rotated=rotated is not None, access_exp=exp)
+        log.info("token_refreshed", account_id=account_id, rotated=rotated is not None, access_exp=exp)
         return result.access_token
 
     async def _failed(self, account_id: str, exc: UpstreamError) -> None:

@@ -1,4 +1,4 @@
-"""Accounts in Redis: one hash per account (`kimi:acct:<id>`), the index set, and state transitions.
+"""Accounts in Redis: one hash per account (`kimi:acct:{pool}:<id>`), the index set, and state transitions.
 
 Hash fields (all strings): kind, sub, exp, iat, state, state_reason, cooling_until_ms, ephemeral, created_ms,
 last_used_ms, last_ok_ms, last_error, last_error_ms, preview, device_id, session_id, secret (sealed token),
@@ -32,7 +32,7 @@ from shared.secret import mask
 from token_service import metrics
 from token_service.crypto import SecretBox
 from token_service.jwt_info import AccountKind, Claims, account_id_for, decode_claims, iso, kind_of
-from token_service.leases import PLACE_LUA, LeaseScripts
+from token_service.leases import PLACE_LUA, LeaseScripts, place_keys
 
 AccountState = Literal["active", "cooling", "invalid", "expired", "disabled"]
 STATES: tuple[AccountState, ...] = ("active", "cooling", "invalid", "expired", "disabled")
@@ -47,15 +47,16 @@ log = get_logger("token_service.store")
 # Sets the state atomically (only from the listed states, when ARGV[4] is not empty) and returns the
 # previous one, so each real change is logged exactly once and a worker never revives a disabled account.
 # The account then moves to the lease zsets its new state belongs in (ARGV: …, prefix, id, now_ms).
+# KEYS: the pool's (ACCOUNT_POOL_KEYS), then KEYS[6] the account hash, KEYS[7] its lease zset.
 _TRANSITION = (
     PLACE_LUA
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local prev = redis.call('HGET', KEYS[1], 'state') or 'active'
+if redis.call('EXISTS', KEYS[6]) == 0 then return false end
+local prev = redis.call('HGET', KEYS[6], 'state') or 'active'
 if ARGV[4] ~= '' and not string.find(',' .. ARGV[4] .. ',', ',' .. prev .. ',', 1, true) then
   return {prev, 0}
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'state_reason', ARGV[2], 'cooling_until_ms', ARGV[3])
+redis.call('HSET', KEYS[6], 'state', ARGV[1], 'state_reason', ARGV[2], 'cooling_until_ms', ARGV[3])
 place(ARGV[5], ARGV[6], tonumber(ARGV[7]))
 return {prev, 1}
 """
@@ -160,7 +161,10 @@ class AccountStore:
         await self.scripts.place(new.account_id, now_ms())
         if created:
             log.info(
-                "account_added", account=new.account_id, kind=new.kind, ephemeral=ephemeral_ttl_s is not None
+                "account_added",
+                account_id=new.account_id,
+                kind=new.kind,
+                ephemeral=ephemeral_ttl_s is not None,
             )
             metrics.TRANSITIONS.labels(from_state="none", to_state="active", reason="added").inc()
         account = await self.get(new.account_id)
@@ -245,7 +249,7 @@ class AccountStore:
             pipe.zrem(ACCOUNT_COOLING, account_id)
             deleted, *_ = await pipe.execute()
         if deleted:
-            log.info("account_removed", account=account_id)
+            log.info("account_removed", account_id=account_id)
         return bool(deleted)
 
     async def clear(self) -> int:
@@ -281,7 +285,7 @@ class AccountStore:
         Returns whether the state was written (False: no such account, or its state is not in `only_from`).
         """
         reply = await self._transition(
-            keys=[account_key(account_id)],
+            keys=place_keys(account_id),
             args=[to_state, reason, until_ms, ",".join(only_from), ACCOUNT_PREFIX, account_id, now_ms()],
         )
         if not reply or not int(reply[1]):
@@ -290,7 +294,7 @@ class AccountStore:
         if prev != to_state:
             log.info(
                 "account_state",
-                account=account_id,
+                account_id=account_id,
                 from_state=prev,
                 to_state=to_state,
                 reason=reason,
