@@ -200,6 +200,9 @@ class WorkerSettings:
     agent_first_byte_timeout_s: float = 600.0
     idle_timeout_s: float = 90.0
     heartbeat_interval_s: float = 5.0
+    #: While a job waits for Kimi's first event, a Keepalive goes on its reply stream this often, so the
+    #: gateway's IDLE_TIMEOUT_S (120 s) measures real silence only; keep it at most a quarter of that.
+    keepalive_interval_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -219,4 +222,5 @@ class WorkerSettings:
             agent_first_byte_timeout_s=_float(env, "KIMI_AGENT_FIRST_BYTE_TIMEOUT_S", 600.0),
             idle_timeout_s=_float(env, "KIMI_IDLE_TIMEOUT_S", 90.0),
             heartbeat_interval_s=_float(env, "WORKER_HEARTBEAT_INTERVAL_S", 5.0),
+            keepalive_interval_s=_float(env, "WORKER_KEEPALIVE_INTERVAL_S", 10.0),
         )

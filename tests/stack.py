@@ -2,16 +2,27 @@
 
 `stack_factory(**gateway_overrides)` starts one (e.g. `keepalive_interval_s=0.5`); everything it started is
 stopped at teardown. Use it by importing the fixture into a test module: `from tests.stack import stack_factory`.
+
+Keyword-only options, beside the gateway's settings:
+- `worker_overrides={...}`: fields of the in-process worker's `WorkerSettings` (e.g. `keepalive_interval_s`).
+- `worker_processes=N`: N real `python -m upstream_worker` processes instead of the in-process worker, each
+  registered in `kimi:workers` before the factory returns (`Stack.workers`: names, logs, `kill()`);
+  `worker_env={...}` adds environment variables to every one (e.g. `WORKER_CLAIM_IDLE_MS`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import os
+import signal
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,11 +31,41 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
+from shared import keys
 from shared.settings import CommonSettings, GatewaySettings, PoolSettings, WorkerSettings
 from tests.kimi_sim.fixtures import SimServer
+from tests.procs import Proc, Procs
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool
 from upstream_worker.resources import open_worker
+
+#: How long a worker process may take to start and send its first heartbeat.
+WORKER_START_S = 20.0
+
+
+@dataclass
+class WorkerProc:
+    """One `python -m upstream_worker` process of a stack; its consumer name is `name`."""
+
+    name: str
+    proc: Proc
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, its pending entries and leases stay behind."""
+        self.proc.process.send_signal(signal.SIGKILL)
+        self.proc.process.wait()
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        """Its JSON log lines whose `event` is `event` (e.g. `job`: one per finished job)."""
+        out = []
+        for line in self.proc.log_lines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("event") == event:
+                out.append(record)
+        return out
 
 
 @dataclass
@@ -33,6 +74,8 @@ class Stack:
     redis: aioredis.Redis
     url: str
     settings: GatewaySettings
+    #: The worker processes (empty when the worker runs in-process).
+    workers: list[WorkerProc] = field(default_factory=list)
 
     async def add(self, kind: str = "kimi_auth") -> str:
         """A simulator account saved in the pool; its account id."""
@@ -62,17 +105,31 @@ class Stack:
         ):
             resp.raise_for_status()
 
+    async def configure_sim(self, **fields: Any) -> None:
+        """Change `SimConfig` fields at run time (e.g. `chunk_delay_s`), as `POST /__sim/config` does."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{self.sim.url}/__sim/config", json=fields) as resp,
+        ):
+            resp.raise_for_status()
+
 
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
 @pytest_asyncio.fixture
 async def stack_factory(
-    redis: aioredis.Redis, redis_url: str, kimi_sim: SimServer
+    redis: aioredis.Redis, redis_url: str, kimi_sim: SimServer, tmp_path: Path
 ) -> AsyncIterator[StackFactory]:
     async with AsyncExitStack() as exits:
 
-        async def start(**gateway_overrides: Any) -> Stack:
+        async def start(
+            *,
+            worker_overrides: Mapping[str, Any] | None = None,
+            worker_processes: int = 0,
+            worker_env: Mapping[str, str] | None = None,
+            **gateway_overrides: Any,
+        ) -> Stack:
             common = CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url)
             settings = GatewaySettings(
                 common=common, keepalive_interval_s=0.5, idle_timeout_s=30.0, request_timeout_s=40.0
@@ -81,6 +138,14 @@ async def stack_factory(
             server = TestServer(create_app(settings), host="127.0.0.1")
             await server.start_server()
             exits.push_async_callback(server.close)
+            stack = Stack(kimi_sim, redis, f"http://127.0.0.1:{server.port}", settings)
+            if worker_processes:
+                procs = Procs(tmp_path)
+                exits.callback(procs.stop_all)
+                env = _worker_env(redis_url, kimi_sim.url, worker_env or {})
+                stack.workers = [_start_worker(procs, env) for _ in range(worker_processes)]
+                await _registered(redis, procs, [w.name for w in stack.workers])
+                return stack
             worker_settings = WorkerSettings(
                 common=common,
                 pool=PoolSettings(max_concurrency_per_account=1, lease_ttl_s=30),
@@ -91,6 +156,7 @@ async def stack_factory(
                 first_byte_timeout_s=30.0,
                 idle_timeout_s=30.0,
             )
+            worker_settings = dataclasses.replace(worker_settings, **(worker_overrides or {}))
             worker = await exits.enter_async_context(open_worker(worker_settings))
             task = asyncio.create_task(worker.run())
 
@@ -99,6 +165,42 @@ async def stack_factory(
                 await asyncio.wait_for(task, 10)
 
             exits.push_async_callback(stop)
-            return Stack(kimi_sim, redis, f"http://127.0.0.1:{server.port}", settings)
+            return stack
 
         yield start
+
+
+def _worker_env(redis_url: str, sim_url: str, extra: Mapping[str, str]) -> dict[str, str]:
+    """The in-process worker's settings, as a worker process reads them from its environment."""
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "KIMI_BASE_URL": sim_url,
+        "WORKER_HOST": "127.0.0.1",
+        "WORKER_METRICS_PORT": "0",
+        "WORKER_CONCURRENCY": "4",
+        "ACCOUNT_MAX_CONCURRENCY": "1",
+        "LEASE_TTL_S": "30",
+        "WORKER_HEARTBEAT_INTERVAL_S": "0.1",
+        "KIMI_CONNECT_TIMEOUT_S": "2",
+        "KIMI_FIRST_BYTE_TIMEOUT_S": "30",
+        "KIMI_IDLE_TIMEOUT_S": "30",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
+def _start_worker(procs: Procs, env: Mapping[str, str]) -> WorkerProc:
+    name = f"sdk-{uuid.uuid4().hex[:6]}"
+    return WorkerProc(name, procs.start(name, ["-m", "upstream_worker"], {**env, "WORKER_NAME": name}))
+
+
+async def _registered(redis: aioredis.Redis, procs: Procs, names: list[str]) -> None:
+    """Wait until every worker has sent its first heartbeat (it reads jobs from then on)."""
+    deadline = time.monotonic() + WORKER_START_S
+    while not all(await asyncio.gather(*(redis.hexists(keys.WORKERS_HASH, n) for n in names))):
+        procs.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker processes did not start within {WORKER_START_S:g} s")
+        await asyncio.sleep(0.05)

@@ -85,7 +85,7 @@ async def test_reclaimed_job_that_had_ended_is_only_acked(redis, redis_url: str,
     assert await pending_count(redis) == 0
 
 
-async def test_job_delivered_three_times_goes_to_the_dead_letter_stream(
+async def test_fourth_delivery_after_three_dead_ones_goes_to_the_dead_letter_stream(
     redis, redis_url: str, kimi_sim: SimServer
 ) -> None:
     """After 3 deliveries that all died, the 4th moves the job to the dead-letter stream, ending its reply."""

@@ -5,6 +5,9 @@
       └──────────┘ release with that outcome, exclude the account, try the next (max_attempts)
 
 After the first token there is no retry: the error is raised and becomes the stream's in-band ErrorEvent.
+A client's mistake that Kimi refuses (BadRequest, NotFound) goes to the client unchanged and the account is
+released `ok`: it is not the account's fault. Until the first content, a Keepalive goes out every
+`keepalive_interval_s`, so that the gateway's idle timer measures real silence, not Kimi's thinking time.
 Done is held back until the driver has finished, so that the conversation record is written and `Usage`
 (estimated from the prompt and the streamed text) goes out right before it; the lease is released right after
 (one round trip), so the client's end never waits for it.
@@ -22,9 +25,11 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from shared.errors import (
+    ClientError,
     ContentFiltered,
     GatewayError,
     ModelNotFound,
+    NotFound,
     UpstreamAuthError,
     UpstreamError,
     UpstreamOverloaded,
@@ -35,7 +40,17 @@ from shared.errors import (
 )
 from shared.logging import get_logger
 from shared.models import ModelSpec, resolve_model
-from shared.schema import ChatRequest, Citation, Done, Event, ReasoningDelta, Start, TextDelta, Usage
+from shared.schema import (
+    ChatRequest,
+    Citation,
+    Done,
+    Event,
+    Keepalive,
+    ReasoningDelta,
+    Start,
+    TextDelta,
+    Usage,
+)
 from shared.settings import WorkerSettings
 from shared.tokens import estimate_prompt_tokens, estimate_tokens
 from token_service.pool import AccountPool, Lease, Outcome
@@ -84,6 +99,8 @@ class _Answer:
     publisher: ReplyPublisher
     started: bool = False
     sent_start: bool = False
+    #: Kimi accepted the current attempt's turn (its Start came): a kept chat now holds the user's message.
+    accepted: bool = False
     parts: list[str] = field(default_factory=list)
     done: Done | None = None
     account_id: str | None = None
@@ -93,6 +110,7 @@ class _Answer:
             self.done = event
             return
         if isinstance(event, Start):
+            self.accepted = True
             if self.sent_start:  # a retried attempt: the client already has its Start
                 return
             self.sent_start = True
@@ -123,8 +141,23 @@ class KimiRunner:
         if spec is None:
             raise ModelNotFound(f"the model {request.model!r} does not exist")
         conversation = await self._conversation(request)
-        only = {conversation.account_id} if conversation else _account_ids(request)
         answer = _Answer(publisher)
+        ticker = asyncio.create_task(_keep_alive(answer, self._settings.keepalive_interval_s))
+        try:
+            await self._run(request, spec, conversation, answer, state)
+        finally:
+            ticker.cancel()
+            await asyncio.wait({ticker})
+
+    async def _run(
+        self,
+        request: ChatRequest,
+        spec: ModelSpec,
+        conversation: Conversation | None,
+        answer: _Answer,
+        state: JobState,
+    ) -> None:
+        only = {conversation.account_id} if conversation else _account_ids(request)
         exclude: set[str] = set()
         last_error: UpstreamError | None = None
         for attempt in range(1, self._settings.max_attempts + 1):
@@ -135,6 +168,10 @@ class KimiRunner:
                 if last_error is not None:
                     raise last_error from None
                 raise
+            if conversation is not None and lease.ephemeral and not request.account_ids:
+                # A pass-through client's chat: the server's pool never continues it for someone else.
+                await self._pool.release(lease, "cancelled")
+                raise _unknown_conversation(conversation.chat_id)
             try:
                 await self._attempt(request, spec, conversation, lease, answer, state)
                 return
@@ -156,7 +193,7 @@ class KimiRunner:
         state: JobState,
     ) -> None:
         state.lease, state.account_id, state.lease_extended_s = lease, lease.account_id, time.monotonic()
-        answer.account_id = lease.account_id
+        answer.account_id, answer.accepted = lease.account_id, False
         protocol = driver_for(lease.kind, spec)
         driver = self._drivers[protocol]
         outcome: Outcome = "upstream_error"
@@ -174,6 +211,10 @@ class KimiRunner:
             )
             await _stream(driver, call, answer, protocol)
             outcome = "ok"
+        except ClientError as exc:
+            metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
+            outcome = "ok"
+            raise
         except UpstreamError as exc:
             metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
             outcome, retry_after_s = _outcome_of(exc), exc.retry_after_s
@@ -182,7 +223,8 @@ class KimiRunner:
             outcome = "cancelled"
             raise
         finally:
-            await self._finish(lease, outcome, retry_after_s, call, answer, driver, state)
+            sent_parent_id = conversation.parent_id if conversation else None
+            await self._finish(lease, outcome, retry_after_s, call, answer, driver, state, sent_parent_id)
 
     async def _finish(
         self,
@@ -193,20 +235,17 @@ class KimiRunner:
         answer: _Answer,
         driver: Driver,
         state: JobState,
+        sent_parent_id: str | None,
     ) -> None:
         """Publish Usage + Done (on success), then release the account, then clean the upstream chat up.
 
         The client's end waits for nothing but the conversation record (a kept chat must be findable by
         the client's next turn); that turn waits for the account (`LEASE_WAIT_S`) if it is still releasing.
         """
-        if outcome == "ok" and call is not None and call.keep_chat and call.chat_id:
-            await conversations.save(
-                self._redis,
-                Conversation(
-                    lease.account_id, driver_for(lease.kind, call.spec), call.chat_id, call.parent_id
-                ),
-            )
-        if outcome == "ok" and call is not None:
+        kept = _kept(lease, outcome, call, answer, sent_parent_id)
+        if kept is not None:
+            await conversations.save(self._redis, kept)
+        if outcome == "ok" and call is not None and answer.done is not None:
             _publish_end(answer, call)
         state.lease = None
         await self._pool.release(lease, outcome, retry_after_s=retry_after_s)
@@ -214,10 +253,48 @@ class KimiRunner:
             await _delete_quietly(driver, call.creds, call.chat_id)
 
     async def _conversation(self, request: ChatRequest) -> Conversation | None:
+        """The kept chat to continue; NotFound when unknown, expired, or another client's (pass-through)."""
         conversation_id = request.options.conversation_id
         if not conversation_id:
             return None
-        return await conversations.load(self._redis, conversation_id)
+        conversation = await conversations.load(self._redis, conversation_id)
+        allowed = _account_ids(request)
+        if conversation is None or (allowed is not None and conversation.account_id not in allowed):
+            raise _unknown_conversation(conversation_id)
+        return conversation
+
+
+async def _keep_alive(answer: _Answer, every_s: float) -> None:
+    """A Keepalive every `every_s` until the first content: lease waits and Kimi's first byte are not silence."""
+    while True:
+        await asyncio.sleep(every_s)
+        if answer.started:
+            return
+        answer.publisher.publish(Keepalive())
+
+
+def _kept(
+    lease: Lease,
+    outcome: Outcome,
+    call: UpstreamCall | None,
+    answer: _Answer,
+    sent_parent_id: str | None,
+) -> Conversation | None:
+    """The conversation record to save: after a finished turn, or a kept chat cut short once Kimi had it.
+
+    The gateway cancels a job when it cut the answer itself (`stop`, `max_tokens`); the chat then holds the
+    turn, and its next turn continues after this turn's assistant message when the driver learned its id, else
+    with no parent id (Kimi appends to the chat's head), never after the message before this turn.
+    """
+    if call is None or not call.keep_chat or not call.chat_id:
+        return None
+    if outcome == "ok" and answer.done is not None:
+        parent_id = call.parent_id
+    elif outcome == "cancelled" and answer.accepted:
+        parent_id = call.parent_id if call.parent_id != sent_parent_id else None
+    else:
+        return None
+    return Conversation(lease.account_id, driver_for(lease.kind, call.spec), call.chat_id, parent_id)
 
 
 async def _stream(driver: Driver, call: UpstreamCall, answer: _Answer, protocol: str) -> None:
@@ -272,3 +349,11 @@ def _outcome_of(exc: UpstreamError) -> Outcome:
 
 def _account_ids(request: ChatRequest) -> set[str] | None:
     return set(request.account_ids) if request.account_ids else None
+
+
+def _unknown_conversation(conversation_id: str) -> NotFound:
+    return NotFound(
+        f"conversation {conversation_id!r} is unknown or has expired; "
+        'send conversation_id "none" to start a new kept conversation',
+        param="conversation_id",
+    )

@@ -2,7 +2,8 @@
 
     read loop      XREADGROUP > (as many as free slots) ─► one task per job ─► runner ─► reply stream, XACK
     claim loop     XAUTOCLAIM entries idle past claim_idle_ms (their consumer died): run again when the reply
-                   stream is empty, end it with an ErrorEvent when it is not, dead-letter after max_deliveries
+                   stream holds no content yet (only Start / Keepalive), end it with an ErrorEvent when it
+                   does, dead-letter after max_deliveries
     heartbeat      kimi:workers[<consumer>] = unix ms; touches in-flight entries so they never look idle;
                    extends leases; samples the queue gauges
     cancel watch   every CANCEL_POLL_S, one pipeline of EXISTS kimi:cancel:{job} for the running jobs
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 from shared import keys
 from shared.errors import GatewayError
 from shared.logging import get_logger
-from shared.schema import Done, ErrorEvent, Job, job_decoder
+from shared.schema import Done, ErrorEvent, Event, Job, Keepalive, Start, job_decoder
 from shared.schema import events_decoder as _events_decoder
 from shared.settings import WorkerSettings
 from token_service.pool import AccountPool
@@ -43,6 +44,8 @@ CANCEL_POLL_S = 0.25
 RETRY_PAUSE_S = 1.0
 #: Entries XPENDING lists when recovering our own deliveries on shutdown.
 OWN_PENDING_SCAN = 1_000
+#: Events that carry no answer: a reply stream holding only these can be answered again from the start.
+_PRELUDE = (Start, Keepalive)
 
 
 @dataclass(slots=True)
@@ -292,7 +295,7 @@ class Worker:
         return outcome
 
     async def _settle_reclaimed(self, entry: Entry, job: Job) -> str | None:
-        """A reclaimed job runs again only when its reply stream is empty; otherwise it is ended here."""
+        """A reclaimed job runs again only when its reply stream has no content yet; otherwise it ends here."""
         status = await _reply_status(self._redis, job.reply_key)
         if status == "ended":
             await self.queue.ack(entry.entry_id)
@@ -382,16 +385,17 @@ def _decode(payload: bytes | None) -> Job | None:
 
 
 async def _reply_status(redis: aioredis.Redis, reply_key: str) -> str:
-    """ "empty", "open" (events but no terminal one) or "ended" (Done / ErrorEvent published)."""
-    last = await redis.xrevrange(reply_key, count=1)
-    if not last:
+    """ "empty" (nothing, or only Start / Keepalive: safe to answer again), "open" (content but no terminal
+    event) or "ended" (Done / ErrorEvent published). Only reclaimed jobs pay for reading the whole stream."""
+    events: list[Event] = []
+    for _entry_id, fields in await redis.xrange(reply_key) or []:
+        try:
+            events.extend(_events_decoder.decode((fields or {})[b"e"]))  # type: ignore[arg-type]
+        except (KeyError, TypeError, msgspec.DecodeError, msgspec.ValidationError):
+            return "open"
+    if all(isinstance(event, _PRELUDE) for event in events):
         return "empty"
-    fields = last[0][1] or {}
-    try:
-        events = _events_decoder.decode(fields[b"e"])  # type: ignore[arg-type]
-    except (KeyError, TypeError, msgspec.DecodeError, msgspec.ValidationError):
-        return "open"
-    return "ended" if events and isinstance(events[-1], Done | ErrorEvent) else "open"
+    return "ended" if isinstance(events[-1], Done | ErrorEvent) else "open"
 
 
 def _error_event(exc: BaseException) -> ErrorEvent:
