@@ -31,6 +31,7 @@ from shared.schema import (
 from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for
 from tests.kimi_sim.fixtures import SimServer
 from upstream_worker.kimi import ConnectDriver, Creds, Timeouts, UpstreamCall, driver_for
+from upstream_worker.kimi.failures import UpstreamStreamBusy
 
 FAST = Timeouts(connect_s=2.0, first_byte_s=5.0, idle_s=5.0)
 CHAT = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
@@ -181,6 +182,7 @@ async def test_delete_chat(kimi_sim: SimServer, session: aiohttp.ClientSession) 
         ("unauthenticated_trailer", {}, UpstreamAuthError, None),
         ("cut_mid_stream", {"after_chunks": 2}, UpstreamProtocolError, None),
         ("paywall", {}, UpstreamError, None),
+        ("user_stream_pushing", {}, UpstreamStreamBusy, 2.0),
     ],
 )
 async def test_faults(

@@ -18,7 +18,7 @@ from shared.errors import (
 from shared.schema import Citation, Event, ReasoningDelta, Start, TextDelta
 from upstream_worker.kimi.connect_events import ConnectStream
 from upstream_worker.kimi.envelope import Frame
-from upstream_worker.kimi.failures import http_error
+from upstream_worker.kimi.failures import UpstreamStreamBusy, http_error
 from upstream_worker.kimi.rest_events import RestStream
 
 # ---------------------------------------------------------------- REST
@@ -272,7 +272,7 @@ def test_overload_message_and_paywall_status() -> None:
         ),
         (429, b"", "7", UpstreamRateLimited, 7.0),
         (429, b'{"error_type":"chat.completion.rate_limit","message":"x"}', "30", UpstreamRateLimited, 30.0),
-        (400, b'{"error_type":"chat.user_stream_pushing","message":"x"}', None, UpstreamRateLimited, 2.0),
+        (400, b'{"error_type":"chat.user_stream_pushing","message":"x"}', None, UpstreamStreamBusy, 2.0),
         (503, b"<html>", None, UpstreamUnavailable, None),
         (500, b"", "junk", UpstreamUnavailable, None),
         (418, b"", None, UpstreamError, None),

@@ -30,6 +30,7 @@ from shared.schema import (
 from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for
 from tests.kimi_sim.fixtures import SimServer
 from upstream_worker.kimi import Creds, RestDriver, Timeouts, UpstreamCall
+from upstream_worker.kimi.failures import UpstreamStreamBusy
 
 FAST = Timeouts(connect_s=2.0, first_byte_s=5.0, idle_s=5.0)
 
@@ -204,7 +205,7 @@ async def test_research_quota_precheck(kimi_sim_factory: object, session: aiohtt
         ("http_429", {"retry_after": 12}, UpstreamRateLimited, 12.0),
         ("http_500", {}, UpstreamUnavailable, None),
         ("quota_exhausted", {}, UpstreamRateLimited, None),
-        ("user_stream_pushing", {}, UpstreamRateLimited, 2.0),
+        ("user_stream_pushing", {}, UpstreamStreamBusy, 2.0),
         ("stream_error", {}, ContentFiltered, None),
         ("cut_mid_stream", {"after_chunks": 2}, UpstreamProtocolError, None),
     ],

@@ -4,6 +4,10 @@
       ▲          │ 429 / quota / overload / 401 / 5xx / connection error, before the first token
       └──────────┘ release with that outcome, exclude the account, try the next (max_attempts)
 
+Kimi's "another stream of this user is still running" (`UpstreamStreamBusy`, right after a cut-short turn) is
+not held against the account: released `cancelled`, skipped for one lease, and asked again after a short wait
+when no other account can serve (a continued conversation always): `upstream_worker/retries.py`.
+
 After the first token there is no retry: the error is raised and becomes the stream's in-band ErrorEvent.
 A client's mistake that Kimi refuses (BadRequest, NotFound) goes to the client unchanged and the account is
 released `ok`: it is not the account's fault. Until the first content, a Keepalive goes out every
@@ -58,18 +62,18 @@ from upstream_worker import conversations, metrics
 from upstream_worker.conversations import Conversation
 from upstream_worker.kimi import driver_for
 from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
+from upstream_worker.kimi.failures import UpstreamStreamBusy
 from upstream_worker.publisher import ReplyPublisher
+from upstream_worker.retries import RetryBudget
 
 log = get_logger(__name__)
 
 #: How long a job waits for an account while every usable one is at its concurrency cap (a continued
 #: conversation waits for its own account, whose previous turn may still be releasing it).
 LEASE_WAIT_S = 10.0
-#: Failures worth another account before the first token (429, quota, overload, 401, 5xx, no connection).
 #: `Start` (ids only) waits this long at most for the first content or keep-alive to share its stream entry:
 #: one XADD and one gateway wake-up less per request. The gateway needs it before the first content only.
 START_HOLD_S = 0.25
-_FAILOVER = (UpstreamRateLimited, UpstreamOverloaded, UpstreamAuthError, UpstreamUnavailable)
 _CONTENT = (TextDelta, ReasoningDelta, Citation)
 
 
@@ -158,16 +162,9 @@ class KimiRunner:
         state: JobState,
     ) -> None:
         only = {conversation.account_id} if conversation else _account_ids(request)
-        exclude: set[str] = set()
-        last_error: UpstreamError | None = None
-        for attempt in range(1, self._settings.max_attempts + 1):
-            try:
-                lease = await self._pool.lease(exclude=exclude, only=only, wait_s=LEASE_WAIT_S)
-            except GatewayError:
-                # No other account to fail over to: the client learns why the last one failed.
-                if last_error is not None:
-                    raise last_error from None
-                raise
+        budget = RetryBudget(self._settings.max_attempts, request.deadline_s)
+        while True:
+            lease = await self._lease(only, budget)
             if conversation is not None and lease.ephemeral and not request.account_ids:
                 # A pass-through client's chat: the server's pool never continues it for someone else.
                 await self._pool.release(lease, "cancelled")
@@ -176,12 +173,24 @@ class KimiRunner:
                 await self._attempt(request, spec, conversation, lease, answer, state)
                 return
             except UpstreamError as exc:
-                if answer.started or not isinstance(exc, _FAILOVER) or attempt == self._settings.max_attempts:
+                if answer.started or not budget.retry_after(lease.account_id, exc):
                     raise
-                log.info("failover", request_id=state.job_id, account_id=lease.account_id, kind=exc.kind)
-                metrics.FAILOVERS.inc()
-                exclude.add(lease.account_id)
-                last_error = exc
+                _log_retry(state.job_id, lease.account_id, exc)
+
+    async def _lease(self, only: set[str] | None, budget: RetryBudget) -> Lease:
+        """The next account to try: any not yet failed, else (after a short wait) one that was only busy."""
+        while True:
+            # With a busy account to come back to, do not wait seconds for another one at its cap.
+            wait_s = 0.0 if budget.busy else LEASE_WAIT_S
+            try:
+                return await self._pool.lease(exclude=budget.excluded, only=only, wait_s=wait_s)
+            except GatewayError:
+                if await budget.wait_for_busy():
+                    continue
+                # No other account to fail over to: the client learns why the last one failed.
+                if budget.last_error is not None:
+                    raise budget.last_error from None
+                raise
 
     async def _attempt(
         self,
@@ -335,7 +344,18 @@ async def _delete_quietly(driver: Driver, creds: KimiCredentials, chat_id: str) 
         log.warning("chat_delete_failed", account_id=creds.account_id, error=type(exc).__name__)
 
 
+def _log_retry(job_id: str, account_id: str, exc: UpstreamError) -> None:
+    if isinstance(exc, UpstreamStreamBusy):
+        log.info("stream_busy", request_id=job_id, account_id=account_id)
+        return
+    log.info("failover", request_id=job_id, account_id=account_id, kind=exc.kind)
+    metrics.FAILOVERS.inc()
+
+
 def _outcome_of(exc: UpstreamError) -> Outcome:
+    if isinstance(exc, UpstreamStreamBusy):
+        # Kimi refused the call before running it: nothing is learned about the account, nothing held against it.
+        return "cancelled"
     if isinstance(exc, UpstreamAuthError):
         return "auth_failed"
     if isinstance(exc, UpstreamRateLimited):

@@ -27,6 +27,14 @@ from shared.errors import (
 #: Kimi allows one running stream per user; the other one ends within seconds, so retry soon.
 STREAM_PUSHING_RETRY_AFTER_S = 2.0
 OVERLOAD_REASON = "REASON_SERVER_OVERLOADED_FOR_FREE_USER"
+STREAM_PUSHING_REASON = "REASON_USER_STREAM_PUSHING"
+
+
+class UpstreamStreamBusy(UpstreamRateLimited):
+    """Another stream of this user is still running on Kimi's side (REST `chat.user_stream_pushing`, Connect
+    `resource_exhausted` / `REASON_USER_STREAM_PUSHING`): a moment's condition of this one request, typically
+    right after the previous turn was cut short. The worker retries it and never cools the account for it; a
+    client that still gets it sees a 429 with a short Retry-After."""
 
 
 class _Localized(msgspec.Struct):
@@ -124,8 +132,11 @@ def connect_error(err: ConnectErrorBody, retry_after_s: float | None = None) -> 
     if code in ("unauthenticated", "permission_denied"):
         return UpstreamAuthError(text)
     if code == "resource_exhausted":
-        if OVERLOAD_REASON in err.reasons():
+        reasons = err.reasons()
+        if OVERLOAD_REASON in reasons:
             return UpstreamOverloaded(text, retry_after_s=retry_after_s)
+        if STREAM_PUSHING_REASON in reasons:
+            return UpstreamStreamBusy(text, retry_after_s=retry_after_s or STREAM_PUSHING_RETRY_AFTER_S)
         return UpstreamRateLimited(text, retry_after_s=retry_after_s)
     if code == "unavailable":
         return UpstreamUnavailable(text, retry_after_s=retry_after_s)
@@ -144,7 +155,7 @@ def rest_error(error_type: str, message: str, retry_after_s: float | None = None
     if error_type == "auth.token.invalid":
         return UpstreamAuthError(text)
     if error_type == "chat.user_stream_pushing":
-        return UpstreamRateLimited(text, retry_after_s=retry_after_s or STREAM_PUSHING_RETRY_AFTER_S)
+        return UpstreamStreamBusy(text, retry_after_s=retry_after_s or STREAM_PUSHING_RETRY_AFTER_S)
     if "quota" in error_type or "rate_limit" in error_type or "limit" in error_type:
         return UpstreamRateLimited(text, retry_after_s=retry_after_s)
     if error_type == "chat.not_found":

@@ -1,0 +1,80 @@
+"""What a job may still try before its first token: other accounts after a failure, a wait for a busy one.
+
+Kimi runs one stream per user. Right after a turn was cut short (a client's `stop` / `max_tokens`, or a
+disconnect) Kimi may still count the closed stream as running for a moment, and the next call on that account
+answers `UpstreamStreamBusy`. That is a moment of this one request, not a limit of the account: the account is
+not cooled, only skipped by the job's next lease, so that another account can serve at once. When none can (a
+continued conversation is pinned to its account; a pool of one), the job waits a little and asks the busy
+accounts again: `STREAM_BUSY_WAITS_S`, never past the job's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from shared.errors import (
+    UpstreamAuthError,
+    UpstreamError,
+    UpstreamOverloaded,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+)
+from upstream_worker.kimi.failures import UpstreamStreamBusy
+
+#: Failures worth another account before the first token (429, quota, overload, 401, 5xx, no connection).
+FAILOVER = (UpstreamRateLimited, UpstreamOverloaded, UpstreamAuthError, UpstreamUnavailable)
+#: Waits before asking a busy account again: a stream Kimi still counts ends within a second or two of its
+#: close. One job takes at most one busy answer more than there are waits, then the client gets the 429.
+STREAM_BUSY_WAITS_S = (0.5, 1.0, 2.0)
+MAX_STREAM_BUSY = len(STREAM_BUSY_WAITS_S) + 1
+
+
+@dataclass(slots=True)
+class RetryBudget:
+    """One job's failures before its first token, and the accounts its next lease must skip."""
+
+    max_attempts: int
+    #: Unix seconds after which the job is worthless (0: none); no wait goes past it.
+    deadline_s: float = 0.0
+    failures: int = 0
+    busy_answers: int = 0
+    waits: int = 0
+    excluded: set[str] = field(default_factory=set)
+    #: Excluded only because Kimi said they were busy: leased again after a wait.
+    busy: set[str] = field(default_factory=set)
+    last_error: UpstreamError | None = None
+
+    def retry_after(self, account_id: str, exc: UpstreamError) -> bool:
+        """Count a failure of `account_id`; True when the job may try again (with the account skipped)."""
+        if isinstance(exc, UpstreamStreamBusy):
+            self.busy_answers += 1
+            if self.busy_answers >= MAX_STREAM_BUSY:
+                return False
+            self.busy.add(account_id)
+        elif isinstance(exc, FAILOVER):
+            self.failures += 1
+            if self.failures >= self.max_attempts:
+                return False
+        else:
+            return False
+        self.excluded.add(account_id)
+        self.last_error = exc
+        return True
+
+    async def wait_for_busy(self) -> bool:
+        """No other account can serve: wait, then let the busy accounts be leased again.
+
+        False (at once) when no account was busy or the wait would pass the job's deadline.
+        """
+        if not self.busy:
+            return False
+        delay_s = STREAM_BUSY_WAITS_S[min(self.waits, len(STREAM_BUSY_WAITS_S) - 1)]
+        if self.deadline_s and time.time() + delay_s >= self.deadline_s:
+            return False
+        await asyncio.sleep(delay_s)
+        self.waits += 1
+        self.excluded -= self.busy
+        self.busy.clear()
+        return True
