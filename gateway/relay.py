@@ -13,7 +13,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -22,7 +21,8 @@ from redis.exceptions import RedisError
 from adapters.base import Dialect, Renderer, RequestContext
 from gateway import metrics
 from gateway.auth import authenticate
-from gateway.resources import BLOCKING_REDIS, POOL, REDIS, SETTINGS, WORKER_WATCH
+from gateway.replies import Entry, Subscription
+from gateway.resources import POOL, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from shared.errors import (
     GatewayError,
     PayloadTooLarge,
@@ -47,6 +47,8 @@ from shared.schema import (
 )
 
 REQUEST_ID = web.RequestKey("request_id", str)
+#: The longest a relay waits for entries before it looks at its client's transport and deadlines again.
+_WAIT_S = REPLY_BLOCK_MS / 1000
 #: The events counted as chunks in the canonical log line.
 _CHUNK_EVENTS = (TextDelta, ReasoningDelta, Citation)
 
@@ -175,14 +177,15 @@ class Relay:
         self.response: web.StreamResponse | None = None
         self.terminal = False
         self.cancelled = False
-        self.last_id: bytes | str = "0-0"
         self.last_write = time.monotonic()
 
     async def run(self) -> web.StreamResponse:
         await self._enqueue()
         metrics.OVERHEAD.labels(self.outcome.dialect).observe(time.perf_counter() - self.started)
+        replies = self.request.app[REPLIES]
+        subscription = replies.subscribe(self.key)  # reads from 0-0: nothing the worker wrote is missed
         try:
-            return await self._pump()
+            return await self._pump(subscription)
         except _ClientGone:
             return self._client_gone()
         except GatewayError as exc:
@@ -194,6 +197,7 @@ class Relay:
                 await self._cancel_job()
             if self.response is not None:
                 metrics.OPEN_STREAMS.dec()
+            replies.unsubscribe(subscription)
 
     async def _enqueue(self) -> None:
         async with redis_errors():
@@ -209,7 +213,7 @@ class Relay:
                 JOBS_STREAM, {"job": encode_job(job)}, maxlen=JOBS_MAXLEN, approximate=True
             )
 
-    async def _pump(self) -> web.StreamResponse:
+    async def _pump(self, subscription: Subscription) -> web.StreamResponse:
         settings = self.settings
         now = time.monotonic()
         deadline = now + settings.request_timeout_s
@@ -228,22 +232,21 @@ class Relay:
                 await self._send(self.renderer.keepalive())
                 self.last_write = now
             wake = min(deadline, idle_deadline, self.last_write + interval)
-            entries = await self._read(max(1, min(REPLY_BLOCK_MS, int((wake - now) * 1000) + 1)))
+            entries = await self._read(subscription, min(_WAIT_S, wake - now + 0.001))
             if not entries:
                 continue
             idle_deadline = time.monotonic() + settings.idle_timeout_s
-            for entry_id, fields in entries:
-                self.last_id = entry_id
-                await self._apply(events_decoder.decode(fields[b"e"]))
-                if self.terminal or self.renderer.finished:
-                    return await self._complete()
-
-    async def _read(self, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        async with redis_errors():
-            reply: Any = await self.request.app[BLOCKING_REDIS].xread(
-                {self.key: self.last_id}, block=block_ms
+            # Every entry that arrived together leaves in one write.
+            await self._apply(
+                [event for _, fields in entries for event in events_decoder.decode(fields[b"e"])]
             )
-        return reply[0][1] if reply else []
+            if self.terminal or self.renderer.finished:
+                return await self._complete()
+
+    @staticmethod
+    async def _read(subscription: Subscription, timeout_s: float) -> list[Entry]:
+        async with redis_errors():
+            return await subscription.get(timeout_s)
 
     async def _apply(self, events: list[Event]) -> None:
         """Render a batch of events and write it in one go; an ErrorEvent ends the request."""

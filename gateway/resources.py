@@ -8,6 +8,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from gateway.replies import ReplyReader
 from gateway.workers import WorkerWatch
 from shared.keys import REPLY_BLOCK_MS
 from shared.metrics import instrument_redis
@@ -19,8 +20,8 @@ from token_service.pool import AccountPool
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 REDIS = web.AppKey("redis", aioredis.Redis)
-#: XREAD BLOCK on reply streams holds a connection each; its socket timeout exceeds the block time.
-BLOCKING_REDIS = web.AppKey("blocking_redis", aioredis.Redis)
+#: The one XREAD BLOCK over every open reply stream (gateway/replies.py).
+REPLIES = web.AppKey("replies", ReplyReader)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 POOL = web.AppKey("pool", AccountPool)
 WORKER_WATCH = web.AppKey("worker_watch", WorkerWatch)
@@ -29,11 +30,23 @@ WORKER_WATCH = web.AppKey("worker_watch", WorkerWatch)
 async def redis_clients(app: web.Application) -> AsyncIterator[None]:
     common = app[SETTINGS].common
     app[REDIS] = instrument_redis(make_redis(common), "gateway")
-    app[BLOCKING_REDIS] = instrument_redis(make_blocking_redis(common, REPLY_BLOCK_MS), "gateway")
     app[WORKER_WATCH] = WorkerWatch(app[REDIS], app[SETTINGS])
     yield
-    await app[BLOCKING_REDIS].aclose()
     await app[REDIS].aclose()
+
+
+async def reply_reader(app: web.Application) -> AsyncIterator[None]:
+    """The reply reader and its task, on a connection of its own whose socket timeout exceeds BLOCK."""
+    pool = make_blocking_redis(app[SETTINGS].common, REPLY_BLOCK_MS, max_connections=1)
+    blocking = instrument_redis(
+        aioredis.Redis(connection_pool=pool.connection_pool, single_connection_client=True), "gateway"
+    )
+    reader = app[REPLIES] = ReplyReader(blocking, app[REDIS], REPLY_BLOCK_MS)
+    reader.start()
+    yield
+    await reader.aclose()
+    await blocking.aclose()
+    await pool.aclose()
 
 
 async def http_session(app: web.Application) -> AsyncIterator[None]:
