@@ -6,12 +6,14 @@ from aiohttp import web
 
 from gateway.app import create_app
 from shared.logging import configure_logging
+from shared.runtime import install_event_loop
 from shared.settings import GatewaySettings
 
 
 def main() -> None:
     settings = GatewaySettings.from_env()
     configure_logging(settings.common.log_level, settings.common.log_format, service="gateway")
+    install_event_loop()
     web.run_app(create_app(settings), host=settings.host, port=settings.port, access_log=None, print=None)
 
 

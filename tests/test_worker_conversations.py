@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import msgspec
@@ -12,6 +13,7 @@ from shared import keys
 from shared.schema import ChatRequest, Done, ErrorEvent, Start, TextDelta
 from shared.settings import PoolSettings
 from tests.kimi_sim.answers import answer_for
+from tests.kimi_sim.common import pick
 from tests.kimi_sim.fixtures import SimFactory, SimServer
 from tests.stack import StackFactory, stack_factory
 from tests.test_worker_support import (
@@ -176,8 +178,111 @@ async def test_turn_cut_before_its_assistant_message_continues_at_the_chat_head(
     assert _user_messages(kimi_sim, chat_id)[-1]["parent_id"] == ""
 
 
-async def test_chat_cut_by_max_tokens_can_be_continued(stack_factory: StackFactory) -> None:
-    """An OpenAI stream cut by max_tokens (the gateway cancels the job) keeps its chat for the next turn."""
+def _sent_parents(sim: SimServer, chat_id: str) -> list[str]:
+    """The parent id of every Chat call that continued `chat_id`, in order (the simulator's request log)."""
+    messages = [
+        r.body["message"]
+        for r in sim.state.requests
+        if r.path == CHAT_PATH and pick(r.body, "chat_id", "chatId") == chat_id
+    ]
+    return [str(pick(m, "parent_id", "parentId") or "") for m in messages]
+
+
+def _assistant_ids(sim: SimServer, chat_id: str) -> list[str]:
+    return [m["id"] for m in sim.state.chats[chat_id].messages if m["role"] == "assistant"]
+
+
+async def test_later_turns_continue_after_the_previous_assistant_message(
+    redis, redis_url: str, kimi_sim: SimServer
+) -> None:
+    """Each finished turn's assistant message id is the parent id Kimi gets with the conversation's next turn."""
+    await add_accounts(redis, kimi_sim, 1)
+    chat_id = await _kept_turn(redis, redis_url, kimi_sim, chat_request("one", keep_chat=True))
+    for prompt in ("two", "three"):
+        job_id = await enqueue(redis, chat_request(prompt, conversation_id=chat_id))
+        await _burst(redis_url, kimi_sim)
+        assert text_of(await reply_events(redis, job_id)) == answer_for(prompt)
+    first, second, _third = _assistant_ids(kimi_sim, chat_id)
+    assert _sent_parents(kimi_sim, chat_id) == [first, second]
+    assert await _parent_of(redis, chat_id) == _third
+
+
+async def test_record_exists_with_start_and_next_turn_waits_for_the_running_one(
+    redis, redis_url: str, kimi_sim_factory: SimFactory
+) -> None:
+    """A kept turn's record is in Redis when its Start is; a turn sent while it runs continues after its answer."""
+    sim = await kimi_sim_factory(chunk_count=10, chunk_delay_s=0.05)
+    [account_id] = await add_accounts(redis, sim, 1)
+    first = await enqueue(redis, chat_request("one", keep_chat=True))
+    async with open_worker(worker_settings(redis_url, sim.url)) as worker:
+        task = asyncio.create_task(worker.run())
+
+        async def started() -> bool:
+            return any(isinstance(e, Start) for e in await reply_events(redis, first))
+
+        await wait_until(started, every_s=0.005)
+        [start] = [e for e in await reply_events(redis, first) if isinstance(e, Start)]
+        assert start.conversation_id is not None
+        chat_id = start.conversation_id
+        record = await redis.hgetall(keys.conversation_key(chat_id))
+        assert (record[b"account_id"].decode(), record[b"chat_id"].decode()) == (account_id, chat_id)
+        assert not any(isinstance(e, Done) for e in await reply_events(redis, first))
+        second = await enqueue(redis, chat_request("two", conversation_id=chat_id))
+
+        async def ended() -> bool:
+            events = await reply_events(redis, second)
+            return bool(events) and isinstance(events[-1], Done)
+
+        await wait_until(ended)
+        await worker.aclose()
+        await task
+    assert text_of(await reply_events(redis, first)) == answer_for("one")
+    events = await reply_events(redis, second)
+    assert text_of(events) == answer_for("two")
+    assert isinstance(events[-1], Done) and events[-1].conversation_id == chat_id
+    first_answer, second_answer = _assistant_ids(sim, chat_id)
+    assert _sent_parents(sim, chat_id)[-1] == first_answer
+    assert await _parent_of(redis, chat_id) == second_answer
+
+
+async def test_continuation_sent_after_the_first_chunk_continues_the_chat(
+    stack_factory: StackFactory,
+) -> None:
+    """A client continuing a kept chat as soon as its first chunk names it (before Done) gets no 404."""
+    stack = await stack_factory()
+    await stack.add()
+    await stack.configure_sim(chunk_count=10, chunk_delay_s=0.05)
+    client = AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0)
+    try:
+        stream = await client.chat.completions.create(
+            model="kimi-k2.5-instant",
+            messages=[{"role": "user", "content": "one"}],
+            stream=True,
+            extra_body={"conversation_id": "none"},
+        )
+        chunks = [await anext(aiter(stream))]
+        chat_id = chunks[0].id
+        rest = asyncio.create_task(_collect(stream))
+        answer = await client.chat.completions.create(
+            model="kimi-k2.5-instant",
+            messages=[{"role": "user", "content": "two"}],
+            extra_body={"conversation_id": chat_id},
+        )
+        chunks += await rest
+    finally:
+        await client.close()
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer_for("one")
+    assert (answer.id, answer.choices[0].message.content) == (chat_id, answer_for("two"))
+    first_answer, _second_answer = _assistant_ids(stack.sim, chat_id)
+    assert _sent_parents(stack.sim, chat_id)[-1] == first_answer
+
+
+async def _collect(stream: Any) -> list[Any]:
+    return [chunk async for chunk in stream]
+
+
+async def test_chat_cut_by_max_tokens_is_continued_at_once(stack_factory: StackFactory) -> None:
+    """A turn sent right after an OpenAI stream was cut by max_tokens continues the chat after the cut answer."""
     stack = await stack_factory()
     await stack.add()
     await stack.configure_sim(chunk_count=20, chunk_delay_s=0.05)
@@ -193,12 +298,6 @@ async def test_chat_cut_by_max_tokens_can_be_continued(stack_factory: StackFacto
         chunks = [chunk async for chunk in stream]
         chat_id = chunks[0].id
         assert chunks[-1].choices[0].finish_reason == "length"
-
-        async def recorded() -> bool:
-            return bool(await stack.redis.exists(keys.conversation_key(chat_id)))
-
-        await wait_until(recorded, timeout_s=3.0)
-        await wait_until(lambda: _streams_closed(stack.sim))  # Kimi allows one stream per user at a time
         answer = await client.chat.completions.create(
             model="kimi-k2.5-instant",
             messages=[{"role": "user", "content": "go on"}],
@@ -208,3 +307,7 @@ async def test_chat_cut_by_max_tokens_can_be_continued(stack_factory: StackFacto
         await client.close()
     assert answer.id == chat_id
     assert answer.choices[0].message.content == answer_for("go on")
+    first_user, second_user = _user_messages(stack.sim, chat_id)
+    # The cut answer's id (Kimi never completed it): neither the chat's head marker nor the first question.
+    parent = _sent_parents(stack.sim, chat_id)[-1]
+    assert second_user["parent_id"] == parent and len(parent) == 20 and parent != first_user["id"]

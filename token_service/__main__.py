@@ -7,6 +7,7 @@ import sys
 from aiohttp import web
 
 from shared.logging import configure_logging
+from shared.runtime import install_event_loop
 from shared.settings import TokenServiceSettings
 from token_service.app import create_app
 from token_service.cli import build_parser, run_cli
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(common.log_level, common.log_format, service="token_service")
     if args.command == "accounts":
         return run_cli(args, settings)
+    install_event_loop()
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
     return 0
 

@@ -12,6 +12,7 @@ import sys
 from aiohttp import web
 
 from shared.logging import configure_logging, get_logger
+from shared.runtime import install_event_loop
 from shared.settings import WorkerSettings
 from upstream_worker.app import WORKER_TASK, create_app
 
@@ -52,6 +53,7 @@ def _bound_port(runner: web.AppRunner) -> int | None:
 def main() -> int:
     settings = WorkerSettings.from_env()
     configure_logging(settings.common.log_level, settings.common.log_format, service="upstream_worker")
+    install_event_loop()
     asyncio.run(serve(settings))
     return 0
 

@@ -9,6 +9,10 @@ with the first XADD and again with the entry that ends it (Done / ErrorEvent) or
 same entry and first, or after `within_s`, or on close. The worker holds `Start` this way, so that it rides
 with the first content instead of costing an XADD (and a gateway wake-up) of its own.
 
+`attach(fill, count)` adds other commands to the pipeline of the next XADD, before it (a kept chat's
+conversation record rides with `Start` this way): they are not sent on their own, and `drain()` waits for the
+XADDs under way.
+
 With a `RedisBatcher` (the worker passes its one), the XADDs of every job of the process share pipelines.
 """
 
@@ -25,7 +29,7 @@ from redis.typing import EncodableT, FieldT
 from shared import keys
 from shared.logging import get_logger
 from shared.schema import Done, ErrorEvent, Event, encode_events
-from upstream_worker.batcher import RedisBatcher
+from upstream_worker.batcher import Fill, RedisBatcher
 
 log = get_logger(__name__)
 
@@ -44,6 +48,8 @@ class ReplyPublisher:
         self._key = key
         self._ttl_s = ttl_s
         self._pending: list[Event] = []
+        #: Commands for the next XADD's pipeline, with how many each adds.
+        self._attached: list[tuple[Fill, int]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._sent_entries = 0
@@ -65,6 +71,20 @@ class ReplyPublisher:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(within_s, self._kick)
 
+    def attach(self, fill: Fill, count: int) -> None:
+        """Run the `count` commands `fill` adds in the pipeline of the next XADD, before it."""
+        self._attached.append((fill, count))
+
+    def detach(self, fill: Fill) -> None:
+        """Take back the commands of `fill` that have not left yet."""
+        self._attached = [(attached, count) for attached, count in self._attached if attached != fill]
+
+    async def drain(self) -> None:
+        """Wait until what was published so far (and what rode with it) has been sent."""
+        if self._flusher is not None and not self._flusher.done():
+            # wait(), not await: a job cancelled meanwhile must not cancel the stream's shared flusher.
+            await asyncio.wait({self._flusher})
+
     async def aclose(self) -> None:
         """Send what is pending, then set the stream's TTL once more (it now outlives the job by ttl_s)."""
         self._closing = True
@@ -85,26 +105,30 @@ class ReplyPublisher:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            attached, self._attached = self._attached, []
             # The entry that ends the stream sets its TTL, so that closing costs no round trip of its own.
             ends = not self._pending and (self._closing or isinstance(batch[-1], Done | ErrorEvent))
             expire = self._sent_entries == 0 or ends
             self._sent_entries += 1
-            await self._send(self._xadd(batch, expire=expire))
+            await self._send(self._xadd(batch, attached, expire=expire))
             self._expired_at_close = expire
 
-    async def _xadd(self, batch: list[Event], *, expire: bool) -> None:
+    async def _xadd(self, batch: list[Event], attached: list[tuple[Fill, int]], *, expire: bool) -> None:
         fields: dict[FieldT, EncodableT] = {"e": encode_events(batch)}
+
+        def fill(pipe: Pipeline) -> None:
+            for fill_attached, _count in attached:
+                fill_attached(pipe)
+            _fill(pipe, self._key, fields, expire, self._ttl_s)
+
         if self._batcher is not None:
-            await self._batcher.run(
-                lambda pipe: _fill(pipe, self._key, fields, expire, self._ttl_s), 1 + expire
-            )
+            await self._batcher.run(fill, 1 + expire + sum(count for _fill_attached, count in attached))
             return
-        if not expire:
+        if not expire and not attached:
             await self._redis.xadd(self._key, fields)
             return
         pipe = self._redis.pipeline(transaction=False)
-        pipe.xadd(self._key, fields)
-        pipe.expire(self._key, self._ttl_s)
+        fill(pipe)
         await pipe.execute()
 
     async def _send(self, call: Awaitable[object]) -> None:

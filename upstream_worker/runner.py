@@ -12,9 +12,14 @@ After the first token there is no retry: the error is raised and becomes the str
 A client's mistake that Kimi refuses (BadRequest, NotFound) goes to the client unchanged and the account is
 released `ok`: it is not the account's fault. Until the first content, a Keepalive goes out every
 `keepalive_interval_s`, so that the gateway's idle timer measures real silence, not Kimi's thinking time.
-Done is held back until the driver has finished, so that the conversation record is written and `Usage`
-(estimated from the prompt and the streamed text) goes out right before it; the lease is released right after
-(one round trip), so the client's end never waits for it.
+Done is held back until the driver has finished, so that `Usage` (estimated from the prompt and the streamed
+text) goes out right before it; the lease is released right after (one round trip), so the client's end never
+waits for it.
+
+A kept chat's conversation record is written from the turn's `Start` on, in the pipeline of the XADD that
+carries `Start` (upstream_worker/conversations.py), and again when the turn learns its assistant message id:
+the id a client reads is always resolvable, and Redis holds the record's latest state before the account is
+released to the conversation's next turn.
 """
 
 from __future__ import annotations
@@ -57,9 +62,9 @@ from shared.schema import (
 )
 from shared.settings import WorkerSettings
 from shared.tokens import estimate_prompt_tokens, estimate_tokens
-from token_service.pool import AccountPool, Lease, Outcome
+from token_service.pool import BUSY_POLL_S, AccountPool, Lease, Outcome
 from upstream_worker import conversations, metrics
-from upstream_worker.conversations import Conversation
+from upstream_worker.conversations import Conversation, RecordTracker
 from upstream_worker.kimi import driver_for
 from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
 from upstream_worker.kimi.failures import UpstreamStreamBusy
@@ -97,29 +102,52 @@ class JobState:
 
 
 @dataclass(slots=True)
+class _Attempt:
+    """The current attempt's upstream call, for the conversation record."""
+
+    call: UpstreamCall
+    protocol: str
+    #: The parent id sent to Kimi: a parent id the driver reports that differs from it was learned this turn.
+    sent_parent_id: str | None
+    #: The call continues a chat (else Kimi created one for it).
+    continuing: bool
+
+
+@dataclass(slots=True)
 class _Answer:
-    """The events of one job so far, for failover decisions and the usage estimate."""
+    """The events of one job so far, for failover decisions, the usage estimate and the conversation record."""
 
     publisher: ReplyPublisher
+    #: A kept chat's conversation record (None when the chat is deleted after the turn).
+    record: RecordTracker | None = None
+    attempt: _Attempt | None = None
     started: bool = False
     sent_start: bool = False
     #: Kimi accepted the current attempt's turn (its Start came): a kept chat now holds the user's message.
     accepted: bool = False
+    #: The job was cancelled (the client left, or the gateway cut the answer) while an attempt ran.
+    cut: bool = False
     parts: list[str] = field(default_factory=list)
     done: Done | None = None
     account_id: str | None = None
 
     def take(self, event: Event) -> None:
-        if isinstance(event, Done):
-            self.done = event
-            return
         if isinstance(event, Start):
             self.accepted = True
+        if isinstance(event, Done):
+            self.done = event
+        if self.record is not None:
+            self.track(self.record)
+        if isinstance(event, Done):
+            return
+        if isinstance(event, Start):
             if self.sent_start:  # a retried attempt: the client already has its Start
                 return
             self.sent_start = True
+            conversation_id = self.record.conversation_id if self.record else None
             event = Start(
-                conversation_id=event.conversation_id, account_id=event.account_id or self.account_id
+                conversation_id=conversation_id or event.conversation_id,
+                account_id=event.account_id or self.account_id,
             )
             self.publisher.hold(event, START_HOLD_S)
             return
@@ -128,6 +156,27 @@ class _Answer:
             if not isinstance(event, Citation):
                 self.parts.append(event.text)
         self.publisher.publish(event)
+
+    def track(self, record: RecordTracker) -> None:
+        """Once Kimi holds the turn, keep the record current (its writes ride with the next XADDs).
+
+        A new chat is Kimi's from its Start. A continued one only from its answer (Connect's `Start` of a
+        continued chat means no more than HTTP 200: "stream busy" may follow, and a refused call must not
+        touch the record the running turn writes), or once the job is cut after its Start (a call Kimi
+        refused raises instead). The parent id is this turn's assistant message id once the driver learned
+        it, else empty (Kimi appends to the chat's head), never the previous turn's.
+        """
+        attempt = self.attempt
+        if attempt is None or not self.accepted or self.account_id is None:
+            return
+        call = attempt.call
+        if not call.chat_id:
+            return
+        learned = call.parent_id != attempt.sent_parent_id
+        if attempt.continuing and not (learned or self.started or self.done or self.cut):
+            return
+        parent_id = call.parent_id if learned else None
+        record.update(Conversation(self.account_id, attempt.protocol, call.chat_id, parent_id))
 
 
 class KimiRunner:
@@ -145,7 +194,8 @@ class KimiRunner:
         if spec is None:
             raise ModelNotFound(f"the model {request.model!r} does not exist")
         conversation = await self._conversation(request)
-        answer = _Answer(publisher)
+        record = RecordTracker(request.options.conversation_id, publisher) if _keeps(request) else None
+        answer = _Answer(publisher, record)
         ticker = asyncio.create_task(_keep_alive(answer, self._settings.keepalive_interval_s))
         try:
             await self._run(request, spec, conversation, answer, state)
@@ -163,12 +213,17 @@ class KimiRunner:
     ) -> None:
         only = {conversation.account_id} if conversation else _account_ids(request)
         budget = RetryBudget(self._settings.max_attempts, request.deadline_s)
+        first = True
         while True:
+            asked_s = time.monotonic()
             lease = await self._lease(only, budget)
+            if conversation is not None and (not first or time.monotonic() - asked_s >= BUSY_POLL_S):
+                conversation = await self._latest(request, conversation)
+            first = False
             if conversation is not None and lease.ephemeral and not request.account_ids:
                 # A pass-through client's chat: the server's pool never continues it for someone else.
                 await self._pool.release(lease, "cancelled")
-                raise _unknown_conversation(conversation.chat_id)
+                raise _unknown_conversation(request.options.conversation_id or conversation.chat_id)
             try:
                 await self._attempt(request, spec, conversation, lease, answer, state)
                 return
@@ -210,14 +265,16 @@ class KimiRunner:
         call: UpstreamCall | None = None
         try:
             creds = await self._pool.credentials(lease)
+            sent_parent_id = conversation.parent_id if conversation else None
             call = UpstreamCall(
                 request,
                 spec,
                 creds,
                 chat_id=conversation.chat_id if conversation else None,
-                parent_id=conversation.parent_id if conversation else None,
-                keep_chat=request.options.keep_chat or bool(request.options.conversation_id),
+                parent_id=sent_parent_id,
+                keep_chat=_keeps(request),
             )
+            answer.attempt = _Attempt(call, protocol, sent_parent_id, conversation is not None)
             await _stream(driver, call, answer, protocol)
             outcome = "ok"
         except ClientError as exc:
@@ -229,11 +286,10 @@ class KimiRunner:
             outcome, retry_after_s = _outcome_of(exc), exc.retry_after_s
             raise
         except asyncio.CancelledError:
-            outcome = "cancelled"
+            outcome, answer.cut = "cancelled", True
             raise
         finally:
-            sent_parent_id = conversation.parent_id if conversation else None
-            await self._finish(lease, outcome, retry_after_s, call, answer, driver, state, sent_parent_id)
+            await self._finish(lease, outcome, retry_after_s, call, answer, driver, state)
 
     async def _finish(
         self,
@@ -244,18 +300,17 @@ class KimiRunner:
         answer: _Answer,
         driver: Driver,
         state: JobState,
-        sent_parent_id: str | None,
     ) -> None:
         """Publish Usage + Done (on success), then release the account, then clean the upstream chat up.
 
-        The client's end waits for nothing but the conversation record (a kept chat must be findable by
-        the client's next turn); that turn waits for the account (`LEASE_WAIT_S`) if it is still releasing.
+        The client's end waits for nothing. A kept chat's record is in Redis before the release, so the
+        conversation's next turn, which waits for the account (`LEASE_WAIT_S`), reads its latest parent id.
         """
-        kept = _kept(lease, outcome, call, answer, sent_parent_id)
-        if kept is not None:
-            await conversations.save(self._redis, kept)
         if outcome == "ok" and call is not None and answer.done is not None:
             _publish_end(answer, call)
+        if answer.record is not None:
+            answer.track(answer.record)
+            await answer.record.settle(self._redis)
         state.lease = None
         await self._pool.release(lease, outcome, retry_after_s=retry_after_s)
         if call is not None and call.should_delete and call.chat_id:
@@ -272,6 +327,15 @@ class KimiRunner:
             raise _unknown_conversation(conversation_id)
         return conversation
 
+    async def _latest(self, request: ChatRequest, conversation: Conversation) -> Conversation:
+        """The record read again after waiting for the account (its lease, or a stream-busy answer): the
+        turn that held it has ended meanwhile, and its assistant message is the parent of this one."""
+        assert request.options.conversation_id is not None
+        latest = await conversations.load(self._redis, request.options.conversation_id)
+        if latest is None or latest.account_id != conversation.account_id:
+            return conversation
+        return latest if latest.chat_id == conversation.chat_id else conversation
+
 
 async def _keep_alive(answer: _Answer, every_s: float) -> None:
     """A Keepalive every `every_s` until the first content: lease waits and Kimi's first byte are not silence."""
@@ -280,30 +344,6 @@ async def _keep_alive(answer: _Answer, every_s: float) -> None:
         if answer.started:
             return
         answer.publisher.publish(Keepalive())
-
-
-def _kept(
-    lease: Lease,
-    outcome: Outcome,
-    call: UpstreamCall | None,
-    answer: _Answer,
-    sent_parent_id: str | None,
-) -> Conversation | None:
-    """The conversation record to save: after a finished turn, or a kept chat cut short once Kimi had it.
-
-    The gateway cancels a job when it cut the answer itself (`stop`, `max_tokens`); the chat then holds the
-    turn, and its next turn continues after this turn's assistant message when the driver learned its id, else
-    with no parent id (Kimi appends to the chat's head), never after the message before this turn.
-    """
-    if call is None or not call.keep_chat or not call.chat_id:
-        return None
-    if outcome == "ok" and answer.done is not None:
-        parent_id = call.parent_id
-    elif outcome == "cancelled" and answer.accepted:
-        parent_id = call.parent_id if call.parent_id != sent_parent_id else None
-    else:
-        return None
-    return Conversation(lease.account_id, driver_for(lease.kind, call.spec), call.chat_id, parent_id)
 
 
 async def _stream(driver: Driver, call: UpstreamCall, answer: _Answer, protocol: str) -> None:
@@ -331,8 +371,10 @@ def _publish_end(answer: _Answer, call: UpstreamCall) -> None:
     completion = estimate_tokens("".join(answer.parts))
     answer.publisher.publish(Usage(prompt_tokens=prompt, completion_tokens=completion, estimated=True))
     done = answer.done or Done()
-    if done.conversation_id is None and call.chat_id:
-        done = Done(finish_reason=done.finish_reason, conversation_id=call.chat_id)
+    conversation_id = (answer.record.conversation_id if answer.record else None) or done.conversation_id
+    conversation_id = conversation_id or call.chat_id
+    if done.conversation_id != conversation_id:
+        done = Done(finish_reason=done.finish_reason, conversation_id=conversation_id)
     answer.publisher.publish(done)
 
 
@@ -365,6 +407,11 @@ def _outcome_of(exc: UpstreamError) -> Outcome:
     if isinstance(exc, ContentFiltered):
         return "ok"
     return "upstream_error"
+
+
+def _keeps(request: ChatRequest) -> bool:
+    """The chat outlives the turn: a new kept conversation, or a turn of one."""
+    return request.options.keep_chat or bool(request.options.conversation_id)
 
 
 def _account_ids(request: ChatRequest) -> set[str] | None:

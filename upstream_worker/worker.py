@@ -153,12 +153,13 @@ class Worker:
             free = self._free_slots()
             if free <= 0 or self._stopping.is_set():
                 continue
+            running = set(self._running)
             try:
                 claimed = await self.queue.claim_idle(self.settings.claim_idle_ms, free)
             except (RedisError, OSError) as exc:
                 log.warning("claim_failed", error=str(exc))
                 continue
-            self._start_all([e for e in claimed if e.entry_id not in self._running])
+            self._start_all(self._not_started(claimed, running))
 
     async def _heartbeat_loop(self) -> None:
         settings = self.settings
@@ -242,12 +243,18 @@ class Worker:
 
     async def _recover_own(self) -> None:
         """A read cancelled by shutdown may have been delivered anyway: finish those entries too."""
+        running = set(self._running)
         try:
             own = await self.queue.own_pending(OWN_PENDING_SCAN)
         except (RedisError, OSError) as exc:
             log.warning("recover_failed", error=str(exc))
             return
-        self._start_all([e for e in own if e.entry_id not in self._running])
+        self._start_all(self._not_started(own, running))
+
+    def _not_started(self, entries: list[Entry], running: set[str]) -> list[Entry]:
+        """Entries this worker is not running and was not running when it asked Redis: one that was may
+        have been acked and finished while the answer was on its way, and must not run twice."""
+        return [e for e in entries if e.entry_id not in running and e.entry_id not in self._running]
 
     async def _drain(self) -> None:
         while self._running:
