@@ -90,10 +90,12 @@ def test_no_server_left_running_after_a_session(tmp_path: Path) -> None:
 
 
 def test_start_redis_server_is_diskless_and_private() -> None:
+    """The private server keeps nothing on disk (no AOF, no RDB save) and listens on loopback only."""
     handle: RedisHandle = start_redis_server()
     try:
         client = redis.Redis.from_url(handle.url)
         assert client.config_get("appendonly") == {"appendonly": "no"}
+        assert client.config_get("save") == {"save": ""}
         assert client.config_get("bind")["bind"].startswith("127.0.0.1")
         client.close()
     finally:
