@@ -20,22 +20,22 @@ from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
 
-from adapters.base import SSE_CONTENT_TYPE, LocalReply, RequestContext, sse_event
-from adapters.shaping import OutputLimiter
-from shared.errors import BadRequest, GatewayError, ModelNotFound, error_from_kind
+from adapters.base import (
+    SSE_CONTENT_TYPE,
+    FunctionDialect,
+    LocalReply,
+    RequestContext,
+    has_text,
+    sse_event,
+)
+from adapters.shaping import LimitedRenderer, limiter_from_hints
+from shared.errors import BadRequest, GatewayError, ModelNotFound
 from shared.models import ModelSpec, resolve_model
 from shared.schema import (
     ChatOptions,
     ChatRequest,
-    Citation,
-    Done,
-    ErrorEvent,
-    Event,
-    Keepalive,
     Message,
     Part,
-    ReasoningDelta,
-    TextDelta,
     TextPart,
     Usage,
 )
@@ -128,10 +128,14 @@ def parse(body: bytes, ctx: RequestContext) -> ChatRequest:
     ctx.hints[HINT_STOP] = list(wire.stop_sequences)
     ctx.hints[HINT_MAX_TOKENS] = wire.max_tokens
     ctx.hints[HINT_SHOW_THINKING] = wire.thinking is None or wire.thinking.type != "disabled"
+    messages = _messages(wire)
+    if not has_text(messages):
+        param = f"messages.{len(wire.messages) - 1}.content"
+        raise BadRequest(f"{param}: the messages hold no text; there is nothing to answer", param=param)
     return ChatRequest(
         request_id=ctx.request_id,
         model=wire.model.strip(),
-        messages=_messages(wire),
+        messages=messages,
         stream=wire.stream,
         options=_options(spec),
         dialect=NAME,
@@ -308,7 +312,7 @@ def thinking_signature(thinking: str) -> str:
     return base64.b64encode(hashlib.sha256(thinking.encode()).digest()).decode()
 
 
-class AnthropicRenderer:
+class AnthropicRenderer(LimitedRenderer):
     """Bytes of one Messages response, streamed or whole. One per request."""
 
     def __init__(self, request: ChatRequest, ctx: RequestContext) -> None:
@@ -318,12 +322,7 @@ class AnthropicRenderer:
         self._id = f"msg_{request.request_id}"
         self._silent = request.options.silent
         self._show_thinking = bool(ctx.hints.get(HINT_SHOW_THINKING, True))
-        stops = ctx.hints.get(HINT_STOP)
-        max_tokens = ctx.hints.get(HINT_MAX_TOKENS)
-        self._limiter = OutputLimiter(
-            [s for s in stops if isinstance(s, str)] if isinstance(stops, list) else (),
-            max_tokens if isinstance(max_tokens, int) else None,
-        )
+        self._limiter = limiter_from_hints(ctx.hints, HINT_STOP, HINT_MAX_TOKENS)
         self._input_tokens = estimate_prompt_tokens([m.text() for m in request.messages])
         self._usage: Usage | None = None
         self._blocks: list[_BlockOut] = []
@@ -332,10 +331,6 @@ class AnthropicRenderer:
         self._stop_reason: str | None = None
         self._finished = False
 
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
     def head(self) -> bytes:
         start = _MessageStart(self._message(None, _UsageOut(self._input_tokens, 0), content=[]))
         return sse_event(b"message_start", _json_encoder.encode(start))
@@ -343,30 +338,8 @@ class AnthropicRenderer:
     def keepalive(self) -> bytes:
         return _PING
 
-    def feed(self, event: Event) -> bytes:
-        if self._finished:
-            return b""
-        match event:
-            case TextDelta(text=text):
-                return self._answer(self._limiter.feed(text))
-            case Citation():
-                return b"" if self._silent else self._answer(self._limiter.feed_citation(event))
-            case ReasoningDelta(text=text):
-                return self._thinking(text)
-            case Usage():
-                self._usage = event
-                return b""
-            case Keepalive():
-                return _PING if self.stream else b""
-            case Done(finish_reason=reason):
-                return self._finish(_STOP_REASON.get(reason, "end_turn"))
-            case ErrorEvent():
-                exc = error_from_kind(event.kind, event.message, status=event.status)
-                if not self.stream:
-                    raise exc
-                return self.error(exc)
-            case _:
-                return b""
+    def _done(self, reason: str) -> bytes:
+        return self._finish(_STOP_REASON.get(reason, "end_turn"))
 
     def error(self, exc: GatewayError) -> bytes:
         self._finished = True
@@ -404,7 +377,7 @@ class AnthropicRenderer:
         delta = b'{"type":"text_delta","text":' + _json_encoder.encode(text) + b"}"
         return out + self._delta(delta)
 
-    def _thinking(self, text: str) -> bytes:
+    def _thought(self, text: str) -> bytes:
         self._reasoning.append(text)
         if not self._show_thinking or not text:
             return b""
@@ -473,19 +446,4 @@ class AnthropicRenderer:
         return _UsageOut(self._usage.prompt_tokens, self._usage.completion_tokens)
 
 
-class AnthropicDialect:
-    """The Anthropic Messages dialect, as the gateway's route table sees it."""
-
-    name = NAME
-
-    def parse(self, body: bytes, ctx: RequestContext) -> ChatRequest:
-        return parse(body, ctx)
-
-    def renderer(self, request: ChatRequest, ctx: RequestContext) -> AnthropicRenderer:
-        return AnthropicRenderer(request, ctx)
-
-    def error_response(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:
-        return error_response(exc, request_id)
-
-
-DIALECT: Final = AnthropicDialect()
+DIALECT: Final = FunctionDialect(NAME, parse, AnthropicRenderer, error_response)

@@ -7,11 +7,12 @@ byte a client sees, and can be tested as tables of events in and bytes out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared.errors import GatewayError
-from shared.schema import ChatRequest, Event
+from shared.schema import ChatRequest, Event, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,21 @@ class Dialect(Protocol):
     def renderer(self, request: ChatRequest, ctx: RequestContext) -> Renderer: ...
 
     def error_response(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]: ...
+
+
+def has_text(messages: list[Message]) -> bool:
+    """Whether any message carries text: a request with none would cost an account lease and a chat."""
+    return any(m.text().strip() for m in messages)
+
+
+@dataclass(slots=True)
+class FunctionDialect:
+    """A `Dialect` made of one adapter module's pure functions."""
+
+    name: str
+    parse: Callable[[bytes, RequestContext], ChatRequest]
+    renderer: Callable[[ChatRequest, RequestContext], Renderer]
+    error_response: Callable[[GatewayError, str], tuple[int, dict[str, str], bytes]]
 
 
 #: What a local (no job) route function returns: status, headers (Content-Type included), body.

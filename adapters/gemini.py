@@ -22,22 +22,15 @@ from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 
-from adapters.base import SSE_CONTENT_TYPE, LocalReply, RequestContext, sse_data
-from adapters.shaping import OutputLimiter
-from shared.errors import BadRequest, GatewayError, ModelNotFound, error_from_kind
+from adapters.base import SSE_CONTENT_TYPE, LocalReply, RequestContext, has_text, sse_data
+from adapters.shaping import LimitedRenderer, limiter_from_hints
+from shared.errors import BadRequest, GatewayError, ModelNotFound
 from shared.models import ModelSpec, listed_models, resolve_model
 from shared.schema import (
     ChatOptions,
     ChatRequest,
-    Citation,
-    Done,
-    ErrorEvent,
-    Event,
-    Keepalive,
     Message,
-    ReasoningDelta,
     Role,
-    TextDelta,
     Usage,
 )
 from shared.tokens import estimate_prompt_tokens, estimate_tokens
@@ -344,7 +337,7 @@ _LIMIT_REASON: Final = {"stop_sequence": "STOP", "max_tokens": "MAX_TOKENS"}
 _KEEPALIVE: Final = b"\n"
 
 
-class GeminiRenderer:
+class GeminiRenderer(LimitedRenderer):
     """Bytes of one generateContent response: whole, SSE frames, or a progressively written JSON array."""
 
     def __init__(self, request: ChatRequest, ctx: RequestContext) -> None:
@@ -354,11 +347,7 @@ class GeminiRenderer:
         self._request = request
         self._silent = request.options.silent
         self._thoughts = bool(ctx.hints.get(HINT_THOUGHTS, False))
-        stops, max_tokens = ctx.hints.get(HINT_STOP), ctx.hints.get(HINT_MAX_TOKENS)
-        self._limiter = OutputLimiter(
-            [s for s in stops if isinstance(s, str)] if isinstance(stops, list) else (),
-            max_tokens if isinstance(max_tokens, int) else None,
-        )
+        self._limiter = limiter_from_hints(ctx.hints, HINT_STOP, HINT_MAX_TOKENS)
         self._input_tokens = estimate_prompt_tokens([m.text() for m in request.messages])
         self._usage: Usage | None = None
         self._reasoning: list[str] = []
@@ -366,40 +355,14 @@ class GeminiRenderer:
         self._finish_reason: str | None = None
         self._finished = False
 
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
     def head(self) -> bytes:
         return b"" if self._sse else b"["
 
     def keepalive(self) -> bytes:
         return _KEEPALIVE
 
-    def feed(self, event: Event) -> bytes:
-        if self._finished:
-            return b""
-        match event:
-            case TextDelta(text=text):
-                return self._answer(self._limiter.feed(text))
-            case Citation():
-                return b"" if self._silent else self._answer(self._limiter.feed_citation(event))
-            case ReasoningDelta(text=text):
-                return self._thought(text)
-            case Usage():
-                self._usage = event
-                return b""
-            case Keepalive():
-                return _KEEPALIVE if self.stream else b""
-            case Done(finish_reason=reason):
-                return self._finish(_FINISH_REASON.get(reason, "STOP"))
-            case ErrorEvent():
-                exc = error_from_kind(event.kind, event.message, status=event.status)
-                if not self.stream:
-                    raise exc
-                return self.error(exc)
-            case _:
-                return b""
+    def _done(self, reason: str) -> bytes:
+        return self._finish(_FINISH_REASON.get(reason, "STOP"))
 
     def error(self, exc: GatewayError) -> bytes:
         self._finished = True
@@ -478,6 +441,9 @@ class GeminiDialect:
         spec = _resolve(ctx)
         wire = _decode(body, _Request)
         messages = _messages(wire)
+        if not has_text(messages):
+            param = f"contents[{len(wire.contents) - 1}].parts"
+            raise BadRequest(f"* GenerateContentRequest.{param}: contents hold no text", param=param)
         _remember_config(wire.generation_config, ctx)
         return ChatRequest(
             request_id=ctx.request_id,

@@ -14,7 +14,8 @@ Parameters Kimi's web chat cannot honour (README, "OpenAI parameters"):
   metadata, store, service_tier, parallel_tool_calls, `response_format` of type text / json_object,
   `tool_choice: "none"`, `n: 1`, `logprobs: false`;
 - refused with 400: `n` > 1, `logprobs: true`, non-empty `tools` (unless `tool_choice` is "none"),
-  `response_format` of type json_schema, audio content parts.
+  `response_format` of type json_schema, image / file / audio content parts (until file upload lands),
+  a request without any text.
 kimi-free-api extensions: `use_search`, `conversation_id`, model-name flags (see shared/models.py).
 """
 
@@ -26,8 +27,15 @@ from typing import Annotated, Final
 
 import msgspec
 
-from adapters.base import SSE_CONTENT_TYPE, LocalReply, RequestContext, sse_comment
-from adapters.shaping import OutputLimiter, StopCause
+from adapters.base import (
+    SSE_CONTENT_TYPE,
+    FunctionDialect,
+    LocalReply,
+    RequestContext,
+    has_text,
+    sse_comment,
+)
+from adapters.shaping import StopCause, limiter_from_hints
 from shared.errors import BadRequest, GatewayError, ModelNotFound
 from shared.models import ModelSpec, listed_models, resolve_model
 from shared.schema import (
@@ -36,8 +44,6 @@ from shared.schema import (
     Citation,
     Done,
     Event,
-    FilePart,
-    ImagePart,
     Message,
     Part,
     ReasoningDelta,
@@ -120,6 +126,11 @@ _ROLES: Final[dict[str, Role]] = {
 }
 _NEW_CONVERSATION: Final = frozenset({"none", "null", "new", "undefined"})
 _AT_PATH: Final = re.compile(r"at `\$\.?(.*)`$")
+#: Parts the worker cannot send Kimi yet (it uploads no files): refused rather than silently dropped.
+_NOT_YET: Final = {
+    "image_url": "Image content parts are not supported yet (file upload is not implemented).",
+    "file": "File content parts are not supported yet (file upload is not implemented).",
+}
 HINT_INCLUDE_USAGE: Final = "include_usage"
 HINT_STOP: Final = "stop"
 HINT_MAX_TOKENS: Final = "max_tokens"
@@ -136,10 +147,14 @@ def parse(body: bytes, ctx: RequestContext) -> ChatRequest:
         ctx.hints[HINT_INCLUDE_USAGE] = True
     ctx.hints[HINT_STOP] = [wire.stop] if isinstance(wire.stop, str) else list(wire.stop or ())
     ctx.hints[HINT_MAX_TOKENS] = wire.max_completion_tokens or wire.max_tokens
+    messages = [_message(m, i) for i, m in enumerate(wire.messages)]
+    if not has_text(messages):
+        param = f"messages[{len(messages) - 1}].content"
+        raise BadRequest("The messages hold no text; there is nothing to answer.", param=param)
     return ChatRequest(
         request_id=ctx.request_id,
         model=wire.model.strip(),
-        messages=[_message(m, i) for i, m in enumerate(wire.messages)],
+        messages=messages,
         stream=bool(wire.stream),
         options=_options(spec, wire),
         dialect=NAME,
@@ -185,11 +200,8 @@ def _message(wire: _Message, index: int) -> Message:
 def _part(wire: _Part, param: str) -> Part:
     if wire.type == "text":
         return TextPart(text=wire.text or "")
-    if wire.type == "image_url" and wire.image_url is not None:
-        url = wire.image_url if isinstance(wire.image_url, str) else wire.image_url.url
-        return ImagePart(url=url)
-    if wire.type == "file" and wire.file is not None and (wire.file.file_data or wire.file.file_id):
-        return FilePart(url=wire.file.file_data or wire.file.file_id or "", name=wire.file.filename)
+    if wire.type in _NOT_YET:
+        raise BadRequest(_NOT_YET[wire.type], param=param)
     raise BadRequest(f"Unsupported content part of type `{wire.type}`.", param=param)
 
 
@@ -301,12 +313,8 @@ class OpenAIRenderer:
         self._id = _conversation_or(request.options.conversation_id, request)
         self._model_json = _json_encoder.encode(request.model)
         self._silent = request.options.silent
-        stops, max_tokens = ctx.hints.get(HINT_STOP), ctx.hints.get(HINT_MAX_TOKENS)
         #: Holds the answer text sent so far (the non-stream body, the usage estimate).
-        self._limiter = OutputLimiter(
-            [s for s in stops if isinstance(s, str)] if isinstance(stops, list) else (),
-            max_tokens if isinstance(max_tokens, int) else None,
-        )
+        self._limiter = limiter_from_hints(ctx.hints, HINT_STOP, HINT_MAX_TOKENS)
         self._prefix = b""
         self._suffix = b""
         self._started = False
@@ -431,22 +439,7 @@ def _conversation_or(conversation_id: str | None, request: ChatRequest) -> str:
     return f"chatcmpl-{request.request_id}"
 
 
-class OpenAIDialect:
-    """The OpenAI Chat Completions dialect, as the gateway's route table sees it."""
-
-    name = NAME
-
-    def parse(self, body: bytes, ctx: RequestContext) -> ChatRequest:
-        return parse(body, ctx)
-
-    def renderer(self, request: ChatRequest, ctx: RequestContext) -> OpenAIRenderer:
-        return OpenAIRenderer(request, ctx)
-
-    def error_response(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:
-        return error_response(exc, request_id)
-
-
-DIALECT: Final = OpenAIDialect()
+DIALECT: Final = FunctionDialect(NAME, parse, OpenAIRenderer, error_response)
 
 # ---------------------------------------------------------------- /v1/models
 

@@ -1,8 +1,10 @@
-"""`GET /` (a docs page) and `GET /openapi.json` (a small hand-written OpenAPI document), both offline."""
+"""`GET /` (a docs page) and `GET /openapi.json` (a small OpenAPI document), both built from the app's own
+router, so every registered route appears; summaries come from `_SUMMARIES`."""
 
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 import msgspec
@@ -10,25 +12,55 @@ from aiohttp import web
 
 from shared.models import listed_models
 
-_ROUTES: tuple[tuple[str, str, str], ...] = (
-    ("POST", "/v1/chat/completions", "OpenAI Chat Completions (stream and non-stream)"),
-    ("GET", "/v1/models", "Every model id, OpenAI list shape"),
-    ("GET", "/v1/models/{model}", "One model"),
-    ("POST", "/v1/messages", "Anthropic Messages"),
-    ("POST", "/v1/messages/count_tokens", "Anthropic token count (estimate)"),
-    ("GET", "/v1beta/models", "Gemini model list"),
-    ("POST", "/v1beta/models/{model}:generateContent", "Gemini"),
-    ("POST", "/v1beta/models/{model}:streamGenerateContent", "Gemini streaming (alt=sse for SSE)"),
-    ("POST", "/v1beta/models/{model}:countTokens", "Gemini token count (estimate)"),
-    ("GET", "/ping", "pong"),
-    ("GET", "/healthz", "The process answers"),
-    ("GET", "/readyz", "503 while Redis is unreachable or no worker has a fresh heartbeat"),
-    ("GET", "/metrics", "Prometheus exposition"),
-    ("POST", "/token/check", "kimi-free-api: is a token live"),
-    ("POST", "/auth/save", "Save a kimi-auth or refresh_token account (admin)"),
-    ("GET", "/admin/accounts", "The account pool (admin)"),
-)
+#: One line per (method, path); the routes themselves come from the app's router, so none can be left out.
+_SUMMARIES: dict[tuple[str, str], str] = {
+    ("POST", "/v1/chat/completions"): "OpenAI Chat Completions (stream and non-stream)",
+    ("GET", "/v1/models"): "Every model id, OpenAI list shape (Gemini's for a Gemini caller)",
+    ("GET", "/v1/models/{model}"): "One model (Gemini's shape for a Gemini caller)",
+    ("POST", "/v1/messages"): "Anthropic Messages",
+    ("POST", "/v1/messages/count_tokens"): "Anthropic token count (estimate)",
+    ("GET", "/v1beta/models"): "Gemini model list",
+    ("GET", "/v1beta/models/{model}"): "One Gemini model",
+    ("POST", "/v1beta/models/{model}:generateContent"): "Gemini",
+    ("POST", "/v1beta/models/{model}:streamGenerateContent"): "Gemini streaming (alt=sse for SSE)",
+    ("POST", "/v1beta/models/{model}:countTokens"): "Gemini token count (estimate)",
+    ("POST", "/v1/models/{model}:generateContent"): "Gemini (google-genai's default /v1 prefix)",
+    ("POST", "/v1/models/{model}:streamGenerateContent"): "Gemini streaming (google-genai's /v1 prefix)",
+    ("POST", "/v1/models/{model}:countTokens"): "Gemini token count (google-genai's /v1 prefix)",
+    ("GET", "/ping"): "pong",
+    ("GET", "/healthz"): "The process answers",
+    ("GET", "/readyz"): "503 while Redis is unreachable or no worker has a fresh heartbeat",
+    ("GET", "/metrics"): "Prometheus exposition",
+    ("GET", "/"): "This page",
+    ("GET", "/openapi.json"): "This document",
+    ("POST", "/token/check"): "kimi-free-api: is a token live",
+    ("POST", "/auth/extract"): "Find the kimi-auth token in a cookie string (admin)",
+    ("POST", "/auth/save"): "Save a kimi-auth or refresh_token account (admin)",
+    ("GET", "/auth/status"): "Every saved account and its state (admin)",
+    ("POST", "/auth/clear"): "Remove every saved account (admin)",
+    ("GET", "/auth/clear"): "Remove every saved account (admin)",
+    ("GET", "/admin/accounts"): "The account pool (admin)",
+    ("POST", "/admin/accounts"): "Add accounts (admin)",
+    ("POST", "/admin/accounts/probe"): "Probe every account (admin)",
+    ("DELETE", "/admin/accounts/{account_id}"): "Remove one account (admin)",
+    ("POST", "/admin/accounts/{account_id}/enable"): "Enable one account (admin)",
+    ("POST", "/admin/accounts/{account_id}/disable"): "Disable one account (admin)",
+    ("POST", "/admin/accounts/{account_id}/probe"): "Probe one account (admin)",
+}
 
+
+def routes(app: web.Application) -> list[tuple[str, str, str]]:
+    """(method, path template, summary) of every route registered on `app`; HEAD twins are left out."""
+    out: list[tuple[str, str, str]] = []
+    for route in app.router.routes():
+        if route.resource is None or route.method in ("HEAD", "*"):
+            continue
+        path = route.resource.canonical
+        out.append((route.method, path, _SUMMARIES.get((route.method, path), "")))
+    return out
+
+
+_PARAMETER = re.compile(r"\{(\w+)\}")
 _OPENAI_EXTENSIONS = (
     'Extensions kept from kimi-free-api: `use_search` (bool), `conversation_id` ("none" keeps the chat and '
     "returns its id as the response id; later turns pass that id and send only the new turn), model-name "
@@ -36,13 +68,17 @@ _OPENAI_EXTENSIONS = (
 )
 
 
-def _openapi() -> dict[str, Any]:
+def _openapi(table: list[tuple[str, str, str]]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary in _ROUTES:
-        paths.setdefault(path, {})[method.lower()] = {
-            "summary": summary,
-            "responses": {"200": {"description": "OK"}},
-        }
+    for method, path, summary in table:
+        operation: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PARAMETER.findall(path)
+        ]
+        if parameters:
+            operation["parameters"] = parameters
+        paths.setdefault(path, {})[method.lower()] = operation
     paths["/v1/chat/completions"]["post"]["description"] = _OPENAI_EXTENSIONS
     return {
         "openapi": "3.1.0",
@@ -59,10 +95,10 @@ def _openapi() -> dict[str, Any]:
     }
 
 
-def _index() -> str:
+def _index(table: list[tuple[str, str, str]]) -> str:
     rows = "\n".join(
         f"<tr><td>{m}</td><td><code>{html.escape(p)}</code></td><td>{html.escape(s)}</td></tr>"
-        for m, p, s in _ROUTES
+        for m, p, s in table
     )
     models = ", ".join(f"<code>{html.escape(s.id)}</code>" for s in listed_models())
     return f"""<!doctype html>
@@ -79,13 +115,10 @@ td{{padding:.2rem .6rem;vertical-align:top}}code{{background:#f3f3f3;padding:0 .
 """
 
 
-_OPENAPI_JSON = msgspec.json.encode(_openapi())
-_INDEX_HTML = _index()
-
-
 async def openapi(request: web.Request) -> web.Response:
-    return web.Response(body=_OPENAPI_JSON, content_type="application/json")
+    body = msgspec.json.encode(_openapi(routes(request.app)))
+    return web.Response(body=body, content_type="application/json")
 
 
 async def index(request: web.Request) -> web.Response:
-    return web.Response(text=_INDEX_HTML, content_type="text/html")
+    return web.Response(text=_index(routes(request.app)), content_type="text/html")

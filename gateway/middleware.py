@@ -37,8 +37,10 @@ def error_middleware(dialect_of: Mapping[tuple[str, str], Dialect], default: Dia
                 raise
             return render(request, _dialect(request, dialect_of, default), _translate(request, exc))
         except Exception:
-            log.exception("unhandled_error", path=request.path)
-            return render(request, default, GatewayError("Internal server error."))
+            log.exception("unhandled_error", path=request.path, request_id=request.get(REQUEST_ID))
+            return render(
+                request, _dialect(request, dialect_of, default), GatewayError("Internal server error.")
+            )
 
     return middleware
 

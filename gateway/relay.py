@@ -32,6 +32,7 @@ from shared.errors import (
 )
 from shared.keys import CANCEL_TTL_S, JOBS_MAXLEN, JOBS_STREAM, REPLY_BLOCK_MS, cancel_key, reply_key
 from shared.logging import get_logger
+from shared.models import resolve_model
 from shared.schema import (
     ChatRequest,
     Citation,
@@ -60,7 +61,9 @@ class Outcome:
     """What the canonical log line and the metrics say about one request."""
 
     dialect: str
+    #: The model id as the client spelled it (the log line), and its bounded metric label.
     model: str = "-"
+    model_label: str = "-"
     status: int = 200
     account_id: str | None = None
     error: str | None = None
@@ -99,9 +102,14 @@ async def handle_chat(request: web.Request, dialect: Dialect) -> web.StreamRespo
     try:
         chat, ctx = await _prepare(request, dialect, request_id)
         outcome.model = chat.model
+        spec = resolve_model(chat.model)
+        outcome.model_label = spec.label if spec is not None else "-"
         return await Relay(request, dialect, chat, ctx, outcome, started).run()
     except GatewayError as exc:
         outcome.status, outcome.error = exc.status, exc.kind
+        raise
+    except Exception:
+        outcome.status, outcome.error = 500, "internal"
         raise
     finally:
         metrics.IN_FLIGHT.dec()
@@ -136,7 +144,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 def _finish(request_id: str, outcome: Outcome, duration_s: float) -> None:
     """The canonical log line and the request metrics."""
-    metrics.REQUESTS.labels(outcome.dialect, outcome.model, str(outcome.status)).inc()
+    metrics.REQUESTS.labels(outcome.dialect, outcome.model_label, str(outcome.status)).inc()
     metrics.REQUEST_DURATION.labels(outcome.dialect).observe(duration_s)
     if outcome.ttft_s is not None:
         metrics.TIME_TO_FIRST_TOKEN.labels(outcome.dialect).observe(outcome.ttft_s)
@@ -192,6 +200,11 @@ class Relay:
             if self.response is None:
                 raise
             return await self._fail_in_band(exc)
+        except Exception:
+            if self.response is None:
+                raise
+            log.exception("unhandled_error", request_id=self.chat.request_id)
+            return await self._fail_in_band(GatewayError("Internal server error."))
         finally:
             if not self.terminal and not self.cancelled:
                 await self._cancel_job()
@@ -334,9 +347,11 @@ class Relay:
 
     async def _fail_in_band(self, exc: GatewayError) -> web.StreamResponse:
         assert self.response is not None
-        self.outcome.error = exc.kind
+        self.outcome.status, self.outcome.error = exc.status, exc.kind
+        data = self.renderer.error(exc)
         try:
-            await self.response.write(self.renderer.error(exc))
+            await self.response.write(data)
+            self.outcome.bytes += len(data)
             await self.response.write_eof()
         except ConnectionError:
             return self._client_gone()

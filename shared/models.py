@@ -38,10 +38,18 @@ class ModelSpec:
     kimiplus_id: str | None = None
     owned_by: str = "moonshot"
     created: int = 1_735_689_600  # 2025-01-01, a fixed date so /v1/models is stable
+    #: The metric label when it differs from `id`: family flags de-duplicated in a fixed order, "kimiplus"
+    #: for every Kimi+ agent id, so that clients cannot grow a label without bound.
+    canonical_id: str | None = None
 
     @property
     def is_agent(self) -> bool:
         return self.agent_mode is not None
+
+    @property
+    def label(self) -> str:
+        """The model's metric label: a bounded set of values, whatever id the client spelled."""
+        return self.canonical_id or self.id
 
 
 def _connect(mid: str, scenario: str = "SCENARIO_K2D5", **kw: object) -> ModelSpec:
@@ -107,6 +115,7 @@ def _family(model: str) -> ModelSpec | None:
     k1 = "k1" in flags or "thinking" in flags
     return replace(
         spec,
+        canonical_id="-".join(["kimi", *(flag for flag in _FLAGS if flag in flags)]),
         search="search" in flags,
         silent="silent" in flags,
         research="research" in flags,
@@ -127,7 +136,7 @@ def resolve_model(model: str) -> ModelSpec | None:
     if spec is not None:
         return spec
     if _AGENT_ID.match(model):
-        return _rest(model, kimiplus_id=model, owned_by="kimi-plus")
+        return _rest(model, kimiplus_id=model, owned_by="kimi-plus", canonical_id="kimiplus")
     return None
 
 

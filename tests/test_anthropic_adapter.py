@@ -160,6 +160,25 @@ def test_parse_refuses_with_clear_errors(body: bytes, error: type[GatewayError],
     assert info.value.message == message
 
 
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([{"role": "user", "content": ""}], "messages.0.content"),
+        ([{"role": "user", "content": [{"type": "text", "text": " "}]}], "messages.0.content"),
+        ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": []}], None),
+    ],
+)
+def test_parse_refuses_a_request_without_text(messages: list[Any], param: str | None) -> None:
+    """A request with no text anywhere is a 400 naming the last message's content; an empty turn is fine."""
+    if param is None:
+        assert _parse(_body(messages=messages))[0].messages[-1] == Message("assistant", [])
+        return
+    with pytest.raises(BadRequest) as info:
+        _parse(_body(messages=messages))
+    assert (info.value.status, info.value.param) == (400, param)
+    assert info.value.message == f"{param}: the messages hold no text; there is nothing to answer"
+
+
 def test_count_tokens_estimates_the_prompt() -> None:
     """count_tokens answers `{"input_tokens": n}` with the shared estimator, max_tokens not required."""
     body = json.dumps(

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import anthropic
+import jwt
 import openai
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from google import genai
+from google.genai import types as genai_types
+from prometheus_client import REGISTRY
 
-from shared.settings import PoolSettings
+from shared.settings import GatewaySettings, PoolSettings
 from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for
 from tests.stack import Stack, StackFactory, stack_factory
 from token_service.kimi_auth import KimiAuthClient
@@ -112,12 +118,27 @@ async def test_conversation_continuation_and_trace_cleanup(stack: Stack, client:
 
 
 async def test_failover_before_first_byte(stack: Stack, client: openai.AsyncOpenAI) -> None:
-    """A 429 on the first account is retried on the second; the client sees a clean answer."""
-    await stack.add("kimi_auth")
-    await stack.add("kimi_auth")
+    """A 429 on the first account is retried on the second: two Chat calls on two users, the first account
+    cooling, one failover counted, and the client sees a clean answer."""
+    ids = [await stack.add("kimi_auth"), await stack.add("kimi_auth")]
     await stack.arm("http_429", count=1, retry_after=30)
+    failovers = REGISTRY.get_sample_value("kimi_worker_failovers_total") or 0.0
     text, _, _ = await _stream_text(client, "kimi-k2.5-instant")
     assert text == answer_for(PROMPT)
+    calls = await stack.sim_requests("ChatService/Chat")
+    users = [_bearer_user(call["headers"]) for call in calls]
+    assert len(users) == 2 and users[0] != users[1]
+    async with aiohttp.ClientSession() as session:
+        pool = AccountPool(stack.redis, PoolSettings(), KimiAuthClient(session, stack.sim.url))
+        states = {(a.user_id, a.state) for a in [await pool.get(i) for i in ids]}
+    assert states == {(users[0], "cooling"), (users[1], "active")}
+    assert REGISTRY.get_sample_value("kimi_worker_failovers_total") == failovers + 1
+
+
+def _bearer_user(headers: dict[str, str]) -> str:
+    """The Kimi user (JWT `sub`) a simulator request was made as."""
+    token = next(v for k, v in headers.items() if k.lower() == "authorization").removeprefix("Bearer ")
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])
 
 
 async def test_only_account_401_is_a_clear_error(stack: Stack, client: openai.AsyncOpenAI) -> None:
@@ -244,3 +265,88 @@ async def test_length_is_continued_into_one_whole_answer(
     assert "segment_id" not in first and first.get("action") != "continue"
     assert second["action"] == "continue" and isinstance(second["segment_id"], str) and second["segment_id"]
     assert calls[0]["path"] == calls[1]["path"]  # the same chat
+
+
+#: google-genai subclasses aiohttp's ClientSession, which aiohttp warns about.
+GENAI_WARNING = "ignore:Inheritance class AiohttpClientSession:DeprecationWarning"
+#: Issue 5: a first token delayed this long must not break any SDK's stream, keep-alives at their defaults.
+STALL_S = 20.0
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings(GENAI_WARNING)
+async def test_every_sdk_survives_a_20_s_first_token_with_default_keepalives(
+    stack_factory: StackFactory,
+) -> None:
+    """SLOW (~20 s): with Kimi silent for 20 s and the default keep-alive interval, the openai, anthropic and
+    google-genai streams (run together) each return the exact answer, and raw streams show the keep-alives."""
+    interval_s = GatewaySettings().keepalive_interval_s
+    stack = await stack_factory(keepalive_interval_s=interval_s, worker_overrides={"concurrency": 8})
+    for _ in range(6):
+        await stack.add("kimi_auth")
+    await stack.arm("stall_first_byte", count=6, seconds=STALL_S, path="Chat")
+    started = time.monotonic()
+    texts = await asyncio.gather(
+        _openai_stream(stack.url),
+        _anthropic_stream(stack.url),
+        _genai_stream(stack.url),
+        _raw_stream(f"{stack.url}/v1/chat/completions", {**_OPENAI_BODY, "stream": True}),
+        _raw_stream(f"{stack.url}/v1/messages", {**_ANTHROPIC_BODY, "stream": True}),
+        _raw_stream(
+            f"{stack.url}/v1beta/models/kimi-k2.5-instant:streamGenerateContent?alt=sse", _GEMINI_BODY
+        ),
+    )
+    assert time.monotonic() - started >= STALL_S
+    assert texts[:3] == [answer_for(PROMPT)] * 3
+    openai_raw, anthropic_raw, gemini_raw = texts[3:]
+    openai_head = openai_raw.partition("data: ")[0]
+    assert openai_head and openai_head == ": keep-alive\n\n" * openai_head.count(": keep-alive")
+    assert anthropic_raw.split("\n\n")[1] == 'event: ping\ndata: {"type":"ping"}'
+    gemini_head = gemini_raw.partition("data: ")[0]
+    assert gemini_head and gemini_head.strip("\n") == ""
+
+
+_OPENAI_BODY: dict[str, Any] = {
+    "model": "kimi-k2.5-instant",
+    "messages": [{"role": "user", "content": PROMPT}],
+}
+_ANTHROPIC_BODY: dict[str, Any] = {**_OPENAI_BODY, "max_tokens": 100}
+_GEMINI_BODY: dict[str, Any] = {"contents": [{"role": "user", "parts": [{"text": PROMPT}]}]}
+#: Each SDK's read timeout sits above one keep-alive interval and well below the stall.
+_READ_TIMEOUT_S = 15.0
+
+
+async def _openai_stream(url: str) -> str:
+    async with openai.AsyncOpenAI(
+        base_url=f"{url}/v1", api_key="k", max_retries=0, timeout=_READ_TIMEOUT_S
+    ) as client:
+        text, _, _ = await _stream_text(client, "kimi-k2.5-instant")
+    return text
+
+
+async def _anthropic_stream(url: str) -> str:
+    async with (
+        anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0, timeout=_READ_TIMEOUT_S) as client,
+        client.messages.stream(
+            model="kimi-k2.5-instant", max_tokens=100, messages=[{"role": "user", "content": PROMPT}]
+        ) as stream,
+    ):
+        return "".join([chunk async for chunk in stream.text_stream])
+
+
+async def _genai_stream(url: str) -> str:
+    # google-genai's timeout is a total one, which no keep-alive can extend: it must cover the stall.
+    client = genai.Client(api_key="k", http_options=genai_types.HttpOptions(base_url=url, timeout=60_000))
+    try:
+        stream = await client.aio.models.generate_content_stream(model="kimi-k2.5-instant", contents=PROMPT)
+        return "".join([chunk.text or "" async for chunk in stream])
+    finally:
+        await client.aio.aclose()
+        client.close()
+
+
+async def _raw_stream(url: str, body: dict[str, Any]) -> str:
+    timeout = aiohttp.ClientTimeout(sock_read=_READ_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.post(url, json=body) as resp:
+        assert resp.status == 200
+        return (await resp.read()).decode()

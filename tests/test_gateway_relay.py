@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+import structlog
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
 
 from gateway.app import create_app
 from shared.keys import JOBS_STREAM, WORKERS_HASH, cancel_key
@@ -404,3 +406,109 @@ async def test_no_live_worker_is_a_quick_503(gateway: ClientFactory, redis: aior
     resp = await client.post("/v1/chat/completions", json=HI)
     assert resp.status == 200 and (await resp.json())["choices"][0]["message"]["content"] == "ok"
     await task
+
+
+def requests_total(dialect: str, model: str, status: str) -> float:
+    labels = {"dialect": dialect, "model": model, "status": status}
+    return REGISTRY.get_sample_value("kimi_gateway_requests_total", labels) or 0.0
+
+
+async def counted(dialect: str, model: str, status: str, expected: float) -> float:
+    """The request counter once the handler has finished (it ends just after the client's last byte)."""
+    for _ in range(100):
+        if requests_total(dialect, model, status) >= expected:
+            break
+        await asyncio.sleep(0.01)
+    return requests_total(dialect, model, status)
+
+
+async def bad_entry(redis: aioredis.Redis, job: Job) -> None:
+    """A reply entry no decoder accepts: the relay meets an exception it does not expect."""
+    await redis.xadd(job.reply_key, {"e": b"not json"})
+
+
+async def test_in_band_error_counts_its_status_and_bytes(
+    gateway: ClientFactory, redis: aioredis.Redis
+) -> None:
+    """A stream failed in-band counts the error's status (502), and the canonical line counts its bytes."""
+    client = await gateway()
+    before = requests_total("openai", "kimi", "502")
+    task = worker(redis, [Start(), TextDelta("par")], [ErrorEvent("protocol", "Kimi's stream was cut")])
+    with structlog.testing.capture_logs() as logs:
+        resp = await client.post("/v1/chat/completions", json={**HI, "stream": True})
+        raw = await resp.read()
+        assert await counted("openai", "kimi", "502", before + 1) == before + 1
+    await task
+    assert resp.status == 200
+    (line,) = [entry for entry in logs if entry["event"] == "request"]
+    assert (line["status"], line["error"], line["bytes"]) == (502, "protocol", len(raw))
+
+
+async def test_unexpected_error_mid_stream_is_an_in_band_500(
+    gateway: ClientFactory, redis: aioredis.Redis
+) -> None:
+    """An unexpected exception after the headers ends the stream with the dialect's in-band error, logged once."""
+    client = await gateway()
+    before = requests_total("anthropic", "kimi", "500")
+
+    task = worker(redis, [Start(), TextDelta("par")])
+    body = {**HI, "max_tokens": 64, "stream": True}
+    with structlog.testing.capture_logs() as logs:
+        resp = await client.post("/v1/messages", json=body)  # returns once the first bytes are sent
+        await bad_entry(redis, await task)
+        raw = await resp.read()
+        assert await counted("anthropic", "kimi", "500", before + 1) == before + 1
+    assert resp.status == 200
+    error = b'{"type":"error","error":{"type":"api_error","message":"Internal server error."}}'
+    assert raw.endswith(b"event: error\ndata: " + error + b"\n\n")
+    (failure,) = [entry for entry in logs if entry["event"] == "unhandled_error"]
+    assert failure["request_id"] == resp.headers["x-request-id"]
+    (line,) = [entry for entry in logs if entry["event"] == "request"]
+    assert (line["status"], line["error"]) == (500, "internal")
+
+
+async def test_unexpected_error_before_headers_takes_the_route_dialect(
+    gateway: ClientFactory, redis: aioredis.Redis
+) -> None:
+    """An unexpected exception before any byte is a 500 in the route's dialect (Anthropic here, not OpenAI)."""
+    client = await gateway()
+
+    async def run() -> None:
+        _, job = await next_job(redis)
+        await bad_entry(redis, job)
+
+    task = asyncio.create_task(run())
+    resp = await client.post("/v1/messages", json={**HI, "max_tokens": 64})
+    await task
+    assert resp.status == 500
+    assert await resp.json() == {
+        "type": "error",
+        "error": {"type": "api_error", "message": "Internal server error."},
+        "request_id": resp.headers["x-request-id"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("model", "label"),
+    [
+        ("kimi-silent-search-search", "kimi-search-silent"),
+        ("0123456789abcdefghij", "kimiplus"),
+        ("kimi-k2.5-instant", "kimi-k2.5-instant"),
+    ],
+)
+async def test_model_metric_label_is_bounded(
+    gateway: ClientFactory, redis: aioredis.Redis, model: str, label: str
+) -> None:
+    """The request counter labels a model by its canonical id (flags sorted once, Kimi+ ids as "kimiplus");
+    the canonical log line keeps the id the client sent."""
+    client = await gateway()
+    before = requests_total("openai", label, "200")
+    task = worker(redis, [Start(), TextDelta("x"), Done()])
+    with structlog.testing.capture_logs() as logs:
+        resp = await client.post("/v1/chat/completions", json={**HI, "model": model})
+        assert resp.status == 200
+        assert await counted("openai", label, "200", before + 1) == before + 1
+    await task
+    assert requests_total("openai", model, "200") == (before + 1 if model == label else 0.0)
+    (line,) = [entry for entry in logs if entry["event"] == "request"]
+    assert line["model"] == model

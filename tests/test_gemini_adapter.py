@@ -164,6 +164,26 @@ def test_parse_refuses_with_clear_errors(
     assert info.value.message == message
 
 
+@pytest.mark.parametrize(
+    ("contents", "param"),
+    [
+        ([{"role": "user", "parts": []}], "contents[0].parts"),
+        ([{"role": "user"}], "contents[0].parts"),
+        ([{"role": "user", "parts": [{"text": "Hi"}]}, {"role": "model", "parts": [{"text": ""}]}], None),
+    ],
+)
+def test_parse_refuses_a_request_without_text(contents: list[Any], param: str | None) -> None:
+    """A request with no text anywhere is a 400 naming the last content's parts; an empty turn is fine."""
+    if param is None:
+        request = gemini.GENERATE.parse(_body(contents=contents), _ctx())
+        assert request.messages[-1] == Message("assistant", "")
+        return
+    with pytest.raises(BadRequest) as info:
+        gemini.GENERATE.parse(_body(contents=contents), _ctx())
+    assert (info.value.status, info.value.param) == (400, param)
+    assert info.value.message == f"* GenerateContentRequest.{param}: contents hold no text"
+
+
 # ---------------------------------------------------------------- local routes
 
 

@@ -16,7 +16,6 @@ from shared.schema import (
     Citation,
     Done,
     Event,
-    ImagePart,
     Message,
     ReasoningDelta,
     Start,
@@ -109,7 +108,7 @@ USER_HI = {"model": "kimi", "messages": [{"role": "user", "content": "hi"}]}
                         "role": "user",
                         "content": [
                             {"type": "text", "text": "look"},
-                            {"type": "image_url", "image_url": {"url": "data:x"}},
+                            {"type": "text", "text": "here"},
                         ],
                     },
                     {"role": "assistant", "content": None},
@@ -118,7 +117,7 @@ USER_HI = {"model": "kimi", "messages": [{"role": "user", "content": "hi"}]}
             ChatRequest(
                 "r1",
                 "kimi-k2.5-thinking",
-                [Message("user", [TextPart("look"), ImagePart("data:x")]), Message("assistant", "")],
+                [Message("user", [TextPart("look"), TextPart("here")]), Message("assistant", "")],
                 stream=False,
                 options=ChatOptions(thinking=True),
             ),
@@ -152,6 +151,22 @@ def test_parse_builds_the_canonical_request(body: dict[str, object], expected: C
         (
             b'{"model":"kimi","messages":[{"role":"user","content":[{"type":"input_audio"}]}]}',
             "messages[0].content[0]",
+        ),
+        (
+            b'{"model":"kimi","messages":[{"role":"user","content":[{"type":"text","text":"see"},'
+            b'{"type":"image_url","image_url":{"url":"data:x"}}]}]}',
+            "messages[0].content[1]",
+        ),
+        (
+            b'{"model":"kimi","messages":[{"role":"user","content":[{"type":"text","text":"see"},'
+            b'{"type":"file","file":{"file_id":"f1"}}]}]}',
+            "messages[0].content[1]",
+        ),
+        (b'{"model":"kimi","messages":[{"role":"user","content":""}]}', "messages[0].content"),
+        (b'{"model":"kimi","messages":[{"role":"user"}]}', "messages[0].content"),
+        (
+            b'{"model":"kimi","messages":[{"role":"system","content":" "},{"role":"user","content":[]}]}',
+            "messages[1].content",
         ),
     ],
 )
