@@ -96,9 +96,12 @@ async def _add(pool: AccountPool, lines: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
+_EMPTY_POOL_HINT = "no accounts (add one: python -m token_service accounts add <JWT>)"
+
+
 def _print_accounts(accounts: Sequence[Account]) -> None:
     if not accounts:
-        print("no accounts (add one: python -m token_service accounts add <token>)")
+        print(_EMPTY_POOL_HINT)
     for a in accounts:
         hours = f"{a.hours_left:.1f}h" if a.hours_left is not None else "-"
         user = a.user_id or "-"
