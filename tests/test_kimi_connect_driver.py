@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-
 import aiohttp
 import pytest
 
@@ -17,8 +15,6 @@ from shared.errors import (
 )
 from shared.models import resolve_model
 from shared.schema import (
-    ChatOptions,
-    ChatRequest,
     Citation,
     Done,
     Event,
@@ -26,21 +22,16 @@ from shared.schema import (
     Message,
     ReasoningDelta,
     Start,
-    TextDelta,
 )
+from tests.driver_helpers import FAST, collect, text_of
+from tests.driver_helpers import call_for as shared_call_for
+from tests.driver_helpers import session as session  # the pytest fixture these tests use
 from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for
 from tests.kimi_sim.fixtures import SimServer
 from upstream_worker.kimi import ConnectDriver, Creds, Timeouts, UpstreamCall, driver_for
 from upstream_worker.kimi.failures import UpstreamStreamBusy
 
-FAST = Timeouts(connect_s=2.0, first_byte_s=5.0, idle_s=5.0)
 CHAT = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def creds_for(sim: SimServer) -> Creds:
@@ -58,23 +49,7 @@ def creds_for(sim: SimServer) -> Creds:
 def call_for(
     creds: Creds, model: str = "kimi-k2.5-instant", text: str = "hello", **options: object
 ) -> UpstreamCall:
-    spec = resolve_model(model)
-    assert spec is not None
-    request = ChatRequest(
-        request_id="r1",
-        model=model,
-        messages=[Message(role="user", content=text)],
-        options=ChatOptions(**options),  # type: ignore[arg-type]
-    )
-    return UpstreamCall(request=request, spec=spec, creds=creds)
-
-
-async def collect(driver: ConnectDriver, call: UpstreamCall) -> list[Event]:
-    return [event async for event in driver.chat(call)]
-
-
-def text_of(events: Sequence[Event]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
+    return shared_call_for(creds, model, text, **options)
 
 
 def chat_bodies(sim: SimServer) -> list[dict[str, object]]:

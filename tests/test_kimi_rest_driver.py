@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-
 import aiohttp
 import pytest
 
@@ -15,30 +13,19 @@ from shared.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from shared.models import resolve_model
 from shared.schema import (
-    ChatOptions,
-    ChatRequest,
     Citation,
     Done,
-    Event,
-    Message,
     ReasoningDelta,
     Start,
-    TextDelta,
 )
+from tests.driver_helpers import FAST, collect, text_of
+from tests.driver_helpers import call_for as shared_call_for
+from tests.driver_helpers import session as session  # the pytest fixture these tests use
 from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for
 from tests.kimi_sim.fixtures import SimServer
 from upstream_worker.kimi import Creds, RestDriver, Timeouts, UpstreamCall
 from upstream_worker.kimi.failures import UpstreamStreamBusy
-
-FAST = Timeouts(connect_s=2.0, first_byte_s=5.0, idle_s=5.0)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def creds_for(sim: SimServer, session: aiohttp.ClientSession, with_user_id: bool = True) -> Creds:
@@ -58,23 +45,7 @@ async def creds_for(sim: SimServer, session: aiohttp.ClientSession, with_user_id
 
 
 def call_for(creds: Creds, model: str = "kimi", text: str = "1+1=?", **options: object) -> UpstreamCall:
-    spec = resolve_model(model)
-    assert spec is not None
-    request = ChatRequest(
-        request_id="r1",
-        model=model,
-        messages=[Message(role="user", content=text)],
-        options=ChatOptions(**options),  # type: ignore[arg-type]
-    )
-    return UpstreamCall(request=request, spec=spec, creds=creds)
-
-
-async def collect(driver: RestDriver, call: UpstreamCall) -> list[Event]:
-    return [event async for event in driver.chat(call)]
-
-
-def text_of(events: Sequence[Event]) -> str:
-    return "".join(e.text for e in events if isinstance(e, TextDelta))
+    return shared_call_for(creds, model, text, **options)
 
 
 def completion_bodies(sim: SimServer) -> list[dict[str, object]]:
