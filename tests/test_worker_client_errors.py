@@ -8,16 +8,14 @@ import pytest
 from shared.schema import Done, ErrorEvent
 from shared.settings import PoolSettings
 from tests.kimi_sim.fixtures import SimServer
-from tests.test_worker_support import add_accounts, chat_request, enqueue, reply_events, worker_settings
+from tests.test_worker_support import add_accounts, chat_request, enqueue, reply_events, run_burst
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool
 from token_service.store import Account
-from upstream_worker.resources import open_worker
 
 
 async def _burst(redis_url: str, sim: SimServer) -> None:
-    async with open_worker(worker_settings(redis_url, sim.url)) as worker:
-        await worker.run(burst=True)
+    await run_burst(redis_url, sim.url)
 
 
 async def _account(redis, sim: SimServer, account_id: str) -> Account:

@@ -21,6 +21,7 @@ from tests.test_worker_support import (
     chat_request,
     enqueue,
     reply_events,
+    run_burst,
     text_of,
     wait_until,
     worker_settings,
@@ -35,8 +36,7 @@ CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 
 
 async def _burst(redis_url: str, sim: SimServer) -> None:
-    async with open_worker(worker_settings(redis_url, sim.url)) as worker:
-        await worker.run(burst=True)
+    await run_burst(redis_url, sim.url)
 
 
 async def _passthrough(redis, sim: SimServer, count: int) -> list[str]:

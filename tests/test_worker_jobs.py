@@ -18,6 +18,7 @@ from tests.test_worker_support import (
     enqueue,
     pending_count,
     reply_events,
+    run_burst,
     text_of,
     wait_until,
     worker_settings,
@@ -31,8 +32,7 @@ CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 
 
 async def _burst(redis_url: str, sim: SimServer, **overrides: object) -> None:
-    async with open_worker(worker_settings(redis_url, sim.url, **overrides)) as worker:
-        await worker.run(burst=True)
+    await run_burst(redis_url, sim.url, **overrides)
 
 
 async def _states(redis, sim: SimServer, ids: list[str]) -> dict[str, str]:

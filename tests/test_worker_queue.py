@@ -15,12 +15,11 @@ from tests.test_worker_support import (
     ensure_group,
     pending_count,
     reply_events,
+    run_burst,
     text_of,
-    worker_settings,
 )
 from upstream_worker import metrics
 from upstream_worker.publisher import ReplyPublisher
-from upstream_worker.resources import open_worker
 
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 CLAIM_IDLE_MS = 100
@@ -36,8 +35,7 @@ async def _deliver_to_dead_consumers(redis, deliveries: int) -> None:
 
 
 async def _burst(redis_url: str, sim: SimServer) -> None:
-    async with open_worker(worker_settings(redis_url, sim.url, claim_idle_ms=CLAIM_IDLE_MS)) as worker:
-        await worker.run(burst=True)
+    await run_burst(redis_url, sim.url, claim_idle_ms=CLAIM_IDLE_MS)
 
 
 def _chat_calls(sim: SimServer) -> int:

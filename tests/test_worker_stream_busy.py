@@ -18,14 +18,13 @@ from tests.test_worker_support import (
     chat_request,
     enqueue,
     reply_events,
+    run_burst,
     text_of,
     wait_until,
-    worker_settings,
 )
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool
 from token_service.store import Account
-from upstream_worker.resources import open_worker
 from upstream_worker.retries import MAX_STREAM_BUSY
 
 __all__ = ["stack_factory"]  # the fixture, imported for pytest
@@ -35,8 +34,7 @@ REST_PATH = "/completion/stream"
 
 
 async def _burst(redis_url: str, sim: SimServer) -> None:
-    async with open_worker(worker_settings(redis_url, sim.url)) as worker:
-        await worker.run(burst=True)
+    await run_burst(redis_url, sim.url)
 
 
 async def _accounts(redis, sim: SimServer, count: int, kind: str = "kimi_auth") -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from shared.settings import CommonSettings, PoolSettings, WorkerSettings
 from tests.kimi_sim.fixtures import SimServer
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool
+from upstream_worker.resources import open_worker
 
 MODEL = "kimi-k2.5-instant"
 
@@ -80,6 +81,12 @@ async def ensure_group(redis: aioredis.Redis) -> None:
 async def reply_events(redis: aioredis.Redis, job_id: str) -> list[Event]:
     entries = await redis.xrange(keys.reply_key(job_id))
     return [event for _id, fields in entries for event in events_decoder.decode(fields[b"e"])]
+
+
+async def run_burst(redis_url: str, sim_url: str, **overrides: Any) -> None:
+    """A real worker with test settings processes whatever is queued, then returns."""
+    async with open_worker(worker_settings(redis_url, sim_url, **overrides)) as worker:
+        await worker.run(burst=True)
 
 
 def text_of(events: list[Event]) -> str:
