@@ -33,7 +33,7 @@ from shared.schema import (
     Role,
     Usage,
 )
-from shared.tokens import estimate_prompt_tokens, estimate_tokens
+from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
 
 NAME: Final = "gemini"
 JSON_CONTENT_TYPE: Final = "application/json"

@@ -53,7 +53,7 @@ from shared.schema import (
     TextPart,
     Usage,
 )
-from shared.tokens import estimate_prompt_tokens, estimate_tokens
+from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
 
 NAME: Final = "openai"
 JSON_CONTENT_TYPE: Final = "application/json"

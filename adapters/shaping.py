@@ -5,7 +5,7 @@ spells it), and the text after a run of citations starts on a new line; citation
 
 Kimi's web chat takes neither stop sequences nor a maximum length, so the gateway enforces both on the answer
 it relays. It cuts at the first stop sequence, holding back any tail that could still grow into one, and stops
-once the answer would exceed `max_tokens` as counted by `shared.tokens.estimate_tokens` (the same estimator
+once the answer would exceed `max_tokens` as counted by `shared.usage_estimate.estimate_tokens` (the same estimator
 that reports usage, so a cut answer reports exactly `max_tokens` or fewer). Only answer text counts: reasoning
 is relayed whole, because a budget spent on thinking would leave a thinking model with no answer at all.
 """
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from shared.errors import GatewayError, error_from_kind
+from shared.errors import GatewayError, error_from_event
 from shared.schema import Citation, Done, ErrorEvent, Event, Keepalive, ReasoningDelta, TextDelta, Usage
-from shared.tokens import estimate_tokens
+from shared.usage_estimate import estimate_tokens
 
 StopCause = Literal["stop_sequence", "max_tokens"]
 
@@ -164,7 +164,7 @@ class LimitedRenderer:
             case Done(finish_reason=reason):
                 return self._done(reason)
             case ErrorEvent():
-                exc = error_from_kind(event.kind, event.message, status=event.status)
+                exc = error_from_event(event)
                 if not self.stream:
                     raise exc
                 return self.error(exc)

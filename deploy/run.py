@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.demo:
             sim_url = f"http://127.0.0.1:{args.sim_port}"
             env["KIMI_BASE_URL"] = sim_url
-            stack.start("simulator", ["-m", "tests.kimi_sim", "--port", str(args.sim_port)], env)
+            stack.start("simulator", ["-m", "kimi_sim", "--port", str(args.sim_port)], env)
             _wait_ready(stack, f"{sim_url}/__sim/state", "the Kimi simulator")
         stack.start("token_service", ["-m", "token_service"], env)
         for index in range(max(1, args.workers)):

@@ -21,14 +21,14 @@ from redis.exceptions import RedisError
 from adapters.base import Dialect, Renderer, RequestContext
 from gateway import metrics
 from gateway.auth import authenticate
-from gateway.replies import Entry, Subscription
+from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import POOL, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from shared.errors import (
     GatewayError,
     PayloadTooLarge,
     ServiceUnavailable,
     UpstreamTimeout,
-    error_from_kind,
+    error_from_event,
 )
 from shared.keys import CANCEL_TTL_S, JOBS_MAXLEN, JOBS_STREAM, REPLY_BLOCK_MS, cancel_key, reply_key
 from shared.logging import get_logger
@@ -57,7 +57,7 @@ log = get_logger("gateway.relay")
 
 
 @dataclass(slots=True)
-class Outcome:
+class RequestSummary:
     """What the canonical log line and the metrics say about one request."""
 
     dialect: str
@@ -97,7 +97,7 @@ async def handle_chat(request: web.Request, dialect: Dialect) -> web.StreamRespo
     started = time.perf_counter()
     request_id = uuid.uuid4().hex
     request[REQUEST_ID] = request_id
-    outcome = Outcome(dialect=dialect.name)
+    outcome = RequestSummary(dialect=dialect.name)
     metrics.IN_FLIGHT.inc()
     try:
         chat, ctx = await _prepare(request, dialect, request_id)
@@ -142,7 +142,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"The request body exceeds {limit} bytes.") from exc
 
 
-def _finish(request_id: str, outcome: Outcome, duration_s: float) -> None:
+def _finish(request_id: str, outcome: RequestSummary, duration_s: float) -> None:
     """The canonical log line and the request metrics."""
     metrics.REQUESTS.labels(outcome.dialect, outcome.model_label, str(outcome.status)).inc()
     metrics.REQUEST_DURATION.labels(outcome.dialect).observe(duration_s)
@@ -172,7 +172,7 @@ class Relay:
         dialect: Dialect,
         chat: ChatRequest,
         ctx: RequestContext,
-        outcome: Outcome,
+        outcome: RequestSummary,
         started: float,
     ) -> None:
         self.request = request
@@ -257,7 +257,7 @@ class Relay:
                 return await self._complete()
 
     @staticmethod
-    async def _read(subscription: Subscription, timeout_s: float) -> list[Entry]:
+    async def _read(subscription: Subscription, timeout_s: float) -> list[ReplyEntry]:
         async with redis_errors():
             return await subscription.get(timeout_s)
 
@@ -268,9 +268,7 @@ class Relay:
             if isinstance(event, ErrorEvent):
                 self.terminal = True
                 await self._send(b"".join(out))
-                raise error_from_kind(
-                    event.kind, event.message, status=event.status, retry_after_s=event.retry_after_s
-                )
+                raise error_from_event(event)
             if isinstance(event, Start) and event.account_id:
                 self.outcome.account_id = event.account_id
             if isinstance(event, _CHUNK_EVENTS):

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from shared.logging import get_logger
 
-Entry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
+ReplyEntry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
 
 #: How long a newly subscribed key may wait for the reader's current BLOCK to end by itself before the
 #: reader is unblocked: shorter than the worker's time from job to first event (about 4 ms on one VM).
@@ -43,11 +43,11 @@ class Subscription:
         self.key = key
         #: The id of the last entry the reader took from this stream (the next XREAD starts after it).
         self.last_id: bytes = b"0-0"
-        self._entries: list[Entry] = []
+        self._entries: list[ReplyEntry] = []
         self._error: RedisError | None = None
         self._waiter: asyncio.Future[None] | None = None
 
-    async def get(self, timeout_s: float) -> list[Entry]:
+    async def get(self, timeout_s: float) -> list[ReplyEntry]:
         """The entries read since the last call, waiting up to `timeout_s` for some ([] on timeout)."""
         if not self._entries and self._error is None:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
@@ -64,7 +64,7 @@ class Subscription:
             raise self._error
         return []
 
-    def _deliver(self, entries: list[Entry]) -> None:
+    def _deliver(self, entries: list[ReplyEntry]) -> None:
         self.last_id = entries[-1][0]
         self._entries += entries
         if self._waiter is not None:

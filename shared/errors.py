@@ -18,59 +18,31 @@
     ├── ServiceUnavailable            503 Redis down, no worker, no account
     └── Cancelled                     499 the client went away
 
-Every error travels as a canonical `ErrorEvent` (see schema.py) from worker to gateway with its `kind`; each
-adapter renders a kind into its dialect's status and JSON. Handlers just raise.
+Each class declares its `kind` and `http_status` once; everything else is derived from the classes: the set of
+kinds, the status of a kind, and the class a kind is rebuilt as. Every error travels as a canonical `ErrorEvent`
+(see schema.py) from worker to gateway with its `kind`; `error_event` and `error_from_event` are the one mapping
+between the two. Each adapter renders a kind into its dialect's status and JSON. Handlers just raise.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-ErrorKind = Literal[
-    "invalid_request",
-    "authentication",
-    "permission",
-    "not_found",
-    "model_not_found",
-    "too_large",
-    "rate_limited",
-    "overloaded",
-    "upstream",
-    "upstream_auth",
-    "unavailable",
-    "timeout",
-    "protocol",
-    "content_filter",
-    "cancelled",
-    "internal",
-]
+from shared.schema import ErrorEvent
 
-#: The HTTP status each kind answers with, before the first byte of a response.
-STATUS_OF_KIND: dict[str, int] = {
-    "invalid_request": 400,
-    "authentication": 401,
-    "permission": 403,
-    "not_found": 404,
-    "model_not_found": 404,
-    "too_large": 413,
-    "rate_limited": 429,
-    "overloaded": 503,
-    "upstream": 502,
-    "upstream_auth": 503,  # our account was refused; a 401 would blame the client key
-    "unavailable": 503,
-    "timeout": 504,
-    "protocol": 502,
-    "content_filter": 400,
-    "cancelled": 499,
-    "internal": 500,
-}
+#: kind → the class an `ErrorEvent` of that kind is rebuilt as: the first class that declares the kind, unless
+#: a later one says `rebuilds_kind = True` (the worker's view of a kind is the one the gateway must re-raise).
+_CLASS_OF_KIND: dict[str, type[GatewayError]] = {}
 
 
 class GatewayError(Exception):
     """Base of every error the system raises on purpose."""
 
-    kind: ClassVar[ErrorKind] = "internal"
+    kind: ClassVar[str] = "internal"
+    #: The HTTP status of the kind, before the first byte of a response.
+    http_status: ClassVar[int] = 500
     retryable: ClassVar[bool] = False
+    rebuilds_kind: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -86,110 +58,131 @@ class GatewayError(Exception):
         self.retry_after_s = retry_after_s
         self._status = status
 
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        declares = "kind" in cls.__dict__ and cls.kind not in _CLASS_OF_KIND
+        if declares or cls.__dict__.get("rebuilds_kind", False):
+            _CLASS_OF_KIND[cls.kind] = cls
+
     @property
     def status(self) -> int:
-        return self._status if self._status is not None else STATUS_OF_KIND[self.kind]
+        return self._status if self._status is not None else self.http_status
+
+
+_CLASS_OF_KIND["internal"] = GatewayError
 
 
 class ClientError(GatewayError):
-    kind: ClassVar[ErrorKind] = "invalid_request"
+    kind: ClassVar[str] = "invalid_request"
+    http_status: ClassVar[int] = 400
 
 
 class BadRequest(ClientError):
-    kind: ClassVar[ErrorKind] = "invalid_request"
+    rebuilds_kind = True
 
 
 class AuthenticationFailed(ClientError):
-    kind: ClassVar[ErrorKind] = "authentication"
+    kind: ClassVar[str] = "authentication"
+    http_status: ClassVar[int] = 401
 
 
 class PermissionDenied(ClientError):
-    kind: ClassVar[ErrorKind] = "permission"
+    kind: ClassVar[str] = "permission"
+    http_status: ClassVar[int] = 403
 
 
 class NotFound(ClientError):
-    kind: ClassVar[ErrorKind] = "not_found"
+    kind: ClassVar[str] = "not_found"
+    http_status: ClassVar[int] = 404
 
 
 class ModelNotFound(NotFound):
-    kind: ClassVar[ErrorKind] = "model_not_found"
+    kind: ClassVar[str] = "model_not_found"
 
 
 class PayloadTooLarge(ClientError):
-    kind: ClassVar[ErrorKind] = "too_large"
+    kind: ClassVar[str] = "too_large"
+    http_status: ClassVar[int] = 413
 
 
 class RateLimited(GatewayError):
-    kind: ClassVar[ErrorKind] = "rate_limited"
+    kind: ClassVar[str] = "rate_limited"
+    http_status: ClassVar[int] = 429
     retryable = True
 
 
 class UpstreamError(GatewayError):
-    kind: ClassVar[ErrorKind] = "upstream"
+    kind: ClassVar[str] = "upstream"
+    http_status: ClassVar[int] = 502
     retryable = True
 
 
 class UpstreamAuthError(UpstreamError):
-    kind: ClassVar[ErrorKind] = "upstream_auth"
+    kind: ClassVar[str] = "upstream_auth"
+    http_status: ClassVar[int] = 503  # our account was refused; a 401 would blame the client key
 
 
 class UpstreamRateLimited(UpstreamError):
-    kind: ClassVar[ErrorKind] = "rate_limited"
+    kind: ClassVar[str] = "rate_limited"
+    http_status: ClassVar[int] = 429
+    rebuilds_kind = True
 
 
 class UpstreamOverloaded(UpstreamError):
-    kind: ClassVar[ErrorKind] = "overloaded"
+    kind: ClassVar[str] = "overloaded"
+    http_status: ClassVar[int] = 503
 
 
 class UpstreamUnavailable(UpstreamError):
-    kind: ClassVar[ErrorKind] = "unavailable"
+    kind: ClassVar[str] = "unavailable"
+    http_status: ClassVar[int] = 503
 
 
 class UpstreamTimeout(UpstreamError):
-    kind: ClassVar[ErrorKind] = "timeout"
+    kind: ClassVar[str] = "timeout"
+    http_status: ClassVar[int] = 504
 
 
 class UpstreamProtocolError(UpstreamError):
-    kind: ClassVar[ErrorKind] = "protocol"
+    kind: ClassVar[str] = "protocol"
+    http_status: ClassVar[int] = 502
 
 
 class ContentFiltered(UpstreamError):
-    kind: ClassVar[ErrorKind] = "content_filter"
+    kind: ClassVar[str] = "content_filter"
+    http_status: ClassVar[int] = 400
     retryable = False
 
 
 class ServiceUnavailable(GatewayError):
-    kind: ClassVar[ErrorKind] = "unavailable"
+    kind: ClassVar[str] = "unavailable"
+    http_status: ClassVar[int] = 503
     retryable = True
 
 
 class Cancelled(GatewayError):
-    kind: ClassVar[ErrorKind] = "cancelled"
+    kind: ClassVar[str] = "cancelled"
+    http_status: ClassVar[int] = 499
 
 
-_CLASS_OF_KIND: dict[str, type[GatewayError]] = {
-    "invalid_request": BadRequest,
-    "authentication": AuthenticationFailed,
-    "permission": PermissionDenied,
-    "not_found": NotFound,
-    "model_not_found": ModelNotFound,
-    "too_large": PayloadTooLarge,
-    "rate_limited": UpstreamRateLimited,
-    "overloaded": UpstreamOverloaded,
-    "upstream": UpstreamError,
-    "upstream_auth": UpstreamAuthError,
-    "unavailable": UpstreamUnavailable,
-    "timeout": UpstreamTimeout,
-    "protocol": UpstreamProtocolError,
-    "content_filter": ContentFiltered,
-    "cancelled": Cancelled,
-    "internal": GatewayError,
-}
+#: Every kind an error can have, each with its HTTP status.
+STATUS_OF_KIND: dict[str, int] = {kind: cls.http_status for kind, cls in _CLASS_OF_KIND.items()}
 
 
-def error_from_kind(
-    kind: str, message: str, *, status: int | None = None, retry_after_s: float | None = None
-) -> GatewayError:
-    """Rebuild an exception from a canonical error event (worker → gateway)."""
-    cls = _CLASS_OF_KIND.get(kind, GatewayError)
-    return cls(message, status=status, retry_after_s=retry_after_s)
+def error_event(exc: BaseException) -> ErrorEvent:
+    """The reply-stream event of a failure; anything but a GatewayError is an `internal` error."""
+    if isinstance(exc, GatewayError):
+        return ErrorEvent(
+            kind=exc.kind,
+            message=exc.message,
+            retryable=exc.retryable,
+            status=exc.status,
+            retry_after_s=exc.retry_after_s,
+        )
+    return ErrorEvent(kind="internal", message="the worker failed while running this request")
+
+
+def error_from_event(event: ErrorEvent) -> GatewayError:
+    """The exception of a reply-stream error (worker → gateway): its kind's class, its status."""
+    cls = _CLASS_OF_KIND.get(event.kind, GatewayError)
+    return cls(event.message, status=event.status, retry_after_s=event.retry_after_s)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
-Protocol = Literal["rest", "connect"]
+UpstreamProtocol = Literal["rest", "connect"]
 
 K1_KIMIPLUS_ID = "crm40ee9e5jvhsn7ptcg"
 AGENT_KIMIPLUS_ID = "ok-computer"
@@ -24,7 +24,7 @@ _FLAGS = ("search", "silent", "research", "k1", "math", "thinking")
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     id: str
-    protocol: Protocol
+    protocol: UpstreamProtocol
     scenario: str = "SCENARIO_K2"
     thinking: bool = False
     search: bool = False

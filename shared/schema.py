@@ -39,9 +39,27 @@ Part = TextPart | ImagePart | FilePart
 Role = Literal["system", "user", "assistant", "tool"]
 
 
+class ToolCall(_Internal):
+    """A call the model made: in an assistant message of the history, or in a `ToolCallEvent` of the answer."""
+
+    #: The id the client sees and sends back with the result (OpenAI `tool_calls[].id`, Anthropic `tool_use.id`).
+    id: str
+    name: str
+    #: The arguments as compact JSON text of an object (OpenAI and Responses carry it as a string already).
+    arguments: str
+
+
 class Message(_Internal):
     role: Role
     content: str | list[Part]
+    #: An assistant message's calls (OpenAI `tool_calls`, Anthropic `tool_use` blocks, Gemini `functionCall`).
+    tool_calls: list[ToolCall] | None = None
+    #: A `tool` message: the call it answers (OpenAI `tool_call_id`, Anthropic `tool_use_id`, Gemini id or name).
+    tool_call_id: str | None = None
+    #: A `tool` message: the tool's name, when the dialect says it (Gemini `functionResponse.name`).
+    name: str | None = None
+    #: A `tool` message whose result is an error (Anthropic `is_error`).
+    is_error: bool = False
 
     def text(self) -> str:
         """The message's text parts joined; images and files carry no text."""
@@ -66,6 +84,24 @@ class ChatOptions(_Internal):
     keep_chat: bool = False
 
 
+class ToolSpec(_Internal):
+    """A tool the client declared, whatever its dialect called it (function, tool, functionDeclaration)."""
+
+    name: str
+    description: str = ""
+    #: The JSON Schema of the arguments, as compact JSON text (`{}` when the client gave none).
+    parameters: str = "{}"
+
+
+class ToolChoice(_Internal):
+    """How the model may use the tools: `auto`, `none`, `required` (some tool), or `named` (`name` only)."""
+
+    mode: Literal["auto", "none", "required", "named"] = "auto"
+    name: str | None = None
+    #: Gemini `allowedFunctionNames`: the calls are restricted to these (None: every declared tool).
+    allowed: list[str] | None = None
+
+
 class ChatRequest(_Internal):
     request_id: str
     model: str
@@ -78,6 +114,11 @@ class ChatRequest(_Internal):
     dialect: str = "openai"
     #: Restrict the lease to these account ids (pass-through tokens become ephemeral accounts).
     account_ids: list[str] | None = None
+    #: Tools the model may call; empty when the client declared none.
+    tools: list[ToolSpec] = msgspec.field(default_factory=list)
+    tool_choice: ToolChoice = msgspec.field(default_factory=ToolChoice)
+    #: False: at most one call per answer (OpenAI `parallel_tool_calls`, Anthropic `disable_parallel_tool_use`).
+    parallel_tool_calls: bool = True
 
 
 class Job(_Internal):
@@ -89,7 +130,7 @@ class Job(_Internal):
 
 # ---------------------------------------------------------------- reply events
 
-FinishReason = Literal["stop", "length", "content_filter"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls"]
 
 
 class Start(_Internal, tag="start"):
@@ -111,6 +152,17 @@ class Citation(_Internal, tag="cite"):
     index: int
     title: str
     url: str
+
+
+class ToolCallEvent(_Internal, tag="tool_call"):
+    """One complete, validated call of the answer (`index` counts calls from 0 within the answer).
+
+    Calls are published whole: the web lanes validate each against its tool's schema before anything of it is
+    sent. Renderers split `call.arguments` into their dialect's argument fragments when they stream.
+    """
+
+    index: int
+    call: ToolCall
 
 
 class Usage(_Internal, tag="usage"):
@@ -138,7 +190,7 @@ class ErrorEvent(_Internal, tag="error"):
     retry_after_s: float | None = None
 
 
-Event = Start | TextDelta | ReasoningDelta | Citation | Usage | Keepalive | Done | ErrorEvent
+Event = Start | TextDelta | ReasoningDelta | Citation | ToolCallEvent | Usage | Keepalive | Done | ErrorEvent
 TERMINAL_EVENTS = (Done, ErrorEvent)
 
 # ---------------------------------------------------------------- codecs, built once

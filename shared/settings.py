@@ -1,226 +1,256 @@
 """One frozen Settings object per service, parsed from the environment once, at the edge.
 
-Names of ../shared/DESIGN.md §2 are the contract (REDIS_URL, KIMI_BASE_URL, ADMIN_API_KEY, GATEWAY_API_KEYS,
-LOG_LEVEL, LOG_FORMAT, GATEWAY_PORT, TOKEN_SERVICE_PORT, WORKER_METRICS_PORT); the rest are additions, each
-documented in README.md and .env.example. Business code never reads os.environ; tests build Settings directly.
+Every setting is declared once, as a field of a group: its environment variable, type, default and a one-line
+doc (`setting(...)`). One generic loader (`SettingsGroup.from_env`) reads every group; a field whose type is
+itself a group is loaded from the same environment. Names of ../shared/DESIGN.md §2 are the contract
+(REDIS_URL, KIMI_BASE_URL, ADMIN_API_KEY, GATEWAY_API_KEYS, LOG_LEVEL, LOG_FORMAT, GATEWAY_PORT,
+TOKEN_SERVICE_PORT, WORKER_METRICS_PORT); `declared_settings()` lists them all for .env.example and its test.
+Business code never reads os.environ; tests build Settings directly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar, get_type_hints
 
 from shared.secret import Secret
 
-
-def _str(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, "").strip()
-    return value or default
+_G = TypeVar("_G", bound="SettingsGroup")
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+def setting(
+    env: str,
+    default: Any = dataclasses.MISSING,
+    doc: str = "",
+    *,
+    default_factory: Callable[[], Any] | None = None,
+    normalize: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A field read from the environment variable `env`; `normalize` runs on a parsed (not default) value."""
+    metadata = {"env": env, "doc": doc, "normalize": normalize}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """One environment variable as declared: for .env.example, the README and their tests."""
+
+    env: str
+    default: Any
+    doc: str
+    group: str
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"{name} must be a boolean (true/false), got {raw!r}")
+class SettingsGroup:
+    """Base of every settings group: the one loader that reads each field's variable by its type."""
+
+    __slots__ = ()
+    #: Fields parsed from a comma-separated list.
+    _LIST_SEPARATOR: ClassVar[str] = ","
+
+    @classmethod
+    def from_env(cls: type[_G], environ: Mapping[str, str] | None = None) -> _G:
+        environ = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            hint = hints[f.name]
+            if isinstance(hint, type) and issubclass(hint, SettingsGroup):
+                values[f.name] = hint.from_env(environ)
+                continue
+            name = f.metadata.get("env")
+            raw = environ.get(name, "").strip() if name else ""
+            if not name or not raw:
+                continue
+            value = _parse(hint, name, raw)
+            normalize = f.metadata.get("normalize")
+            values[f.name] = normalize(value) if normalize else value
+        return cls(**values)
 
 
-def _secret(env: Mapping[str, str], name: str) -> Secret | None:
-    raw = env.get(name, "").strip()
-    return Secret(raw) if raw else None
+def _parse(hint: Any, name: str, raw: str) -> Any:
+    if hint is str:
+        return raw
+    if hint is bool:
+        lowered = raw.lower()
+        if lowered in _TRUE or lowered in _FALSE:
+            return lowered in _TRUE
+        raise ValueError(f"{name} must be a boolean (true/false), got {raw!r}")
+    if hint is int or hint is float:
+        try:
+            return hint(raw)
+        except ValueError:
+            kind = "an integer" if hint is int else "a number"
+            raise ValueError(f"{name} must be {kind}, got {raw!r}") from None
+    if hint == Secret | None:
+        return Secret(raw)
+    if hint == tuple[Secret, ...]:
+        return tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
+    if hint == tuple[str, ...]:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    raise TypeError(f"no parser for {name} of type {hint!r}")
 
 
 def _default_log_format() -> str:
     return "console" if sys.stderr.isatty() else "json"
 
 
+def _default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 @dataclass(frozen=True, slots=True)
-class CommonSettings:
+class CommonSettings(SettingsGroup):
     """What every process needs."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    kimi_base_url: str = "https://www.kimi.com"
-    admin_api_key: Secret | None = None
-    log_level: str = "INFO"
-    log_format: str = "json"
+    redis_url: str = setting("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis for jobs, replies and accounts")
+    kimi_base_url: str = setting(
+        "KIMI_BASE_URL",
+        "https://www.kimi.com",
+        "Kimi web origin; REST /api/... and Connect /apiv2/... hang off it",
+        normalize=lambda url: url.rstrip("/"),
+    )
+    admin_api_key: Secret | None = setting(
+        "ADMIN_API_KEY", None, "admin routes key; unset = loopback callers only"
+    )
+    log_level: str = setting("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR", normalize=str.upper)
+    log_format: str = setting(
+        "LOG_FORMAT",
+        doc="json (default) or console (default on a TTY)",
+        default_factory=_default_log_format,
+        normalize=str.lower,
+    )
     #: Fail fast when Redis does not answer (LiteLLM PR #35273: no socket timeout → every request hangs).
-    redis_socket_timeout_s: float = 5.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> CommonSettings:
-        env = os.environ if env is None else env
-        return cls(
-            redis_url=_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
-            kimi_base_url=_str(env, "KIMI_BASE_URL", "https://www.kimi.com").rstrip("/"),
-            admin_api_key=_secret(env, "ADMIN_API_KEY"),
-            log_level=_str(env, "LOG_LEVEL", "INFO").upper(),
-            log_format=_str(env, "LOG_FORMAT", _default_log_format()).lower(),
-            redis_socket_timeout_s=_float(env, "REDIS_SOCKET_TIMEOUT_S", 5.0),
-        )
+    redis_socket_timeout_s: float = setting("REDIS_SOCKET_TIMEOUT_S", 5.0, "socket timeout of Redis commands")
 
 
 @dataclass(frozen=True, slots=True)
-class PoolSettings:
+class PoolSettings(SettingsGroup):
     """How the account pool behaves; read by the token service and by every worker (the lease library)."""
 
     #: Kimi allows one active stream per user (chat.user_stream_pushing), so one lease per account by default.
-    max_concurrency_per_account: int = 1
+    max_concurrency_per_account: int = setting(
+        "ACCOUNT_MAX_CONCURRENCY", 1, "parallel requests per Kimi account"
+    )
     #: A crashed worker's lease frees itself after this long; live workers extend it while streaming.
-    lease_ttl_s: int = 120
-    #: Refresh an access token this long before its own `exp`.
-    refresh_margin_s: int = 60
-    cooldown_429_s: int = 60
-    cooldown_overload_s: int = 30
-    cooldown_error_s: int = 30
+    lease_ttl_s: int = setting("LEASE_TTL_S", 120, "a crashed worker's lease frees itself after this")
+    refresh_margin_s: int = setting("REFRESH_MARGIN_S", 60, "refresh an access token this long before exp")
+    cooldown_429_s: int = setting("COOLDOWN_429_S", 60, "cooling after a 429 without Retry-After")
+    cooldown_overload_s: int = setting("COOLDOWN_OVERLOAD_S", 30, "cooling after Kimi says it is overloaded")
+    cooldown_error_s: int = setting("COOLDOWN_ERROR_S", 30, "cooling after other upstream errors")
     #: The free long-text quota window (30 rounds per 3 hours).
-    quota_window_s: int = 3 * 3600
-    #: Pass-through `Bearer T1,T2` tokens live this long as ephemeral accounts.
-    ephemeral_ttl_s: int = 3600
-    token_encryption_key: Secret | None = None
-    probe_interval_s: float = 30.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> PoolSettings:
-        env = os.environ if env is None else env
-        return cls(
-            max_concurrency_per_account=_int(env, "ACCOUNT_MAX_CONCURRENCY", 1),
-            lease_ttl_s=_int(env, "LEASE_TTL_S", 120),
-            refresh_margin_s=_int(env, "REFRESH_MARGIN_S", 60),
-            cooldown_429_s=_int(env, "COOLDOWN_429_S", 60),
-            cooldown_overload_s=_int(env, "COOLDOWN_OVERLOAD_S", 30),
-            cooldown_error_s=_int(env, "COOLDOWN_ERROR_S", 30),
-            quota_window_s=_int(env, "QUOTA_WINDOW_S", 3 * 3600),
-            ephemeral_ttl_s=_int(env, "EPHEMERAL_ACCOUNT_TTL_S", 3600),
-            token_encryption_key=_secret(env, "TOKEN_ENCRYPTION_KEY"),
-            probe_interval_s=_float(env, "PROBE_INTERVAL_S", 30.0),
-        )
+    quota_window_s: int = setting("QUOTA_WINDOW_S", 3 * 3600, "cooling after the long-text quota is used up")
+    ephemeral_ttl_s: int = setting(
+        "EPHEMERAL_ACCOUNT_TTL_S", 3600, "pass-through Bearer T1,T2 tokens live this long as accounts"
+    )
+    token_encryption_key: Secret | None = setting(
+        "TOKEN_ENCRYPTION_KEY", None, "Fernet key (or passphrase) encrypting tokens at rest"
+    )
+    probe_interval_s: float = setting("PROBE_INTERVAL_S", 30.0, "the prober's pass interval")
 
 
 @dataclass(frozen=True, slots=True)
-class GatewaySettings:
-    common: CommonSettings = field(default_factory=CommonSettings)
-    pool: PoolSettings = field(default_factory=PoolSettings)
-    host: str = "0.0.0.0"
-    port: int = 8000
-    api_keys: tuple[Secret, ...] = ()
+class UpstreamTimeouts(SettingsGroup):
+    """Upstream deadlines (seconds), read by the worker's drivers."""
+
+    connect_s: float = setting("KIMI_CONNECT_TIMEOUT_S", 15.0, "TCP + TLS connect to Kimi")
+    first_byte_s: float = setting("KIMI_FIRST_BYTE_TIMEOUT_S", 120.0, "Kimi's first byte of an answer")
+    #: Agent lanes think for minutes before the first token.
+    agent_first_byte_s: float = setting(
+        "KIMI_AGENT_FIRST_BYTE_TIMEOUT_S", 600.0, "first byte on the agent lanes"
+    )
+    #: Longest silence between two chunks once the body has started.
+    idle_s: float = setting("KIMI_IDLE_TIMEOUT_S", 90.0, "longest silence between two upstream chunks")
+
+    def first_byte_for(self, is_agent: bool) -> float:
+        return self.agent_first_byte_s if is_agent else self.first_byte_s
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings(SettingsGroup):
+    common: CommonSettings = dataclasses.field(default_factory=CommonSettings)
+    pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
+    host: str = setting("GATEWAY_HOST", "0.0.0.0", "the gateway's bind address")
+    port: int = setting("GATEWAY_PORT", 8000, "the gateway's port")
+    api_keys: tuple[Secret, ...] = setting(
+        "GATEWAY_API_KEYS", (), "comma-separated client keys; unset = open gateway"
+    )
     #: Accept `Bearer <kimi token>[,<kimi token>…]` from clients as ephemeral accounts.
-    allow_passthrough: bool = True
-    max_body_bytes: int = 32 * 1024 * 1024
+    allow_passthrough: bool = setting(
+        "ALLOW_PASSTHROUGH_TOKENS", True, "serve clients that bring their own Kimi tokens"
+    )
+    max_body_bytes: int = setting("MAX_BODY_BYTES", 32 * 1024 * 1024, "largest request body")
     #: Overall deadline of one request, queue wait included.
-    request_timeout_s: float = 600.0
+    request_timeout_s: float = setting("REQUEST_TIMEOUT_S", 600.0, "overall deadline of one request")
     #: Longest silence from the worker (no event, no keep-alive) before the gateway gives up.
-    idle_timeout_s: float = 120.0
+    idle_timeout_s: float = setting("IDLE_TIMEOUT_S", 120.0, "longest silence from the worker")
     #: SSE keep-alive period while waiting for the first token (client-formats.md §4: ≤ 15 s).
-    keepalive_interval_s: float = 10.0
+    keepalive_interval_s: float = setting("KEEPALIVE_INTERVAL_S", 10.0, "SSE keep-alive period")
     #: A worker heartbeat older than this does not count for /readyz.
-    worker_stale_s: float = 15.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewaySettings:
-        env = os.environ if env is None else env
-        keys = tuple(Secret(k.strip()) for k in env.get("GATEWAY_API_KEYS", "").split(",") if k.strip())
-        return cls(
-            common=CommonSettings.from_env(env),
-            pool=PoolSettings.from_env(env),
-            host=_str(env, "GATEWAY_HOST", "0.0.0.0"),
-            port=_int(env, "GATEWAY_PORT", 8000),
-            api_keys=keys,
-            allow_passthrough=_bool(env, "ALLOW_PASSTHROUGH_TOKENS", True),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 32 * 1024 * 1024),
-            request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", 600.0),
-            idle_timeout_s=_float(env, "IDLE_TIMEOUT_S", 120.0),
-            keepalive_interval_s=_float(env, "KEEPALIVE_INTERVAL_S", 10.0),
-            worker_stale_s=_float(env, "WORKER_STALE_S", 15.0),
-        )
+    worker_stale_s: float = setting("WORKER_STALE_S", 15.0, "a worker heartbeat older than this is dead")
 
 
 @dataclass(frozen=True, slots=True)
-class TokenServiceSettings:
-    common: CommonSettings = field(default_factory=CommonSettings)
-    pool: PoolSettings = field(default_factory=PoolSettings)
-    host: str = "0.0.0.0"
-    port: int = 8001
+class TokenServiceSettings(SettingsGroup):
+    common: CommonSettings = dataclasses.field(default_factory=CommonSettings)
+    pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
+    host: str = setting("TOKEN_SERVICE_HOST", "0.0.0.0", "the token service's bind address")
+    port: int = setting("TOKEN_SERVICE_PORT", 8001, "the token service's port")
+    #: Admin bodies are token lists: a megabyte is thousands of tokens.
     max_body_bytes: int = 1024 * 1024
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TokenServiceSettings:
-        env = os.environ if env is None else env
-        return cls(
-            common=CommonSettings.from_env(env),
-            pool=PoolSettings.from_env(env),
-            host=_str(env, "TOKEN_SERVICE_HOST", "0.0.0.0"),
-            port=_int(env, "TOKEN_SERVICE_PORT", 8001),
-        )
-
 
 @dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    common: CommonSettings = field(default_factory=CommonSettings)
-    pool: PoolSettings = field(default_factory=PoolSettings)
-    host: str = "0.0.0.0"
-    metrics_port: int = 8002
-    #: Concurrent jobs per worker process.
-    concurrency: int = 32
-    consumer_name: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+class WorkerSettings(SettingsGroup):
+    common: CommonSettings = dataclasses.field(default_factory=CommonSettings)
+    pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
+    timeouts: UpstreamTimeouts = dataclasses.field(default_factory=UpstreamTimeouts)
+    host: str = setting("WORKER_HOST", "0.0.0.0", "the worker's /metrics bind address")
+    metrics_port: int = setting("WORKER_METRICS_PORT", 8002, "the worker's /metrics and /healthz port")
+    concurrency: int = setting("WORKER_CONCURRENCY", 32, "concurrent jobs per worker process")
+    consumer_name: str = setting(
+        "WORKER_NAME", doc="consumer name (default hostname-pid)", default_factory=_default_consumer_name
+    )
     #: A pending job idle this long belongs to a dead consumer (live workers touch their jobs more often).
-    claim_idle_ms: int = 30_000
-    max_deliveries: int = 3
-    #: Accounts tried before the first token, per job.
-    max_attempts: int = 3
-    connect_timeout_s: float = 15.0
-    first_byte_timeout_s: float = 120.0
-    #: Agent lanes think for minutes before the first token.
-    agent_first_byte_timeout_s: float = 600.0
-    idle_timeout_s: float = 90.0
-    heartbeat_interval_s: float = 5.0
+    claim_idle_ms: int = setting("WORKER_CLAIM_IDLE_MS", 30_000, "a pending job idle this long is reclaimed")
+    max_deliveries: int = setting("WORKER_MAX_DELIVERIES", 3, "deliveries before a job is dead-lettered")
+    max_attempts: int = setting("WORKER_MAX_ATTEMPTS", 3, "accounts tried before the first token, per job")
+    heartbeat_interval_s: float = setting("WORKER_HEARTBEAT_INTERVAL_S", 5.0, "heartbeat period")
     #: While a job waits for Kimi's first event, a Keepalive goes on its reply stream this often, so the
     #: gateway's IDLE_TIMEOUT_S (120 s) measures real silence only; keep it at most a quarter of that.
-    keepalive_interval_s: float = 10.0
+    keepalive_interval_s: float = setting(
+        "WORKER_KEEPALIVE_INTERVAL_S", 10.0, "keep-alive period before the first token"
+    )
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerSettings:
-        env = os.environ if env is None else env
-        return cls(
-            common=CommonSettings.from_env(env),
-            pool=PoolSettings.from_env(env),
-            host=_str(env, "WORKER_HOST", "0.0.0.0"),
-            metrics_port=_int(env, "WORKER_METRICS_PORT", 8002),
-            concurrency=_int(env, "WORKER_CONCURRENCY", 32),
-            consumer_name=_str(env, "WORKER_NAME", f"{socket.gethostname()}-{os.getpid()}"),
-            claim_idle_ms=_int(env, "WORKER_CLAIM_IDLE_MS", 30_000),
-            max_deliveries=_int(env, "WORKER_MAX_DELIVERIES", 3),
-            max_attempts=_int(env, "WORKER_MAX_ATTEMPTS", 3),
-            connect_timeout_s=_float(env, "KIMI_CONNECT_TIMEOUT_S", 15.0),
-            first_byte_timeout_s=_float(env, "KIMI_FIRST_BYTE_TIMEOUT_S", 120.0),
-            agent_first_byte_timeout_s=_float(env, "KIMI_AGENT_FIRST_BYTE_TIMEOUT_S", 600.0),
-            idle_timeout_s=_float(env, "KIMI_IDLE_TIMEOUT_S", 90.0),
-            heartbeat_interval_s=_float(env, "WORKER_HEARTBEAT_INTERVAL_S", 5.0),
-            keepalive_interval_s=_float(env, "WORKER_KEEPALIVE_INTERVAL_S", 10.0),
-        )
+
+SERVICE_SETTINGS: tuple[type[SettingsGroup], ...] = (GatewaySettings, TokenServiceSettings, WorkerSettings)
+
+
+def declared_settings() -> Iterator[Declared]:
+    """Every environment variable any service reads, once each, in declaration order."""
+    seen: set[str] = set()
+    for group in _groups(SERVICE_SETTINGS):
+        for f in dataclasses.fields(group):  # type: ignore[arg-type]
+            name = f.metadata.get("env")
+            if name and name not in seen:
+                seen.add(name)
+                default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+                yield Declared(name, default, f.metadata.get("doc", ""), group.__name__)
+
+
+def _groups(roots: tuple[type[SettingsGroup], ...]) -> Iterator[type[SettingsGroup]]:
+    for root in roots:
+        hints = get_type_hints(root)
+        for f in dataclasses.fields(root):  # type: ignore[arg-type]
+            hint = hints[f.name]
+            if isinstance(hint, type) and issubclass(hint, SettingsGroup):
+                yield from _groups((hint,))
+        yield root

@@ -1,1 +1,1 @@
-"""Test suite; the Kimi simulator lives in tests/kimi_sim."""
+"""Test suite; the Kimi simulator it runs is the top-level `kimi_sim` package."""

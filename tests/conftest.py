@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from shared.redis_server import RedisHandle, ensure_redis
 
-pytest_plugins = ["tests.kimi_sim.fixtures"]
+pytest_plugins = ["tests.sim_fixtures"]
 
 
 @pytest.fixture(scope="session")

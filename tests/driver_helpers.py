@@ -10,9 +10,10 @@ import pytest
 
 from shared.models import resolve_model
 from shared.schema import ChatOptions, ChatRequest, Event, Message, TextDelta
-from upstream_worker.kimi import Creds, Timeouts, UpstreamCall
+from shared.settings import UpstreamTimeouts
+from upstream_worker.kimi import Creds, UpstreamCall
 
-FAST = Timeouts(connect_s=2.0, first_byte_s=5.0, idle_s=5.0)
+FAST = UpstreamTimeouts(connect_s=2.0, first_byte_s=5.0, idle_s=5.0)
 
 
 class _Driver(Protocol):

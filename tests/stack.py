@@ -31,9 +31,9 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
+from kimi_sim.server import SimServer
 from shared import keys
-from shared.settings import CommonSettings, GatewaySettings, PoolSettings, WorkerSettings
-from tests.kimi_sim.fixtures import SimServer
+from shared.settings import CommonSettings, GatewaySettings, PoolSettings, UpstreamTimeouts, WorkerSettings
 from tests.procs import Proc, Procs
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool
@@ -98,7 +98,7 @@ class Stack:
         return log
 
     async def arm(self, name: str, **params: Any) -> None:
-        """Arm a simulator fault (tests/kimi_sim/README.md)."""
+        """Arm a simulator fault (kimi_sim/README.md)."""
         async with (
             aiohttp.ClientSession() as session,
             session.post(f"{self.sim.url}/__sim/faults", json={"name": name, **params}) as resp,
@@ -152,9 +152,7 @@ async def stack_factory(
                 concurrency=4,
                 consumer_name=f"sdk-{uuid.uuid4().hex[:6]}",
                 heartbeat_interval_s=0.1,
-                connect_timeout_s=2.0,
-                first_byte_timeout_s=30.0,
-                idle_timeout_s=30.0,
+                timeouts=UpstreamTimeouts(connect_s=2.0, first_byte_s=30.0, idle_s=30.0),
             )
             worker_settings = dataclasses.replace(worker_settings, **(worker_overrides or {}))
             worker = await exits.enter_async_context(open_worker(worker_settings))

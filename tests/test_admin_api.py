@@ -18,10 +18,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from kimi_sim.server import SimServer
+from kimi_sim.tokens import mint_jwt
 from shared.secret import Secret
 from shared.settings import CommonSettings, PoolSettings, TokenServiceSettings
-from tests.kimi_sim.fixtures import SimServer
-from tests.kimi_sim.tokens import mint_jwt
 from token_service.admin import is_loopback
 from token_service.app import POOL, create_app
 

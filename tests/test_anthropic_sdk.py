@@ -10,9 +10,9 @@ import pytest
 import pytest_asyncio
 
 from adapters.anthropic import thinking_signature
+from kimi_sim.answers import answer_for, reasoning_for
 from shared.secret import Secret
-from shared.tokens import estimate_prompt_tokens
-from tests.kimi_sim.answers import answer_for, reasoning_for
+from shared.usage_estimate import estimate_prompt_tokens
 from tests.stack import Stack, StackFactory, stack_factory
 
 __all__ = ["stack_factory"]

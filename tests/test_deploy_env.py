@@ -14,22 +14,19 @@ from shared.settings import (
     PoolSettings,
     TokenServiceSettings,
     WorkerSettings,
+    declared_settings,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / ".env.example"
 COMPOSE = ROOT / "docker-compose.yml"
-SETTINGS_SOURCE = ROOT / "shared" / "settings.py"
 #: Each worker replica must have its own consumer name, so compose leaves the default (hostname-pid).
 NOT_PASSED_BY_COMPOSE = {"WORKER_NAME"}
 
 
 def _settings_names() -> set[str]:
-    """Every variable shared/settings.py reads: `_int(env, "NAME", …)` and `env.get("NAME", …)`."""
-    source = SETTINGS_SOURCE.read_text()
-    return set(re.findall(r'\(env, "([A-Z][A-Z0-9_]*)"', source)) | set(
-        re.findall(r'env\.get\("([A-Z][A-Z0-9_]*)"', source)
-    )
+    """Every variable the settings declare (shared/settings.py `setting(...)` fields)."""
+    return {declared.env for declared in declared_settings()}
 
 
 def _example_lines() -> list[str]:

@@ -19,8 +19,8 @@ from google import genai
 from google.genai import types as genai_types
 from prometheus_client import REGISTRY
 
+from kimi_sim.answers import answer_for, reasoning_for, search_results_for
 from shared.settings import GatewaySettings, PoolSettings
-from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for
 from tests.stack import Stack, StackFactory, stack_factory
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool

@@ -6,8 +6,8 @@ import asyncio
 
 from openai import AsyncOpenAI
 
+from kimi_sim.answers import answer_for
 from shared import keys
-from tests.kimi_sim.answers import answer_for
 from tests.stack import Stack, StackFactory, WorkerProc, stack_factory
 from tests.test_worker_support import wait_until
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from kimi_sim.server import SimServer
 from shared.secret import Secret
-from shared.tokens import estimate_prompt_tokens
-from tests.kimi_sim.fixtures import SimServer
+from shared.usage_estimate import estimate_prompt_tokens
 from tests.test_gateway_relay import ClientFactory, gateway
 
 __all__ = ["gateway"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from kimi_sim.answers import answer_for, reasoning_for, search_results_for
+from kimi_sim.server import SimServer
 from shared.errors import (
     UpstreamAuthError,
     UpstreamError,
@@ -23,12 +25,11 @@ from shared.schema import (
     ReasoningDelta,
     Start,
 )
+from shared.settings import UpstreamTimeouts
 from tests.driver_helpers import FAST, collect, text_of
 from tests.driver_helpers import call_for as shared_call_for
 from tests.driver_helpers import session as session  # the pytest fixture these tests use
-from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for
-from tests.kimi_sim.fixtures import SimServer
-from upstream_worker.kimi import ConnectDriver, Creds, Timeouts, UpstreamCall, driver_for
+from upstream_worker.kimi import ConnectDriver, Creds, UpstreamCall, driver_for
 from upstream_worker.kimi.failures import UpstreamStreamBusy
 
 CHAT = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
@@ -203,7 +204,9 @@ async def test_transport_faults_keep_exact_text(
 async def test_stall_first_byte_times_out(kimi_sim: SimServer, session: aiohttp.ClientSession) -> None:
     """A stalled first byte beyond the first-byte deadline raises UpstreamTimeout."""
     kimi_sim.state.faults.arm("stall_first_byte", path=CHAT, seconds=2.0)
-    driver = ConnectDriver(session, kimi_sim.url, Timeouts(connect_s=2.0, first_byte_s=0.3, idle_s=0.3))
+    driver = ConnectDriver(
+        session, kimi_sim.url, UpstreamTimeouts(connect_s=2.0, first_byte_s=0.3, idle_s=0.3)
+    )
     with pytest.raises(UpstreamTimeout):
         await collect(driver, call_for(creds_for(kimi_sim)))
 
@@ -214,7 +217,7 @@ async def test_stall_mid_stream_idle_timeout(
     """Silence between chunks longer than the idle deadline raises UpstreamTimeout."""
     sim: SimServer = await kimi_sim_factory(heartbeat_interval_s=5.0)  # type: ignore[operator]
     sim.state.faults.arm("stall_mid_stream", path=CHAT, seconds=2.0)
-    driver = ConnectDriver(session, sim.url, Timeouts(connect_s=2.0, first_byte_s=2.0, idle_s=0.3))
+    driver = ConnectDriver(session, sim.url, UpstreamTimeouts(connect_s=2.0, first_byte_s=2.0, idle_s=0.3))
     with pytest.raises(UpstreamTimeout):
         await collect(driver, call_for(creds_for(sim)))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from kimi_sim.answers import answer_for, reasoning_for, search_results_for
+from kimi_sim.server import SimServer
 from shared.errors import (
     ContentFiltered,
     UpstreamAuthError,
@@ -19,12 +21,11 @@ from shared.schema import (
     ReasoningDelta,
     Start,
 )
+from shared.settings import UpstreamTimeouts
 from tests.driver_helpers import FAST, collect, text_of
 from tests.driver_helpers import call_for as shared_call_for
 from tests.driver_helpers import session as session  # the pytest fixture these tests use
-from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for
-from tests.kimi_sim.fixtures import SimServer
-from upstream_worker.kimi import Creds, RestDriver, Timeouts, UpstreamCall
+from upstream_worker.kimi import Creds, RestDriver, UpstreamCall
 from upstream_worker.kimi.failures import UpstreamStreamBusy
 
 
@@ -214,7 +215,7 @@ async def test_stall_first_byte_times_out(kimi_sim: SimServer, session: aiohttp.
     """A stalled first byte beyond the first-byte deadline raises UpstreamTimeout."""
     creds = await creds_for(kimi_sim, session)
     kimi_sim.state.faults.arm("stall_first_byte", path="/completion/stream", seconds=2.0)
-    driver = RestDriver(session, kimi_sim.url, Timeouts(connect_s=2.0, first_byte_s=0.3, idle_s=0.3))
+    driver = RestDriver(session, kimi_sim.url, UpstreamTimeouts(connect_s=2.0, first_byte_s=0.3, idle_s=0.3))
     with pytest.raises(UpstreamTimeout):
         await collect(driver, call_for(creds))
 

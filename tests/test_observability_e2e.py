@@ -29,8 +29,8 @@ from google import genai
 from google.genai import types as genai_types
 from prometheus_client.parser import text_string_to_metric_families
 
+from kimi_sim.answers import answer_for
 from shared.redis_server import free_port, start_redis_server
-from tests.kimi_sim.answers import answer_for
 from tests.procs import Procs, http_get, http_post_json
 
 MODEL = "kimi-k2.5-instant"
@@ -167,7 +167,7 @@ def _run(procs: Procs, redis_url: str) -> Run:
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     admin_key, client_key = f"adm-{secrets.token_hex(16)}", f"sk-obs-{secrets.token_hex(16)}"
     env = _env(redis_url, urls["simulator"], admin_key, client_key, ports)
-    procs.start("simulator", ["-m", "tests.kimi_sim", "--port", str(ports["simulator"])], env)
+    procs.start("simulator", ["-m", "kimi_sim", "--port", str(ports["simulator"])], env)
     started = {name: procs.start(name, ["-m", name], env) for name in SERVICES}
     procs.wait_http(f"{urls['simulator']}/__sim/state")
     procs.wait_http(f"{urls['token_service']}/healthz")

@@ -12,7 +12,7 @@ from adapters import anthropic, gemini, openai
 from adapters.base import Dialect, RequestContext
 from adapters.shaping import OutputLimiter, citation_text
 from shared.schema import Citation, Done, Event, TextDelta
-from shared.tokens import estimate_tokens
+from shared.usage_estimate import estimate_tokens
 
 
 def _run(limiter: OutputLimiter, chunks: list[str]) -> list[str]:

@@ -9,8 +9,8 @@ import logging
 import pytest
 import structlog
 
+from kimi_sim.tokens import mint_jwt
 from shared.logging import REDACTED, configure_logging, hide_password, redact_processor, redact_text
-from tests.kimi_sim.tokens import mint_jwt
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,7 @@ from shared.schema import (
     events_decoder,
     job_decoder,
 )
-from shared.tokens import estimate_prompt_tokens, estimate_tokens
+from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
 
 
 def test_job_round_trip() -> None:

@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for, split_chunks, title_for
-from tests.kimi_sim.fixtures import SimFactory, SimServer
+from kimi_sim.answers import answer_for, reasoning_for, search_results_for, split_chunks, title_for
+from kimi_sim.server import SimServer
+from tests.sim_fixtures import SimFactory
 
 CHAT = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 CONNECT = {"Content-Type": "application/connect+json", "Connect-Protocol-Version": "1"}

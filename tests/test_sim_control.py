@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.kimi_sim.answers import answer_for, last_line, split_chunks
-from tests.kimi_sim.fixtures import SimServer
-from tests.kimi_sim.tokens import decode_claims, mint_jwt, new_xid
+from kimi_sim.answers import answer_for, last_line, split_chunks
+from kimi_sim.server import SimServer
+from kimi_sim.tokens import decode_claims, mint_jwt, new_xid
 
 
 @pytest.fixture
@@ -206,12 +206,12 @@ def free_port() -> int:
 
 
 async def test_command_line_prints_demo_accounts_and_serves(http: aiohttp.ClientSession) -> None:
-    """`python -m tests.kimi_sim --demo-account` prints two account JSON lines and serves them."""
+    """`python -m kimi_sim --demo-account` prints two account JSON lines and serves them."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.kimi_sim",
+        "kimi_sim",
         "--port",
         str(port),
         "--demo-account",

@@ -11,9 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.kimi_sim.answers import answer_for, reasoning_for, search_results_for, split_chunks, title_for
-from tests.kimi_sim.fixtures import SimFactory, SimServer
-from tests.kimi_sim.tokens import decode_claims
+from kimi_sim.answers import answer_for, reasoning_for, search_results_for, split_chunks, title_for
+from kimi_sim.server import SimServer
+from kimi_sim.tokens import decode_claims
+from tests.sim_fixtures import SimFactory
 
 K1 = "crm40ee9e5jvhsn7ptcg"
 AUTH_INVALID = {"error_type": "auth.token.invalid", "message": "您的授权已过期，请重新登录"}

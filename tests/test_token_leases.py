@@ -11,11 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from kimi_sim.server import SimServer
 from shared import keys
 from shared.errors import RateLimited, ServiceUnavailable
 from shared.schema import Done, Start, TextDelta
 from shared.settings import PoolSettings
-from tests.kimi_sim.fixtures import SimServer
 from tests.test_worker_support import reply_events
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool

@@ -14,12 +14,13 @@ import pytest
 import redis.asyncio as aioredis
 import structlog
 
+from kimi_sim.server import SimServer
+from kimi_sim.tokens import decode_claims as sim_claims
+from kimi_sim.tokens import mint_jwt
 from shared.errors import AuthenticationFailed, BadRequest, RateLimited, ServiceUnavailable
 from shared.keys import account_key
 from shared.settings import PoolSettings
-from tests.kimi_sim.fixtures import SimFactory, SimServer
-from tests.kimi_sim.tokens import decode_claims as sim_claims
-from tests.kimi_sim.tokens import mint_jwt
+from tests.sim_fixtures import SimFactory
 from token_service.kimi_auth import REFRESH_PATH, KimiAuthClient
 from token_service.pool import AccountPool
 from token_service.prober import probe_due, refresh_due

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from kimi_sim.server import SimServer
 from shared.keys import ACCOUNT_INDEX
 from shared.settings import CommonSettings, PoolSettings, TokenServiceSettings
-from tests.kimi_sim.fixtures import SimServer
 from token_service.app import POOL, create_app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from kimi_sim.answers import answer_for
+from kimi_sim.server import SimServer
 from shared import keys
 from shared.schema import Done, Start, TextDelta, Usage
-from shared.tokens import estimate_prompt_tokens, estimate_tokens
-from tests.kimi_sim.answers import answer_for
-from tests.kimi_sim.fixtures import SimServer
+from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
 from tests.test_worker_support import (
     add_accounts,
     chat_request,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from kimi_sim.server import SimServer
 from shared.schema import Done, ErrorEvent
 from shared.settings import PoolSettings
-from tests.kimi_sim.fixtures import SimServer
 from tests.test_worker_support import add_accounts, chat_request, enqueue, reply_events, run_burst
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool

@@ -9,12 +9,13 @@ import aiohttp
 import msgspec
 from openai import AsyncOpenAI
 
+from kimi_sim.answers import answer_for
+from kimi_sim.common import pick
+from kimi_sim.server import SimServer
 from shared import keys
 from shared.schema import ChatRequest, Done, ErrorEvent, Start, TextDelta
 from shared.settings import PoolSettings
-from tests.kimi_sim.answers import answer_for
-from tests.kimi_sim.common import pick
-from tests.kimi_sim.fixtures import SimFactory, SimServer
+from tests.sim_fixtures import SimFactory
 from tests.stack import StackFactory, stack_factory
 from tests.test_worker_support import (
     add_accounts,

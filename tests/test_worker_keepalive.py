@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from openai import AsyncOpenAI
 
+from kimi_sim.answers import answer_for
+from kimi_sim.server import SimServer
 from shared import keys
 from shared.schema import Done, Keepalive, Start, TextDelta, encode_events
-from tests.kimi_sim.answers import answer_for
-from tests.kimi_sim.fixtures import SimServer
 from tests.stack import StackFactory, stack_factory
 from tests.test_worker_support import (
     add_accounts,

@@ -13,10 +13,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from kimi_sim.answers import answer_for
+from kimi_sim.server import SimServer
 from shared import keys
 from shared.schema import Done, TextDelta
-from tests.kimi_sim.answers import answer_for
-from tests.kimi_sim.fixtures import SimFactory, SimServer
+from tests.sim_fixtures import SimFactory
 from tests.test_worker_support import (
     add_accounts,
     chat_request,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from kimi_sim.answers import answer_for
+from kimi_sim.server import SimServer
 from shared import keys
 from shared.schema import Done, ErrorEvent, Keepalive, Start, TextDelta, encode_events
-from tests.kimi_sim.answers import answer_for
-from tests.kimi_sim.fixtures import SimServer
 from tests.test_worker_support import (
     add_accounts,
     chat_request,

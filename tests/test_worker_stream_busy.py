@@ -7,12 +7,12 @@ import asyncio
 import aiohttp
 from openai import AsyncOpenAI
 
+from kimi_sim.answers import answer_for
+from kimi_sim.envelope import json_frame
+from kimi_sim.server import SimServer
 from shared import keys
 from shared.schema import Done, ErrorEvent, Start
 from shared.settings import PoolSettings
-from tests.kimi_sim.answers import answer_for
-from tests.kimi_sim.envelope import json_frame
-from tests.kimi_sim.fixtures import SimServer
 from tests.stack import StackFactory, stack_factory
 from tests.test_worker_support import (
     chat_request,

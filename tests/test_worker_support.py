@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
+from kimi_sim.server import SimServer
 from shared import keys
 from shared.schema import ChatOptions, ChatRequest, Event, Job, Message, encode_job, events_decoder
-from shared.settings import CommonSettings, PoolSettings, WorkerSettings
-from tests.kimi_sim.fixtures import SimServer
+from shared.settings import CommonSettings, PoolSettings, UpstreamTimeouts, WorkerSettings
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool
 from upstream_worker.resources import open_worker
@@ -31,9 +31,7 @@ def worker_settings(redis_url: str, sim_url: str, **overrides: Any) -> WorkerSet
         "consumer_name": f"test-{uuid.uuid4().hex[:6]}",
         "claim_idle_ms": 300,
         "heartbeat_interval_s": 0.1,
-        "connect_timeout_s": 2.0,
-        "first_byte_timeout_s": 5.0,
-        "idle_timeout_s": 5.0,
+        "timeouts": UpstreamTimeouts(connect_s=2.0, first_byte_s=5.0, idle_s=5.0),
     }
     values.update(overrides)
     return WorkerSettings(**values)

@@ -37,7 +37,7 @@ def create_app(settings: TokenServiceSettings, *, background: bool = True) -> we
     app.cleanup_ctx.append(_pool_ctx)
     if background:
         app.cleanup_ctx.append(_prober_ctx)
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", metrics_with_account_gauges)
     app.router.add_get("/healthz", healthz)
     add_admin_routes(app)
     return app
@@ -76,7 +76,7 @@ async def _prober_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
+async def metrics_with_account_gauges(request: web.Request) -> web.Response:
     """Prometheus exposition; the account gauges are read from Redis at each scrape.
 
     Pass-through (ephemeral) accounts are clients' own tokens: they are not the pool an operator is paged about.

@@ -36,7 +36,9 @@ from token_service.prober import check_live, probe_account
 from token_service.refresh import Refresher
 from token_service.store import Account, AccountState, AccountStore, InUse, NewToken, check_token, now_ms
 
-Outcome = Literal["ok", "rate_limited", "quota", "overloaded", "auth_failed", "upstream_error", "cancelled"]
+ReleaseOutcome = Literal[
+    "ok", "rate_limited", "quota", "overloaded", "auth_failed", "upstream_error", "cancelled"
+]
 ProbeResult = Literal["ok", "auth_failed", "rate_limited", "error", "expired"]
 
 #: While every account is at its cap, `lease(wait_s=…)` polls this often.
@@ -45,7 +47,7 @@ BUSY_POLL_S = 0.05
 BUSY_RETRY_AFTER_S = 1.0
 _COOLABLE: tuple[AccountState, ...] = ("active", "cooling")
 
-__all__ = ["AccountPool", "Credentials", "Lease", "Outcome", "ProbeResult"]
+__all__ = ["AccountPool", "Credentials", "Lease", "ProbeResult", "ReleaseOutcome"]
 
 
 class Credentials(msgspec.Struct, frozen=True):
@@ -117,7 +119,11 @@ class AccountPool:
         return _credentials(lease.account_id, account, token)
 
     async def release(
-        self, lease: Lease, outcome: Outcome, retry_after_s: float | None = None, detail: str | None = None
+        self,
+        lease: Lease,
+        outcome: ReleaseOutcome,
+        retry_after_s: float | None = None,
+        detail: str | None = None,
     ) -> None:
         """Give the slot back and apply the outcome to the account's state and counters.
 

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.metrics import metrics_handler
 from shared.settings import WorkerSettings
 from upstream_worker.resources import open_worker
 from upstream_worker.worker import Worker
@@ -34,10 +34,6 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
         # Graceful drain: stop reading, finish and ack what is in flight.
         await worker.aclose()
         await app[WORKER_TASK]
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def healthz(request: web.Request) -> web.Response:

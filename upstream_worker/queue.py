@@ -19,7 +19,7 @@ DEAD_LETTER_MAXLEN = 10_000
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class JobEntry:
     """One job stream entry as delivered to this consumer; `deliveries` counts this delivery too."""
 
     entry_id: str
@@ -42,16 +42,16 @@ class JobQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, count: int, block_ms: int | None) -> list[Entry]:
+    async def read(self, count: int, block_ms: int | None) -> list[JobEntry]:
         """New entries for this consumer; `block_ms=None` returns at once."""
         reply = await self._blocking.xreadgroup(
             keys.JOBS_GROUP, self.consumer, {keys.JOBS_STREAM: ">"}, count=count, block=block_ms
         )
-        return [Entry(_text(entry_id), _payload(fields)) for entry_id, fields in _stream_entries(reply)]
+        return [JobEntry(_text(entry_id), _payload(fields)) for entry_id, fields in _stream_entries(reply)]
 
-    async def claim_idle(self, min_idle_ms: int, count: int) -> list[Entry]:
+    async def claim_idle(self, min_idle_ms: int, count: int) -> list[JobEntry]:
         """Take over entries idle longer than `min_idle_ms` (their consumer is dead), with delivery counts."""
-        claimed: list[Entry] = []
+        claimed: list[JobEntry] = []
         cursor = "0-0"
         while len(claimed) < count:
             reply = await self._redis.xautoclaim(
@@ -64,24 +64,24 @@ class JobQueue:
             )
             # Redis 6.2 answers [cursor, entries]; 7.0+ adds the ids of entries deleted meanwhile.
             cursor, entries = _text(reply[0]), reply[1]
-            claimed += [Entry(_text(i), _payload(f), reclaimed=True) for i, f in entries if i is not None]
+            claimed += [JobEntry(_text(i), _payload(f), reclaimed=True) for i, f in entries if i is not None]
             if cursor == "0-0":
                 break
         return await self._with_deliveries(claimed)
 
-    async def own_pending(self, count: int) -> list[Entry]:
+    async def own_pending(self, count: int) -> list[JobEntry]:
         """Entries already delivered to this consumer (a read that raced a shutdown), re-read by id."""
         pending = await self._redis.xpending_range(
             keys.JOBS_STREAM, keys.JOBS_GROUP, min="-", max="+", count=count, consumername=self.consumer
         )
-        entries: list[Entry] = []
+        entries: list[JobEntry] = []
         for row in pending:
             entry_id = _text(
                 str(row["message_id"]) if isinstance(row["message_id"], int) else row["message_id"]
             )
             found = await self._redis.xrange(keys.JOBS_STREAM, min=entry_id, max=entry_id, count=1)
             payload = _payload(found[0][1]) if found else None
-            entries.append(Entry(entry_id, payload, int(row["times_delivered"])))
+            entries.append(JobEntry(entry_id, payload, int(row["times_delivered"])))
         return entries
 
     async def touch(self, entry_ids: list[str | bytes | int | memoryview]) -> None:
@@ -94,7 +94,7 @@ class JobQueue:
     async def ack(self, entry_id: str) -> None:
         await self._redis.xack(keys.JOBS_STREAM, keys.JOBS_GROUP, entry_id)
 
-    async def dead_letter(self, entry: Entry, reason: str) -> None:
+    async def dead_letter(self, entry: JobEntry, reason: str) -> None:
         """Move an entry to the dead-letter stream and ack it, in one round trip."""
         fields: dict[Any, Any] = {
             "entry_id": entry.entry_id,
@@ -109,7 +109,7 @@ class JobQueue:
         pipe.xack(keys.JOBS_STREAM, keys.JOBS_GROUP, entry.entry_id)
         await pipe.execute()
 
-    async def _with_deliveries(self, entries: list[Entry]) -> list[Entry]:
+    async def _with_deliveries(self, entries: list[JobEntry]) -> list[JobEntry]:
         if not entries:
             return entries
         pipe = self._redis.pipeline(transaction=False)
@@ -119,7 +119,7 @@ class JobQueue:
             )
         rows = await pipe.execute()
         return [
-            Entry(e.entry_id, e.payload, int(r[0]["times_delivered"]) if r else 1, reclaimed=True)
+            JobEntry(e.entry_id, e.payload, int(r[0]["times_delivered"]) if r else 1, reclaimed=True)
             for e, r in zip(entries, rows, strict=True)
         ]
 

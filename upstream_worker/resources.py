@@ -17,7 +17,7 @@ from shared.redis_client import make_blocking_redis, make_redis
 from shared.settings import WorkerSettings
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool
-from upstream_worker.kimi import ConnectDriver, RestDriver, Timeouts
+from upstream_worker.kimi import ConnectDriver, RestDriver
 from upstream_worker.runner import Driver, KimiRunner
 from upstream_worker.worker import Worker
 
@@ -37,7 +37,7 @@ async def open_worker(settings: WorkerSettings) -> AsyncIterator[Worker]:
     try:
         async with _session(settings) as session:
             pool = AccountPool(redis, settings.pool, KimiAuthClient(session, common.kimi_base_url))
-            timeouts = Timeouts.from_settings(settings)
+            timeouts = settings.timeouts
             drivers: dict[str, Driver] = {
                 "rest": RestDriver(session, common.kimi_base_url, timeouts),
                 "connect": ConnectDriver(session, common.kimi_base_url, timeouts),

@@ -61,8 +61,8 @@ from shared.schema import (
     Usage,
 )
 from shared.settings import WorkerSettings
-from shared.tokens import estimate_prompt_tokens, estimate_tokens
-from token_service.pool import BUSY_POLL_S, AccountPool, Lease, Outcome
+from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
+from token_service.pool import BUSY_POLL_S, AccountPool, Lease, ReleaseOutcome
 from upstream_worker import conversations, metrics
 from upstream_worker.conversations import Conversation, RecordTracker
 from upstream_worker.kimi import driver_for
@@ -260,7 +260,7 @@ class KimiRunner:
         answer.account_id, answer.accepted = lease.account_id, False
         protocol = driver_for(lease.kind, spec)
         driver = self._drivers[protocol]
-        outcome: Outcome = "upstream_error"
+        outcome: ReleaseOutcome = "upstream_error"
         retry_after_s: float | None = None
         call: UpstreamCall | None = None
         try:
@@ -294,7 +294,7 @@ class KimiRunner:
     async def _finish(
         self,
         lease: Lease,
-        outcome: Outcome,
+        outcome: ReleaseOutcome,
         retry_after_s: float | None,
         call: UpstreamCall | None,
         answer: _Answer,
@@ -394,7 +394,7 @@ def _log_retry(job_id: str, account_id: str, exc: UpstreamError) -> None:
     metrics.FAILOVERS.inc()
 
 
-def _outcome_of(exc: UpstreamError) -> Outcome:
+def _outcome_of(exc: UpstreamError) -> ReleaseOutcome:
     if isinstance(exc, UpstreamStreamBusy):
         # Kimi refused the call before running it: nothing is learned about the account, nothing held against it.
         return "cancelled"

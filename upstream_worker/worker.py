@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared import keys
-from shared.errors import GatewayError
+from shared.errors import GatewayError, error_event
 from shared.logging import get_logger
 from shared.schema import Done, ErrorEvent, Event, Job, Keepalive, Start, job_decoder
 from shared.schema import events_decoder as _events_decoder
@@ -33,7 +33,7 @@ from token_service.pool import AccountPool
 from upstream_worker import metrics
 from upstream_worker.batcher import RedisBatcher
 from upstream_worker.publisher import ReplyPublisher
-from upstream_worker.queue import Entry, JobQueue
+from upstream_worker.queue import JobEntry, JobQueue
 from upstream_worker.runner import JobState, KimiRunner
 
 log = get_logger(__name__)
@@ -233,7 +233,7 @@ class Worker:
             self._slot_freed.clear()
             await self._slot_freed.wait()
 
-    async def _entries_of(self, read: asyncio.Task[list[Entry]]) -> list[Entry]:
+    async def _entries_of(self, read: asyncio.Task[list[JobEntry]]) -> list[JobEntry]:
         try:
             return read.result()
         except (RedisError, OSError) as exc:
@@ -251,7 +251,7 @@ class Worker:
             return
         self._start_all(self._not_started(own, running))
 
-    def _not_started(self, entries: list[Entry], running: set[str]) -> list[Entry]:
+    def _not_started(self, entries: list[JobEntry], running: set[str]) -> list[JobEntry]:
         """Entries this worker is not running and was not running when it asked Redis: one that was may
         have been acked and finished while the answer was on its way, and must not run twice."""
         return [e for e in entries if e.entry_id not in running and e.entry_id not in self._running]
@@ -266,13 +266,13 @@ class Worker:
 
     # -- one job --------------------------------------------------------------------------------------------
 
-    def _start_all(self, entries: list[Entry]) -> None:
+    def _start_all(self, entries: list[JobEntry]) -> None:
         for entry in entries:
             task = asyncio.create_task(self._process(entry))
             self._running[entry.entry_id] = _Running(entry.entry_id, task)
             metrics.JOBS_IN_FLIGHT.inc()
 
-    async def _process(self, entry: Entry) -> None:
+    async def _process(self, entry: JobEntry) -> None:
         try:
             outcome = await self._handle(entry)
             metrics.JOBS.labels(outcome).inc()
@@ -286,7 +286,7 @@ class Worker:
             metrics.JOBS_IN_FLIGHT.dec()
             self._slot_freed.set()
 
-    async def _handle(self, entry: Entry) -> str:
+    async def _handle(self, entry: JobEntry) -> str:
         job = _decode(entry.payload)
         if job is None:
             await self.queue.dead_letter(entry, "undecodable")
@@ -301,7 +301,7 @@ class Worker:
         await self.queue.ack(entry.entry_id)
         return outcome
 
-    async def _settle_reclaimed(self, entry: Entry, job: Job) -> str | None:
+    async def _settle_reclaimed(self, entry: JobEntry, job: Job) -> str | None:
         """A reclaimed job runs again only when its reply stream has no content yet; otherwise it ends here."""
         status = await _reply_status(self._redis, job.reply_key)
         if status == "ended":
@@ -324,7 +324,7 @@ class Worker:
         publisher.publish(error)
         await publisher.aclose()
 
-    async def _execute(self, entry: Entry, job: Job) -> str:
+    async def _execute(self, entry: JobEntry, job: Job) -> str:
         request = job.request
         started_s = time.time()
         publisher = ReplyPublisher(self._redis, job.reply_key, batcher=self._batcher)
@@ -351,7 +351,7 @@ class Worker:
         return outcome
 
     async def _run_upstream(
-        self, entry: Entry, job: Job, publisher: ReplyPublisher, state: JobState, remaining_s: float | None
+        self, entry: JobEntry, job: Job, publisher: ReplyPublisher, state: JobState, remaining_s: float | None
     ) -> str:
         running = self._running[entry.entry_id]
         upstream = asyncio.create_task(self._runner.run(job.request, publisher, state))
@@ -371,13 +371,13 @@ class Worker:
         exc = upstream.exception()
         if exc is None:
             return "ok"
-        publisher.publish(_error_event(exc))
+        publisher.publish(error_event(exc))
         if not isinstance(exc, GatewayError):
             log.error("job_failed", request_id=job.request.request_id, exc_info=exc)
         return "error"
 
 
-async def _cancel(task: asyncio.Task[object] | asyncio.Task[None] | asyncio.Task[list[Entry]]) -> None:
+async def _cancel(task: asyncio.Task[object] | asyncio.Task[None] | asyncio.Task[list[JobEntry]]) -> None:
     task.cancel()
     await asyncio.wait({task})
 
@@ -403,18 +403,6 @@ async def _reply_status(redis: aioredis.Redis, reply_key: str) -> str:
     if all(isinstance(event, _PRELUDE) for event in events):
         return "empty"
     return "ended" if isinstance(events[-1], Done | ErrorEvent) else "open"
-
-
-def _error_event(exc: BaseException) -> ErrorEvent:
-    if isinstance(exc, GatewayError):
-        return ErrorEvent(
-            kind=exc.kind,
-            message=exc.message,
-            retryable=exc.retryable,
-            status=exc.status,
-            retry_after_s=exc.retry_after_s,
-        )
-    return ErrorEvent(kind="internal", message="the worker failed while running this request")
 
 
 def _stopped_error(reason: str) -> ErrorEvent:

@@ -178,7 +178,7 @@ def _spawn_python_services(config: StackConfig, redis_url: str, ports: dict[str,
     sim_args += ["--chunk-delay-ms", f"{config.chunk_delay_ms:g}"]
     log_dir, level = config.log_dir, config.log_level
     services = [
-        _spawn("simulator", "tests.kimi_sim", sim_args, _env({}, level), log_dir),
+        _spawn("simulator", "kimi_sim", sim_args, _env({}, level), log_dir),
         _spawn(
             "token_service",
             "token_service",

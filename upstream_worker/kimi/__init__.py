@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from shared.models import ModelSpec
-from upstream_worker.kimi.call import Creds, KimiCredentials, Timeouts, UpstreamCall
+from upstream_worker.kimi.call import Creds, KimiCredentials, UpstreamCall
 from upstream_worker.kimi.connect import ConnectDriver
 from upstream_worker.kimi.rest import RestDriver
 
@@ -14,7 +14,6 @@ __all__ = [
     "Creds",
     "KimiCredentials",
     "RestDriver",
-    "Timeouts",
     "UpstreamCall",
     "driver_for",
 ]

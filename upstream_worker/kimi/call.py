@@ -12,7 +12,6 @@ from typing import Literal, Protocol
 from shared.models import ModelSpec
 from shared.schema import ChatRequest
 from shared.secret import Secret
-from shared.settings import WorkerSettings
 
 AccountKind = Literal["kimi_auth", "refresh_token"]
 
@@ -80,26 +79,3 @@ class UpstreamCall:
     def should_delete(self) -> bool:
         """Trace cleanup: delete a chat this call created, unless the client asked to keep it."""
         return self.created_chat and not self.keep_chat and self.chat_id is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    """Upstream deadlines (seconds). Agent lanes think for minutes before the first byte."""
-
-    connect_s: float = 15.0
-    first_byte_s: float = 120.0
-    agent_first_byte_s: float = 600.0
-    #: Longest silence between two chunks once the body has started.
-    idle_s: float = 90.0
-
-    @classmethod
-    def from_settings(cls, settings: WorkerSettings) -> Timeouts:
-        return cls(
-            connect_s=settings.connect_timeout_s,
-            first_byte_s=settings.first_byte_timeout_s,
-            agent_first_byte_s=settings.agent_first_byte_timeout_s,
-            idle_s=settings.idle_timeout_s,
-        )
-
-    def first_byte_for(self, spec: ModelSpec) -> float:
-        return self.agent_first_byte_s if spec.is_agent else self.first_byte_s

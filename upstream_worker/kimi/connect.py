@@ -17,7 +17,8 @@ import aiohttp
 from shared.errors import GatewayError
 from shared.logging import get_logger
 from shared.schema import Done, Event, Keepalive
-from upstream_worker.kimi.call import KimiCredentials, Timeouts, UpstreamCall
+from shared.settings import UpstreamTimeouts
+from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
 from upstream_worker.kimi.connect_events import ConnectStream
 from upstream_worker.kimi.connect_request import build_request, encode_request
 from upstream_worker.kimi.envelope import EnvelopeDecoder
@@ -36,7 +37,7 @@ KEEPALIVE_EVERY_S = 1.0
 class ConnectDriver:
     protocol = "connect"
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeouts: Timeouts) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeouts: UpstreamTimeouts) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._timeouts = timeouts
@@ -47,7 +48,7 @@ class ConnectDriver:
         continuing = call.chat_id is not None
         body = encode_request(build_request(call.request, call.spec, call.chat_id, call.parent_id))
         headers = connect_headers(call.creds, self._base, self._ids, call.chat_id)
-        first_byte_s = self._timeouts.first_byte_for(call.spec)
+        first_byte_s = self._timeouts.first_byte_for(call.spec.is_agent)
         stream = ConnectStream(call.chat_id, silent=call.spec.silent)
         out: list[Event] = []
         async with open_stream(

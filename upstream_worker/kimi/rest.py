@@ -22,7 +22,8 @@ from shared.errors import GatewayError, UpstreamProtocolError, UpstreamRateLimit
 from shared.logging import get_logger
 from shared.models import K1_KIMIPLUS_ID
 from shared.schema import Done, Event, Keepalive, Start
-from upstream_worker.kimi.call import KimiCredentials, Timeouts, UpstreamCall
+from shared.settings import UpstreamTimeouts
+from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
 from upstream_worker.kimi.failures import truncated
 from upstream_worker.kimi.flatten import flatten_rest
 from upstream_worker.kimi.headers import FallbackIds, rest_headers
@@ -58,7 +59,7 @@ _usage_decoder = msgspec.json.Decoder(_ResearchUsage)
 class RestDriver:
     protocol = "rest"
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeouts: Timeouts) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeouts: UpstreamTimeouts) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._timeouts = timeouts

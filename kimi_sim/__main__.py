@@ -1,4 +1,4 @@
-"""`python -m tests.kimi_sim --port 9000 [--host H] [--chunks N] [--chunk-delay-ms MS] [--demo-account]`.
+"""`python -m kimi_sim --port 9000 [--host H] [--chunks N] [--chunk-delay-ms MS] [--demo-account]`.
 
 With `--demo-account` it mints one refresh_token account and one kimi-auth account first and prints each as a
 JSON line (`{"kind","token","sub","exp"}`) on stdout, so a runner script can save them.
@@ -17,7 +17,7 @@ from .config import SimConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.kimi_sim", description="Kimi web API simulator")
+    parser = argparse.ArgumentParser(prog="python -m kimi_sim", description="Kimi web API simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--chunks", type=int, default=SimConfig.chunk_count)

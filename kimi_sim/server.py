@@ -1,13 +1,9 @@
-"""pytest fixtures that run the Kimi simulator as a real HTTP server on a free loopback port."""
+"""The simulator as a real HTTP server on a loopback port, for `python -m kimi_sim`, `make demo` and the tests."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-import pytest_asyncio
 from aiohttp import web
 
 from .app import SIM_STATE, create_app
@@ -41,27 +37,3 @@ async def start_sim(config: SimConfig | None = None, host: str = "127.0.0.1", po
     await site.start()
     bound_host, bound_port = runner.addresses[0][:2]
     return SimServer(f"http://{bound_host}:{bound_port}", app[SIM_STATE], runner)
-
-
-SimFactory = Callable[..., Awaitable[SimServer]]
-
-
-@pytest_asyncio.fixture
-async def kimi_sim_factory() -> AsyncIterator[SimFactory]:
-    """`await kimi_sim_factory(**config_overrides)` → a started SimServer, stopped at teardown."""
-    servers: list[SimServer] = []
-
-    async def factory(**overrides: Any) -> SimServer:
-        server = await start_sim(dataclasses.replace(SimConfig(), **overrides))
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in servers:
-        await server.aclose()
-
-
-@pytest_asyncio.fixture
-async def kimi_sim(kimi_sim_factory: SimFactory) -> SimServer:
-    """A simulator with the default SimConfig."""
-    return await kimi_sim_factory()
