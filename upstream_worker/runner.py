@@ -2,7 +2,7 @@
 
     lease → credentials → driver.chat(call) ─ events ─► publisher
       ▲          │ 429 / quota / overload / 401 / 5xx / connection error, before the first token
-      └──────────┘ release with that outcome, exclude the account, try the next (max_attempts)
+      └──────────┘ release with the outcome of the error's type (retries.py), exclude the account, try the next
 
 Kimi's "another stream of this user is still running" (`UpstreamStreamBusy`, right after a cut-short turn) is
 not held against the account: released `cancelled`, skipped for one lease, and asked again after a short wait
@@ -35,15 +35,12 @@ import redis.asyncio as aioredis
 
 from shared.errors import (
     ClientError,
-    ContentFiltered,
     GatewayError,
     ModelNotFound,
     NotFound,
-    UpstreamAuthError,
     UpstreamError,
-    UpstreamOverloaded,
     UpstreamProtocolError,
-    UpstreamRateLimited,
+    UpstreamStreamBusy,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -62,14 +59,13 @@ from shared.schema import (
 )
 from shared.settings import WorkerSettings
 from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
-from token_service.pool import BUSY_POLL_S, AccountPool, Lease, ReleaseOutcome
+from token_service.pool import BUSY_POLL_S, AccountPool, Lease
 from upstream_worker import conversations, metrics
 from upstream_worker.conversations import Conversation, RecordTracker
 from upstream_worker.kimi import driver_for
 from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
-from upstream_worker.kimi.failures import UpstreamStreamBusy
 from upstream_worker.publisher import ReplyPublisher
-from upstream_worker.retries import RetryBudget
+from upstream_worker.retries import RetryBudget, release_outcome
 
 log = get_logger(__name__)
 
@@ -260,8 +256,7 @@ class KimiRunner:
         answer.account_id, answer.accepted = lease.account_id, False
         protocol = driver_for(lease.kind, spec)
         driver = self._drivers[protocol]
-        outcome: ReleaseOutcome = "upstream_error"
-        retry_after_s: float | None = None
+        failure: BaseException | None = None
         call: UpstreamCall | None = None
         try:
             creds = await self._pool.credentials(lease)
@@ -276,26 +271,21 @@ class KimiRunner:
             )
             answer.attempt = _Attempt(call, protocol, sent_parent_id, conversation is not None)
             await _stream(driver, call, answer, protocol)
-            outcome = "ok"
-        except ClientError as exc:
-            metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
-            outcome = "ok"
+        except asyncio.CancelledError as exc:
+            failure, answer.cut = exc, True
             raise
-        except UpstreamError as exc:
-            metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
-            outcome, retry_after_s = _outcome_of(exc), exc.retry_after_s
-            raise
-        except asyncio.CancelledError:
-            outcome, answer.cut = "cancelled", True
+        except Exception as exc:
+            failure = exc
+            if isinstance(exc, ClientError | UpstreamError):
+                metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
             raise
         finally:
-            await self._finish(lease, outcome, retry_after_s, call, answer, driver, state)
+            await self._finish(lease, failure, call, answer, driver, state)
 
     async def _finish(
         self,
         lease: Lease,
-        outcome: ReleaseOutcome,
-        retry_after_s: float | None,
+        failure: BaseException | None,
         call: UpstreamCall | None,
         answer: _Answer,
         driver: Driver,
@@ -306,13 +296,14 @@ class KimiRunner:
         The client's end waits for nothing. A kept chat's record is in Redis before the release, so the
         conversation's next turn, which waits for the account (`LEASE_WAIT_S`), reads its latest parent id.
         """
-        if outcome == "ok" and call is not None and answer.done is not None:
+        if failure is None and call is not None and answer.done is not None:
             _publish_end(answer, call)
         if answer.record is not None:
             answer.track(answer.record)
             await answer.record.settle(self._redis)
         state.lease = None
-        await self._pool.release(lease, outcome, retry_after_s=retry_after_s)
+        retry_after_s = failure.retry_after_s if isinstance(failure, UpstreamError) else None
+        await self._pool.release(lease, release_outcome(failure), retry_after_s=retry_after_s)
         if call is not None and call.should_delete and call.chat_id:
             await _delete_quietly(driver, call.creds, call.chat_id)
 
@@ -392,21 +383,6 @@ def _log_retry(job_id: str, account_id: str, exc: UpstreamError) -> None:
         return
     log.info("failover", request_id=job_id, account_id=account_id, kind=exc.kind)
     metrics.FAILOVERS.inc()
-
-
-def _outcome_of(exc: UpstreamError) -> ReleaseOutcome:
-    if isinstance(exc, UpstreamStreamBusy):
-        # Kimi refused the call before running it: nothing is learned about the account, nothing held against it.
-        return "cancelled"
-    if isinstance(exc, UpstreamAuthError):
-        return "auth_failed"
-    if isinstance(exc, UpstreamRateLimited):
-        return "quota" if "quota" in exc.message.lower() else "rate_limited"
-    if isinstance(exc, UpstreamOverloaded):
-        return "overloaded"
-    if isinstance(exc, ContentFiltered):
-        return "ok"
-    return "upstream_error"
 
 
 def _keeps(request: ChatRequest) -> bool:
