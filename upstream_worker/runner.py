@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -62,8 +60,9 @@ from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
 from token_service.pool import BUSY_POLL_S, AccountPool, Lease
 from upstream_worker import conversations, metrics
 from upstream_worker.conversations import Conversation, RecordTracker
+from upstream_worker.drivers import Driver
 from upstream_worker.kimi import driver_for
-from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
+from upstream_worker.kimi.call import UpstreamCall
 from upstream_worker.publisher import ReplyPublisher
 from upstream_worker.retries import RetryBudget, release_outcome
 
@@ -76,14 +75,6 @@ LEASE_WAIT_S = 10.0
 #: one XADD and one gateway wake-up less per request. The gateway needs it before the first content only.
 START_HOLD_S = 0.25
 _CONTENT = (TextDelta, ReasoningDelta, Citation)
-
-
-class Driver(Protocol):
-    """A Kimi protocol client (upstream_worker/kimi: RestDriver, ConnectDriver)."""
-
-    def chat(self, call: UpstreamCall) -> AsyncIterator[Event]: ...
-
-    async def delete_chat(self, creds: KimiCredentials, chat_id: str) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -291,7 +282,7 @@ class KimiRunner:
         driver: Driver,
         state: JobState,
     ) -> None:
-        """Publish Usage + Done (on success), then release the account, then clean the upstream chat up.
+        """Publish Usage + Done (on success), then release the account, then let the driver clean the turn up.
 
         The client's end waits for nothing. A kept chat's record is in Redis before the release, so the
         conversation's next turn, which waits for the account (`LEASE_WAIT_S`), reads its latest parent id.
@@ -304,8 +295,8 @@ class KimiRunner:
         state.lease = None
         retry_after_s = failure.retry_after_s if isinstance(failure, UpstreamError) else None
         await self._pool.release(lease, release_outcome(failure), retry_after_s=retry_after_s)
-        if call is not None and call.should_delete and call.chat_id:
-            await _delete_quietly(driver, call.creds, call.chat_id)
+        if call is not None:
+            await driver.cleanup(call)
 
     async def _conversation(self, request: ChatRequest) -> Conversation | None:
         """The kept chat to continue; NotFound when unknown, expired, or another client's (pass-through)."""
@@ -367,14 +358,6 @@ def _publish_end(answer: _Answer, call: UpstreamCall) -> None:
     if done.conversation_id != conversation_id:
         done = Done(finish_reason=done.finish_reason, conversation_id=conversation_id)
     answer.publisher.publish(done)
-
-
-async def _delete_quietly(driver: Driver, creds: KimiCredentials, chat_id: str) -> None:
-    try:
-        await driver.delete_chat(creds, chat_id)
-    except (GatewayError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-        # Drivers log their own failures and return False; this only guards against a raising one.
-        log.warning("chat_delete_failed", account_id=creds.account_id, error=type(exc).__name__)
 
 
 def _log_retry(job_id: str, account_id: str, exc: UpstreamError) -> None:
