@@ -1,9 +1,10 @@
-"""What a job's end means for its account: the release outcome follows the failure's type."""
+"""What a job's end means: the account's release outcome follows the failure's type; a driver's Usage wins."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -24,8 +25,8 @@ from shared.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from shared.schema import Done, Start
-from shared.settings import PoolSettings
+from shared.schema import Done, Event, Start, Usage
+from shared.settings import PoolSettings, WorkerSettings
 from tests.test_worker_support import (
     add_accounts,
     chat_request,
@@ -33,10 +34,15 @@ from tests.test_worker_support import (
     reply_events,
     run_burst,
     text_of,
+    worker_settings,
 )
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool, ReleaseOutcome
 from token_service.store import Account
+from upstream_worker.drivers import DRIVERS, Driver
+from upstream_worker.job import JobOutcome
+from upstream_worker.kimi.call import UpstreamCall
+from upstream_worker.resources import open_worker
 from upstream_worker.retries import release_outcome
 
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
@@ -71,6 +77,18 @@ def test_release_outcome_follows_the_failure_type(
     assert release_outcome(failure) == outcome
 
 
+def test_job_outcomes_are_the_metric_labels() -> None:
+    """The job outcomes are exactly the label values of kimi_worker_jobs_total{outcome}."""
+    assert [o.value for o in JobOutcome] == [
+        "ok",
+        "error",
+        "timeout",
+        "cancelled",
+        "abandoned",
+        "dead_letter",
+    ]
+
+
 async def _account(redis, sim: SimServer, account_id: str) -> Account:
     async with aiohttp.ClientSession() as session:
         account = await AccountPool(redis, POOL, KimiAuthClient(session, sim.url)).get(account_id)
@@ -99,3 +117,40 @@ async def test_quota_cools_for_its_window_a_429_for_its_moment(
     assert account.state == "cooling"
     assert account.counters.get(counter) == 1
     assert before_ms + cooling_s * 1000 <= account.cooling_until_ms <= time.time() * 1000 + cooling_s * 1000
+
+
+#: What the driver below reports: real counts, unlike the estimate.
+REPORTED = Usage(prompt_tokens=7, completion_tokens=11, estimated=False)
+
+
+class _UsageReporting:
+    """The Connect driver, reporting its own usage before Done as an upstream with real counts does."""
+
+    def __init__(self, inner: Driver) -> None:
+        self._inner = inner
+
+    async def chat(self, call: UpstreamCall) -> AsyncIterator[Event]:
+        async for event in self._inner.chat(call):
+            if isinstance(event, Done):
+                yield REPORTED
+            yield event
+
+    async def cleanup(self, call: UpstreamCall) -> bool:
+        return await self._inner.cleanup(call)
+
+
+def _reporting(session: aiohttp.ClientSession, settings: WorkerSettings) -> Driver:
+    return _UsageReporting(DRIVERS["connect"](session, settings))
+
+
+async def test_drivers_own_usage_goes_out_unchanged(redis, redis_url: str, kimi_sim: SimServer) -> None:
+    """A driver's Usage(estimated=False) is the reply's one Usage, right before Done; no estimate follows."""
+    await add_accounts(redis, kimi_sim, 1)
+    job_id = await enqueue(redis, chat_request("count me"))
+    settings = worker_settings(redis_url, kimi_sim.url)
+    async with open_worker(settings, drivers={**DRIVERS, "connect": _reporting}) as worker:
+        await worker.run(burst=True)
+    events = await reply_events(redis, job_id)
+    assert [e for e in events if isinstance(e, Usage)] == [REPORTED]
+    assert events[-2] == REPORTED and isinstance(events[-1], Done)
+    assert text_of(events) == answer_for("count me")
