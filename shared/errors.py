@@ -10,7 +10,9 @@
     ├── RateLimited                   429 rate_limited (retry_after_s)
     ├── UpstreamError                 502 upstream: Kimi failed us
     │   ├── UpstreamAuthError         503: Kimi said 401, the account's token is bad
-    │   ├── UpstreamRateLimited       429 / resource_exhausted / quota (retry_after_s)
+    │   ├── UpstreamRateLimited       429 / resource_exhausted (retry_after_s): cool the account a while
+    │   │   ├── UpstreamQuotaExhausted    a quota of the account is used up: cool it for the quota window
+    │   │   └── UpstreamStreamBusy        another stream of the user still runs: retry soon, cool nothing
     │   ├── UpstreamOverloaded        Kimi says it is overloaded (529 for Anthropic, 503 elsewhere)
     │   ├── UpstreamUnavailable       503 connection refused, 5xx
     │   ├── UpstreamTimeout           504 first byte or idle deadline passed
@@ -126,6 +128,18 @@ class UpstreamRateLimited(UpstreamError):
     kind: ClassVar[str] = "rate_limited"
     http_status: ClassVar[int] = 429
     rebuilds_kind = True
+
+
+class UpstreamQuotaExhausted(UpstreamRateLimited):
+    """A quota of the account is used up (Kimi's long-text rounds, research uses): the account cools for the
+    quota's window, not for a 429's moment. The client sees the 429 of any rate limit."""
+
+
+class UpstreamStreamBusy(UpstreamRateLimited):
+    """Another stream of this user is still running on the upstream's side (Kimi REST
+    `chat.user_stream_pushing`, Connect `resource_exhausted` / `REASON_USER_STREAM_PUSHING`): a moment's
+    condition of this one request, typically right after the previous turn was cut short. The worker retries
+    it and never cools the account for it; a client that still gets it sees a 429 with a short Retry-After."""
 
 
 class UpstreamOverloaded(UpstreamError):

@@ -12,7 +12,9 @@ from shared.errors import (
     UpstreamError,
     UpstreamOverloaded,
     UpstreamProtocolError,
+    UpstreamQuotaExhausted,
     UpstreamRateLimited,
+    UpstreamStreamBusy,
     UpstreamTimeout,
 )
 from shared.models import resolve_model
@@ -30,7 +32,6 @@ from tests.driver_helpers import FAST, collect, text_of
 from tests.driver_helpers import call_for as shared_call_for
 from tests.driver_helpers import session as session  # the pytest fixture these tests use
 from upstream_worker.kimi import ConnectDriver, Creds, UpstreamCall, driver_for
-from upstream_worker.kimi.failures import UpstreamStreamBusy
 
 CHAT = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 
@@ -159,6 +160,7 @@ async def test_delete_chat(kimi_sim: SimServer, session: aiohttp.ClientSession) 
         ("cut_mid_stream", {"after_chunks": 2}, UpstreamProtocolError, None),
         ("paywall", {}, UpstreamError, None),
         ("user_stream_pushing", {}, UpstreamStreamBusy, 2.0),
+        ("quota_exhausted", {}, UpstreamQuotaExhausted, None),
     ],
 )
 async def test_faults(

@@ -11,7 +11,9 @@ from shared.errors import (
     ContentFiltered,
     UpstreamAuthError,
     UpstreamProtocolError,
+    UpstreamQuotaExhausted,
     UpstreamRateLimited,
+    UpstreamStreamBusy,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -26,7 +28,6 @@ from tests.driver_helpers import FAST, collect, text_of
 from tests.driver_helpers import call_for as shared_call_for
 from tests.driver_helpers import session as session  # the pytest fixture these tests use
 from upstream_worker.kimi import Creds, RestDriver, UpstreamCall
-from upstream_worker.kimi.failures import UpstreamStreamBusy
 
 
 async def creds_for(sim: SimServer, session: aiohttp.ClientSession, with_user_id: bool = True) -> Creds:
@@ -160,14 +161,15 @@ async def test_length_continuation(kimi_sim: SimServer, session: aiohttp.ClientS
 
 
 async def test_research_quota_precheck(kimi_sim_factory: object, session: aiohttp.ClientSession) -> None:
-    """kimi-research checks research usage first and fails with UpstreamRateLimited once used up."""
+    """kimi-research checks research usage first and fails with UpstreamQuotaExhausted once used up."""
     sim: SimServer = await kimi_sim_factory(research_total=1)  # type: ignore[operator]
     creds = await creds_for(sim, session)
     driver = RestDriver(session, sim.url, FAST)
     await collect(driver, call_for(creds, "kimi-research"))
     assert completion_bodies(sim)[0]["use_research"] is True
-    with pytest.raises(UpstreamRateLimited, match="research"):
+    with pytest.raises(UpstreamQuotaExhausted, match="research") as info:
         await collect(driver, call_for(creds, "kimi-research"))
+    assert type(info.value) is UpstreamQuotaExhausted
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,11 @@ async def _burst(redis_url: str, sim: SimServer) -> None:
     await run_burst(redis_url, sim.url, claim_idle_ms=CLAIM_IDLE_MS)
 
 
+def _jobs(outcome: str) -> float:
+    """kimi_worker_jobs_total{outcome} so far in this process."""
+    return float(metrics.JOBS.labels(outcome)._value.get())
+
+
 def _chat_calls(sim: SimServer) -> int:
     return len([r for r in sim.state.requests if r.path == CHAT_PATH])
 
@@ -58,12 +63,14 @@ async def test_reclaimed_job_with_empty_reply_runs_again(redis, redis_url: str, 
 async def test_reclaimed_job_with_events_ends_with_an_error(
     redis, redis_url: str, kimi_sim: SimServer
 ) -> None:
-    """A job whose dead consumer had already published events ends with an ErrorEvent and is not run again."""
+    """A job whose dead consumer had published events ends with an ErrorEvent (abandoned), not run again."""
     await add_accounts(redis, kimi_sim, 1)
     job_id = await enqueue(redis, chat_request("half done"))
     await redis.xadd(keys.reply_key(job_id), {"e": encode_events([Start(), TextDelta(text="你好")])})
     await _deliver_to_dead_consumers(redis, 1)
+    before = _jobs("abandoned")
     await _burst(redis_url, kimi_sim)
+    assert _jobs("abandoned") == before + 1
     events = await reply_events(redis, job_id)
     assert events[:2] == [Start(), TextDelta(text="你好")]
     assert len(events) == 3 and isinstance(events[2], ErrorEvent)
@@ -74,11 +81,13 @@ async def test_reclaimed_job_with_events_ends_with_an_error(
 
 
 async def test_reclaimed_job_that_had_ended_is_only_acked(redis, redis_url: str, kimi_sim: SimServer) -> None:
-    """A job whose dead consumer published Done but did not ack is acked, its reply left untouched."""
+    """A job whose dead consumer published Done but did not ack is acked as ok, its reply left untouched."""
     job_id = await enqueue(redis, chat_request("finished"))
     await redis.xadd(keys.reply_key(job_id), {"e": encode_events([Start(), TextDelta(text="x"), Done()])})
     await _deliver_to_dead_consumers(redis, 1)
+    before = _jobs("ok")
     await _burst(redis_url, kimi_sim)
+    assert _jobs("ok") == before + 1
     assert await reply_events(redis, job_id) == [Start(), TextDelta(text="x"), Done()]
     assert await pending_count(redis) == 0
 
@@ -90,7 +99,9 @@ async def test_fourth_delivery_after_three_dead_ones_goes_to_the_dead_letter_str
     await add_accounts(redis, kimi_sim, 1)
     job_id = await enqueue(redis, chat_request("poison"))
     await _deliver_to_dead_consumers(redis, 3)
+    before = _jobs("dead_letter")
     await _burst(redis_url, kimi_sim)
+    assert _jobs("dead_letter") == before + 1
     events = await reply_events(redis, job_id)
     assert len(events) == 1 and isinstance(events[0], ErrorEvent) and events[0].kind == "internal"
     dead = await redis.xrange(keys.DEAD_LETTER_STREAM)

@@ -35,18 +35,10 @@ log = get_logger(__name__)
 
 
 class ReplyPublisher:
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        key: str,
-        *,
-        ttl_s: int = keys.REPLY_TTL_S,
-        batcher: RedisBatcher | None = None,
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, key: str, *, batcher: RedisBatcher | None = None) -> None:
         self._redis = redis
         self._batcher = batcher
         self._key = key
-        self._ttl_s = ttl_s
         self._pending: list[Event] = []
         #: Commands for the next XADD's pipeline, with how many each adds.
         self._attached: list[tuple[Fill, int]] = []
@@ -56,10 +48,6 @@ class ReplyPublisher:
         self._closing = False
         self._expired_at_close = False
         self.failed = False
-
-    @property
-    def key(self) -> str:
-        return self._key
 
     def publish(self, event: Event) -> None:
         self._pending.append(event)
@@ -86,14 +74,14 @@ class ReplyPublisher:
             await asyncio.wait({self._flusher})
 
     async def aclose(self) -> None:
-        """Send what is pending, then set the stream's TTL once more (it now outlives the job by ttl_s)."""
+        """Send what is pending, then set the stream's TTL once more (it outlives the job by REPLY_TTL_S)."""
         self._closing = True
         if self._pending:
             self._kick()
         if self._flusher is not None:
             await self._flusher
         if not self._expired_at_close and self._sent_entries:
-            await self._send(self._redis.expire(self._key, self._ttl_s))
+            await self._send(self._redis.expire(self._key, keys.REPLY_TTL_S))
 
     def _kick(self) -> None:
         if self._timer is not None:
@@ -119,7 +107,7 @@ class ReplyPublisher:
         def fill(pipe: Pipeline) -> None:
             for fill_attached, _count in attached:
                 fill_attached(pipe)
-            _fill(pipe, self._key, fields, expire, self._ttl_s)
+            _fill(pipe, self._key, fields, expire)
 
         if self._batcher is not None:
             await self._batcher.run(fill, 1 + expire + sum(count for _fill_attached, count in attached))
@@ -141,7 +129,7 @@ class ReplyPublisher:
             self.failed = True
 
 
-def _fill(pipe: Pipeline, key: str, fields: dict[FieldT, EncodableT], expire: bool, ttl_s: int) -> None:
+def _fill(pipe: Pipeline, key: str, fields: dict[FieldT, EncodableT], expire: bool) -> None:
     pipe.xadd(key, fields)
     if expire:
-        pipe.expire(key, ttl_s)
+        pipe.expire(key, keys.REPLY_TTL_S)

@@ -7,7 +7,7 @@ cleanup context uses it, and so can tests: `async with open_worker(s) as w: awai
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 
@@ -17,8 +17,8 @@ from shared.redis_client import make_blocking_redis, make_redis
 from shared.settings import WorkerSettings
 from token_service.kimi_auth import KimiAuthClient
 from token_service.pool import AccountPool
-from upstream_worker.kimi import ConnectDriver, RestDriver
-from upstream_worker.runner import Driver, KimiRunner
+from upstream_worker.drivers import DRIVERS, DriverFactory, open_drivers
+from upstream_worker.runner import KimiRunner
 from upstream_worker.worker import Worker
 
 #: Connections kept beyond one per concurrent job, for chat deletions and token refreshes.
@@ -26,7 +26,10 @@ _SPARE_CONNECTIONS = 16
 
 
 @contextlib.asynccontextmanager
-async def open_worker(settings: WorkerSettings) -> AsyncIterator[Worker]:
+async def open_worker(
+    settings: WorkerSettings, *, drivers: Mapping[str, DriverFactory] = DRIVERS
+) -> AsyncIterator[Worker]:
+    """The worker and its resources; `drivers` is the protocol registry (tests may wrap a protocol)."""
     common = settings.common
     redis = instrument_redis(
         make_redis(common, max_connections=2 * settings.concurrency + _SPARE_CONNECTIONS), "upstream_worker"
@@ -37,12 +40,7 @@ async def open_worker(settings: WorkerSettings) -> AsyncIterator[Worker]:
     try:
         async with _session(settings) as session:
             pool = AccountPool(redis, settings.pool, KimiAuthClient(session, common.kimi_base_url))
-            timeouts = settings.timeouts
-            drivers: dict[str, Driver] = {
-                "rest": RestDriver(session, common.kimi_base_url, timeouts),
-                "connect": ConnectDriver(session, common.kimi_base_url, timeouts),
-            }
-            runner = KimiRunner(settings, redis, pool, drivers)
+            runner = KimiRunner(settings, redis, pool, open_drivers(session, settings, drivers))
             yield Worker(settings, redis, blocking, runner, pool)
     finally:
         await blocking.aclose()

@@ -1,4 +1,9 @@
-"""What a job may still try before its first token: other accounts after a failure, a wait for a busy one.
+"""What an upstream failure means: for the account, how it is released; for the job, what it may still try.
+
+Failures are told apart by their type (the `shared.errors` tree; each driver raises the right class where it
+recognises a signal), never by their text. `release_outcome` maps a failure to the account's release outcome;
+`RetryBudget` decides whether a job that has sent no content yet tries again: another account after a failover
+error, or a wait for an account that was only busy.
 
 Kimi runs one stream per user. Right after a turn was cut short (a client's `stop` / `max_tokens`, or a
 disconnect) Kimi may still count the closed stream as running for a moment, and the next call on that account
@@ -15,13 +20,17 @@ import time
 from dataclasses import dataclass, field
 
 from shared.errors import (
+    ClientError,
+    ContentFiltered,
     UpstreamAuthError,
     UpstreamError,
     UpstreamOverloaded,
+    UpstreamQuotaExhausted,
     UpstreamRateLimited,
+    UpstreamStreamBusy,
     UpstreamUnavailable,
 )
-from upstream_worker.kimi.failures import UpstreamStreamBusy
+from token_service.pool import ReleaseOutcome
 
 #: Failures worth another account before the first token (429, quota, overload, 401, 5xx, no connection).
 FAILOVER = (UpstreamRateLimited, UpstreamOverloaded, UpstreamAuthError, UpstreamUnavailable)
@@ -29,6 +38,27 @@ FAILOVER = (UpstreamRateLimited, UpstreamOverloaded, UpstreamAuthError, Upstream
 #: close. One job takes at most one busy answer more than there are waits, then the client gets the 429.
 STREAM_BUSY_WAITS_S = (0.5, 1.0, 2.0)
 MAX_STREAM_BUSY = len(STREAM_BUSY_WAITS_S) + 1
+
+
+def release_outcome(failure: BaseException | None) -> ReleaseOutcome:
+    """How an account is released after an attempt that ended with `failure` (None: it succeeded)."""
+    match failure:
+        case None | ClientError() | ContentFiltered():
+            # A client's mistake Kimi refused, or its content policy: no fault of the account.
+            return "ok"
+        case asyncio.CancelledError() | UpstreamStreamBusy():
+            # Cut by the job, or refused before it ran: nothing is learned about the account.
+            return "cancelled"
+        case UpstreamQuotaExhausted():
+            return "quota"
+        case UpstreamRateLimited():
+            return "rate_limited"
+        case UpstreamOverloaded():
+            return "overloaded"
+        case UpstreamAuthError():
+            return "auth_failed"
+        case _:
+            return "upstream_error"
 
 
 @dataclass(slots=True)

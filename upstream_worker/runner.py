@@ -1,20 +1,25 @@
-"""Runs one job against Kimi: lease an account, stream the answer, fail over before the first token.
+"""Runs one request upstream: lease an account, stream the answer, fail over before the first content.
 
-    lease → credentials → driver.chat(call) ─ events ─► publisher
-      ▲          │ 429 / quota / overload / 401 / 5xx / connection error, before the first token
-      └──────────┘ release with that outcome, exclude the account, try the next (max_attempts)
+    lease → credentials → drivers[protocol].chat(call) ─ events ─► Answer ─► publisher
+      ▲          │ a failover error, before the first content
+      └──────────┘ release with its outcome, exclude the account, try the next (max_attempts)
 
-Kimi's "another stream of this user is still running" (`UpstreamStreamBusy`, right after a cut-short turn) is
-not held against the account: released `cancelled`, skipped for one lease, and asked again after a short wait
-when no other account can serve (a continued conversation always): `upstream_worker/retries.py`.
+The protocol of an attempt follows from the account's kind and the model (`upstream_worker.kimi.driver_for`);
+its driver comes from the registry keyed by protocol (upstream_worker/drivers.py). What a failure means for
+the account and for the job follows from its type (upstream_worker/retries.py): Kimi's "another stream of
+this user is still running" (`UpstreamStreamBusy`) is not held against the account: released `cancelled`,
+skipped for one lease, asked again after a short wait when no other account can serve.
 
-After the first token there is no retry: the error is raised and becomes the stream's in-band ErrorEvent.
+After the first content there is no retry: the error is raised and becomes the stream's in-band ErrorEvent.
 A client's mistake that Kimi refuses (BadRequest, NotFound) goes to the client unchanged and the account is
-released `ok`: it is not the account's fault. Until the first content, a Keepalive goes out every
-`keepalive_interval_s`, so that the gateway's idle timer measures real silence, not Kimi's thinking time.
-Done is held back until the driver has finished, so that `Usage` (estimated from the prompt and the streamed
-text) goes out right before it; the lease is released right after (one round trip), so the client's end never
-waits for it.
+released `ok`. The answer (upstream_worker/answer.py) ends with Usage and Done once the driver has finished;
+the lease is released right after (one round trip), so the client's end never waits for it; the driver's
+trace cleanup comes last.
+
+One attempt is: credentials → call → stream. Work an attempt needs per account before the call (uploading
+attachments) belongs between the credentials and the stream, so that its failures fail over like the call's.
+A retry on the same account with a changed request (repairing a malformed answer before any content left)
+is one more failure type for `RetryBudget`, answered with that account pinned.
 
 A kept chat's conversation record is written from the turn's `Start` on, in the pipeline of the XADD that
 carries `Start` (upstream_worker/conversations.py), and again when the turn learns its assistant message id:
@@ -26,157 +31,60 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import aiohttp
 import redis.asyncio as aioredis
 
 from shared.errors import (
     ClientError,
-    ContentFiltered,
     GatewayError,
     ModelNotFound,
     NotFound,
-    UpstreamAuthError,
     UpstreamError,
-    UpstreamOverloaded,
     UpstreamProtocolError,
-    UpstreamRateLimited,
+    UpstreamStreamBusy,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from shared.logging import get_logger
 from shared.models import ModelSpec, resolve_model
-from shared.schema import (
-    ChatRequest,
-    Citation,
-    Done,
-    Event,
-    Keepalive,
-    ReasoningDelta,
-    Start,
-    TextDelta,
-    Usage,
-)
+from shared.schema import ChatRequest, Done
 from shared.settings import WorkerSettings
-from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
-from token_service.pool import BUSY_POLL_S, AccountPool, Lease, ReleaseOutcome
+from token_service.pool import BUSY_POLL_S, AccountPool, Lease
 from upstream_worker import conversations, metrics
+from upstream_worker.answer import Answer, Attempt, keep_alive
 from upstream_worker.conversations import Conversation, RecordTracker
+from upstream_worker.drivers import Driver
 from upstream_worker.kimi import driver_for
-from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
-from upstream_worker.kimi.failures import UpstreamStreamBusy
+from upstream_worker.kimi.call import UpstreamCall
 from upstream_worker.publisher import ReplyPublisher
-from upstream_worker.retries import RetryBudget
+from upstream_worker.retries import RetryBudget, release_outcome
 
 log = get_logger(__name__)
 
 #: How long a job waits for an account while every usable one is at its concurrency cap (a continued
 #: conversation waits for its own account, whose previous turn may still be releasing it).
 LEASE_WAIT_S = 10.0
-#: `Start` (ids only) waits this long at most for the first content or keep-alive to share its stream entry:
-#: one XADD and one gateway wake-up less per request. The gateway needs it before the first content only.
-START_HOLD_S = 0.25
-_CONTENT = (TextDelta, ReasoningDelta, Citation)
-
-
-class Driver(Protocol):
-    """A Kimi protocol client (upstream_worker/kimi: RestDriver, ConnectDriver)."""
-
-    def chat(self, call: UpstreamCall) -> AsyncIterator[Event]: ...
-
-    async def delete_chat(self, creds: KimiCredentials, chat_id: str) -> bool: ...
 
 
 @dataclass(slots=True)
-class JobState:
-    """What the worker watches while a job runs: the current lease, to extend it."""
+class HeldLease:
+    """The account a running job holds, for the heartbeat to extend; the last one, for the job's log line."""
 
-    job_id: str
     lease: Lease | None = None
-    #: The last account leased, for the job's log line.
     account_id: str | None = None
-    lease_extended_s: float = field(default_factory=time.monotonic)
+    extended_s: float = field(default_factory=time.monotonic)
 
+    def hold(self, lease: Lease) -> None:
+        self.lease, self.account_id, self.extended_s = lease, lease.account_id, time.monotonic()
 
-@dataclass(slots=True)
-class _Attempt:
-    """The current attempt's upstream call, for the conversation record."""
-
-    call: UpstreamCall
-    protocol: str
-    #: The parent id sent to Kimi: a parent id the driver reports that differs from it was learned this turn.
-    sent_parent_id: str | None
-    #: The call continues a chat (else Kimi created one for it).
-    continuing: bool
-
-
-@dataclass(slots=True)
-class _Answer:
-    """The events of one job so far, for failover decisions, the usage estimate and the conversation record."""
-
-    publisher: ReplyPublisher
-    #: A kept chat's conversation record (None when the chat is deleted after the turn).
-    record: RecordTracker | None = None
-    attempt: _Attempt | None = None
-    started: bool = False
-    sent_start: bool = False
-    #: Kimi accepted the current attempt's turn (its Start came): a kept chat now holds the user's message.
-    accepted: bool = False
-    #: The job was cancelled (the client left, or the gateway cut the answer) while an attempt ran.
-    cut: bool = False
-    parts: list[str] = field(default_factory=list)
-    done: Done | None = None
-    account_id: str | None = None
-
-    def take(self, event: Event) -> None:
-        if isinstance(event, Start):
-            self.accepted = True
-        if isinstance(event, Done):
-            self.done = event
-        if self.record is not None:
-            self.track(self.record)
-        if isinstance(event, Done):
-            return
-        if isinstance(event, Start):
-            if self.sent_start:  # a retried attempt: the client already has its Start
-                return
-            self.sent_start = True
-            conversation_id = self.record.conversation_id if self.record else None
-            event = Start(
-                conversation_id=conversation_id or event.conversation_id,
-                account_id=event.account_id or self.account_id,
-            )
-            self.publisher.hold(event, START_HOLD_S)
-            return
-        if isinstance(event, _CONTENT):
-            self.started = True
-            if not isinstance(event, Citation):
-                self.parts.append(event.text)
-        self.publisher.publish(event)
-
-    def track(self, record: RecordTracker) -> None:
-        """Once Kimi holds the turn, keep the record current (its writes ride with the next XADDs).
-
-        A new chat is Kimi's from its Start. A continued one only from its answer (Connect's `Start` of a
-        continued chat means no more than HTTP 200: "stream busy" may follow, and a refused call must not
-        touch the record the running turn writes), or once the job is cut after its Start (a call Kimi
-        refused raises instead). The parent id is this turn's assistant message id once the driver learned
-        it, else empty (Kimi appends to the chat's head), never the previous turn's.
-        """
-        attempt = self.attempt
-        if attempt is None or not self.accepted or self.account_id is None:
-            return
-        call = attempt.call
-        if not call.chat_id:
-            return
-        learned = call.parent_id != attempt.sent_parent_id
-        if attempt.continuing and not (learned or self.started or self.done or self.cut):
-            return
-        parent_id = call.parent_id if learned else None
-        record.update(Conversation(self.account_id, attempt.protocol, call.chat_id, parent_id))
+    def due(self, every_s: float) -> Lease | None:
+        """The lease when it was last extended `every_s` ago or more (it counts as extended from now on)."""
+        if self.lease is None or time.monotonic() - self.extended_s < every_s:
+            return None
+        self.extended_s = time.monotonic()
+        return self.lease
 
 
 class KimiRunner:
@@ -188,17 +96,17 @@ class KimiRunner:
         self._pool = pool
         self._drivers = drivers
 
-    async def run(self, request: ChatRequest, publisher: ReplyPublisher, state: JobState) -> None:
+    async def run(self, request: ChatRequest, publisher: ReplyPublisher, held: HeldLease) -> None:
         """Publish the whole answer, ending with Usage + Done; raise a GatewayError when it fails."""
         spec = resolve_model(request.model)
         if spec is None:
             raise ModelNotFound(f"the model {request.model!r} does not exist")
         conversation = await self._conversation(request)
         record = RecordTracker(request.options.conversation_id, publisher) if _keeps(request) else None
-        answer = _Answer(publisher, record)
-        ticker = asyncio.create_task(_keep_alive(answer, self._settings.keepalive_interval_s))
+        answer = Answer(publisher, record)
+        ticker = asyncio.create_task(keep_alive(answer, self._settings.keepalive_interval_s))
         try:
-            await self._run(request, spec, conversation, answer, state)
+            await self._run(request, spec, conversation, answer, held)
         finally:
             ticker.cancel()
             await asyncio.wait({ticker})
@@ -208,8 +116,8 @@ class KimiRunner:
         request: ChatRequest,
         spec: ModelSpec,
         conversation: Conversation | None,
-        answer: _Answer,
-        state: JobState,
+        answer: Answer,
+        held: HeldLease,
     ) -> None:
         only = {conversation.account_id} if conversation else _account_ids(request)
         budget = RetryBudget(self._settings.max_attempts, request.deadline_s)
@@ -225,12 +133,12 @@ class KimiRunner:
                 await self._pool.release(lease, "cancelled")
                 raise _unknown_conversation(request.options.conversation_id or conversation.chat_id)
             try:
-                await self._attempt(request, spec, conversation, lease, answer, state)
+                await self._attempt(request, spec, conversation, lease, answer, held)
                 return
             except UpstreamError as exc:
-                if answer.started or not budget.retry_after(lease.account_id, exc):
+                if not answer.state.before_content or not budget.retry_after(lease.account_id, exc):
                     raise
-                _log_retry(state.job_id, lease.account_id, exc)
+                _log_retry(request.request_id, lease.account_id, exc)
 
     async def _lease(self, only: set[str] | None, budget: RetryBudget) -> Lease:
         """The next account to try: any not yet failed, else (after a short wait) one that was only busy."""
@@ -253,16 +161,15 @@ class KimiRunner:
         spec: ModelSpec,
         conversation: Conversation | None,
         lease: Lease,
-        answer: _Answer,
-        state: JobState,
+        answer: Answer,
+        held: HeldLease,
     ) -> None:
-        state.lease, state.account_id, state.lease_extended_s = lease, lease.account_id, time.monotonic()
-        answer.account_id, answer.accepted = lease.account_id, False
+        held.hold(lease)
+        answer.begin()
         protocol = driver_for(lease.kind, spec)
         driver = self._drivers[protocol]
-        outcome: ReleaseOutcome = "upstream_error"
-        retry_after_s: float | None = None
         call: UpstreamCall | None = None
+        failure: BaseException | None = None
         try:
             creds = await self._pool.credentials(lease)
             sent_parent_id = conversation.parent_id if conversation else None
@@ -274,47 +181,43 @@ class KimiRunner:
                 parent_id=sent_parent_id,
                 keep_chat=_keeps(request),
             )
-            answer.attempt = _Attempt(call, protocol, sent_parent_id, conversation is not None)
-            await _stream(driver, call, answer, protocol)
-            outcome = "ok"
-        except ClientError as exc:
-            metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
-            outcome = "ok"
+            answer.attempt = Attempt(call, protocol, sent_parent_id, conversation is not None)
+            done = await _stream(driver, call, answer, protocol)
+            answer.end(call, done)
+        except asyncio.CancelledError as exc:
+            failure = exc
+            answer.cut()
             raise
-        except UpstreamError as exc:
-            metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
-            outcome, retry_after_s = _outcome_of(exc), exc.retry_after_s
-            raise
-        except asyncio.CancelledError:
-            outcome, answer.cut = "cancelled", True
+        except Exception as exc:
+            failure = exc
+            if isinstance(exc, ClientError | UpstreamError):
+                metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
             raise
         finally:
-            await self._finish(lease, outcome, retry_after_s, call, answer, driver, state)
+            await self._finish(lease, failure, call, answer, driver, held)
 
     async def _finish(
         self,
         lease: Lease,
-        outcome: ReleaseOutcome,
-        retry_after_s: float | None,
+        failure: BaseException | None,
         call: UpstreamCall | None,
-        answer: _Answer,
+        answer: Answer,
         driver: Driver,
-        state: JobState,
+        held: HeldLease,
     ) -> None:
-        """Publish Usage + Done (on success), then release the account, then clean the upstream chat up.
+        """After Usage + Done (on success): release the account, then let the driver clean the turn up.
 
         The client's end waits for nothing. A kept chat's record is in Redis before the release, so the
         conversation's next turn, which waits for the account (`LEASE_WAIT_S`), reads its latest parent id.
         """
-        if outcome == "ok" and call is not None and answer.done is not None:
-            _publish_end(answer, call)
         if answer.record is not None:
             answer.track(answer.record)
             await answer.record.settle(self._redis)
-        state.lease = None
-        await self._pool.release(lease, outcome, retry_after_s=retry_after_s)
-        if call is not None and call.should_delete and call.chat_id:
-            await _delete_quietly(driver, call.creds, call.chat_id)
+        held.lease = None
+        retry_after_s = failure.retry_after_s if isinstance(failure, UpstreamError) else None
+        await self._pool.release(lease, release_outcome(failure), retry_after_s=retry_after_s)
+        if call is not None:
+            await driver.cleanup(call)
 
     async def _conversation(self, request: ChatRequest) -> Conversation | None:
         """The kept chat to continue; NotFound when unknown, expired, or another client's (pass-through)."""
@@ -337,53 +240,29 @@ class KimiRunner:
         return latest if latest.chat_id == conversation.chat_id else conversation
 
 
-async def _keep_alive(answer: _Answer, every_s: float) -> None:
-    """A Keepalive every `every_s` until the first content: lease waits and Kimi's first byte are not silence."""
-    while True:
-        await asyncio.sleep(every_s)
-        if answer.started:
-            return
-        answer.publisher.publish(Keepalive())
-
-
-async def _stream(driver: Driver, call: UpstreamCall, answer: _Answer, protocol: str) -> None:
+async def _stream(driver: Driver, call: UpstreamCall, answer: Answer, protocol: str) -> Done:
+    """Feed the driver's events to the answer; the driver's Done, which it must end with."""
     started = time.monotonic()
     first = True
+    done: Done | None = None
     try:
         async for event in driver.chat(call):
             if first:
                 metrics.UPSTREAM_TTFB.labels(protocol).observe(time.monotonic() - started)
                 first = False
             answer.take(event)
+            if isinstance(event, Done):
+                done = event
     except (aiohttp.ClientError, OSError) as exc:
+        # The Kimi drivers translate their transport's errors themselves; this guards it for any driver.
         raise UpstreamUnavailable(f"Kimi connection failed: {type(exc).__name__}") from exc
     except TimeoutError as exc:
         raise UpstreamTimeout("Kimi did not answer in time") from exc
     finally:
         metrics.UPSTREAM_DURATION.labels(protocol).observe(time.monotonic() - started)
-    if answer.done is None:
+    if done is None:
         raise UpstreamProtocolError("Kimi's stream ended without its terminal event")
-
-
-def _publish_end(answer: _Answer, call: UpstreamCall) -> None:
-    request = call.request
-    prompt = estimate_prompt_tokens([m.text() for m in request.messages])
-    completion = estimate_tokens("".join(answer.parts))
-    answer.publisher.publish(Usage(prompt_tokens=prompt, completion_tokens=completion, estimated=True))
-    done = answer.done or Done()
-    conversation_id = (answer.record.conversation_id if answer.record else None) or done.conversation_id
-    conversation_id = conversation_id or call.chat_id
-    if done.conversation_id != conversation_id:
-        done = Done(finish_reason=done.finish_reason, conversation_id=conversation_id)
-    answer.publisher.publish(done)
-
-
-async def _delete_quietly(driver: Driver, creds: KimiCredentials, chat_id: str) -> None:
-    try:
-        await driver.delete_chat(creds, chat_id)
-    except (GatewayError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-        # Drivers log their own failures and return False; this only guards against a raising one.
-        log.warning("chat_delete_failed", account_id=creds.account_id, error=type(exc).__name__)
+    return done
 
 
 def _log_retry(job_id: str, account_id: str, exc: UpstreamError) -> None:
@@ -392,21 +271,6 @@ def _log_retry(job_id: str, account_id: str, exc: UpstreamError) -> None:
         return
     log.info("failover", request_id=job_id, account_id=account_id, kind=exc.kind)
     metrics.FAILOVERS.inc()
-
-
-def _outcome_of(exc: UpstreamError) -> ReleaseOutcome:
-    if isinstance(exc, UpstreamStreamBusy):
-        # Kimi refused the call before running it: nothing is learned about the account, nothing held against it.
-        return "cancelled"
-    if isinstance(exc, UpstreamAuthError):
-        return "auth_failed"
-    if isinstance(exc, UpstreamRateLimited):
-        return "quota" if "quota" in exc.message.lower() else "rate_limited"
-    if isinstance(exc, UpstreamOverloaded):
-        return "overloaded"
-    if isinstance(exc, ContentFiltered):
-        return "ok"
-    return "upstream_error"
 
 
 def _keeps(request: ChatRequest) -> bool:

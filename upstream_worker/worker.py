@@ -1,9 +1,9 @@
 """The worker: consumes `kimi:jobs` as one consumer of the group `workers`, M jobs at a time.
 
-    read loop      XREADGROUP > (as many as free slots) ─► one task per job ─► runner ─► reply stream, XACK
-    claim loop     XAUTOCLAIM entries idle past claim_idle_ms (their consumer died): run again when the reply
-                   stream holds no content yet (only Start / Keepalive), end it with an ErrorEvent when it
-                   does, dead-letter after max_deliveries
+It runs loops only; one job's life, from its entry to its ack, is upstream_worker/job.py.
+
+    read loop      XREADGROUP > (as many as free slots) ─► one task per job (JobLifecycle.process)
+    claim loop     XAUTOCLAIM entries idle past claim_idle_ms (their consumer died) ─► one task per job
     heartbeat      kimi:workers[<consumer>] = unix ms; touches in-flight entries so they never look idle;
                    extends leases; samples the queue gauges
     cancel watch   every CANCEL_POLL_S, one pipeline of EXISTS kimi:cancel:{job} for the running jobs
@@ -18,23 +18,19 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
-import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared import keys
-from shared.errors import GatewayError, error_event
 from shared.logging import get_logger
-from shared.schema import Done, ErrorEvent, Event, Job, Keepalive, Start, job_decoder
-from shared.schema import events_decoder as _events_decoder
 from shared.settings import WorkerSettings
 from token_service.pool import AccountPool
 from upstream_worker import metrics
-from upstream_worker.batcher import RedisBatcher
-from upstream_worker.publisher import ReplyPublisher
+from upstream_worker.job import JobLifecycle, JobOutcome, RunningJob
 from upstream_worker.queue import JobEntry, JobQueue
-from upstream_worker.runner import JobState, KimiRunner
+from upstream_worker.runner import KimiRunner
 
 log = get_logger(__name__)
 
@@ -44,17 +40,12 @@ CANCEL_POLL_S = 0.25
 RETRY_PAUSE_S = 1.0
 #: Entries XPENDING lists when recovering our own deliveries on shutdown.
 OWN_PENDING_SCAN = 1_000
-#: Events that carry no answer: a reply stream holding only these can be answered again from the start.
-_PRELUDE = (Start, Keepalive)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Running:
-    entry_id: str
     task: asyncio.Task[None]
-    state: JobState | None = None
-    upstream: asyncio.Task[None] | None = None
-    stop_reason: str | None = None
+    job: RunningJob
 
 
 class Worker:
@@ -68,11 +59,9 @@ class Worker:
     ) -> None:
         self.settings = settings
         self._redis = redis
-        #: The reply XADDs of every running job share pipelines (upstream_worker/batcher.py).
-        self._batcher = RedisBatcher(redis)
-        self._runner = runner
         self._pool = pool
         self.queue = JobQueue(redis, blocking_redis, settings.consumer_name)
+        self._jobs = JobLifecycle(settings, redis, self.queue, runner)
         self._running: dict[str, _Running] = {}
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -180,24 +169,21 @@ class Worker:
 
     async def _beat(self) -> None:
         now_s = time.time()
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(keys.WORKERS_HASH, self.queue.consumer, int(now_s * 1000))
-        await pipe.execute()
+        await self._redis.hset(keys.WORKERS_HASH, self.queue.consumer, int(now_s * 1000))
         await self.queue.touch(list(self._running))
         metrics.HEARTBEAT.set(now_s)
         await self._extend_leases()
 
     async def _extend_leases(self) -> None:
-        due_s = time.monotonic() - self.settings.pool.lease_ttl_s / 3
+        every_s = self.settings.pool.lease_ttl_s / 3
         for running in list(self._running.values()):
-            state = running.state
-            if state is not None and state.lease is not None and state.lease_extended_s <= due_s:
-                state.lease_extended_s = time.monotonic()
-                await self._pool.extend(state.lease)
+            lease = running.job.held.due(every_s)
+            if lease is not None:
+                await self._pool.extend(lease)
 
     async def _cancel_loop(self) -> None:
         while await self._pause(CANCEL_POLL_S):
-            watched = [r for r in self._running.values() if r.upstream is not None and not r.upstream.done()]
+            watched = [r.job for r in self._running.values() if r.job.upstream_running]
             if not watched:
                 continue
             try:
@@ -205,16 +191,15 @@ class Worker:
             except (RedisError, OSError) as exc:
                 log.warning("cancel_poll_failed", error=str(exc))
                 continue
-            for running, flag in zip(watched, flags, strict=True):
-                if flag and running.upstream is not None:
-                    running.stop_reason = "cancelled"
-                    running.upstream.cancel()
+            for job, flag in zip(watched, flags, strict=True):
+                if flag:
+                    job.stop(JobOutcome.CANCELLED)
 
-    async def _cancel_flags(self, watched: list[_Running]) -> list[int]:
+    async def _cancel_flags(self, watched: list[RunningJob]) -> list[int]:
         pipe = self._redis.pipeline(transaction=False)
-        for running in watched:
-            assert running.state is not None
-            pipe.exists(keys.cancel_key(running.state.job_id))
+        for job in watched:
+            assert job.job_id is not None
+            pipe.exists(keys.cancel_key(job.job_id))
         return list(await pipe.execute())
 
     async def _pause(self, seconds: float) -> bool:
@@ -264,165 +249,23 @@ class Worker:
         with contextlib.suppress(RedisError, OSError):
             await self._redis.hdel(keys.WORKERS_HASH, self.queue.consumer)
 
-    # -- one job --------------------------------------------------------------------------------------------
+    # -- jobs ---------------------------------------------------------------------------------------------
 
     def _start_all(self, entries: list[JobEntry]) -> None:
         for entry in entries:
-            task = asyncio.create_task(self._process(entry))
-            self._running[entry.entry_id] = _Running(entry.entry_id, task)
+            job = RunningJob(entry.entry_id)
+            self._running[entry.entry_id] = _Running(asyncio.create_task(self._process(entry, job)), job)
             metrics.JOBS_IN_FLIGHT.inc()
 
-    async def _process(self, entry: JobEntry) -> None:
+    async def _process(self, entry: JobEntry, job: RunningJob) -> None:
         try:
-            outcome = await self._handle(entry)
-            metrics.JOBS.labels(outcome).inc()
-        except (RedisError, OSError) as exc:
-            # Unacked: the entry stays pending and another worker reclaims it.
-            log.warning("job_redis_failed", entry_id=entry.entry_id, error=str(exc))
-        except Exception:
-            log.exception("job_crashed", entry_id=entry.entry_id)
+            await self._jobs.process(entry, job)
         finally:
             self._running.pop(entry.entry_id, None)
             metrics.JOBS_IN_FLIGHT.dec()
             self._slot_freed.set()
 
-    async def _handle(self, entry: JobEntry) -> str:
-        job = _decode(entry.payload)
-        if job is None:
-            await self.queue.dead_letter(entry, "undecodable")
-            log.warning("job_dead_lettered", entry_id=entry.entry_id, reason="undecodable")
-            return "dead_letter"
-        if entry.reclaimed:
-            metrics.RECLAIMED.inc()
-            settled = await self._settle_reclaimed(entry, job)
-            if settled is not None:
-                return settled
-        outcome = await self._execute(entry, job)
-        await self.queue.ack(entry.entry_id)
-        return outcome
 
-    async def _settle_reclaimed(self, entry: JobEntry, job: Job) -> str | None:
-        """A reclaimed job runs again only when its reply stream has no content yet; otherwise it ends here."""
-        status = await _reply_status(self._redis, job.reply_key)
-        if status == "ended":
-            await self.queue.ack(entry.entry_id)
-            return "ok"
-        if entry.deliveries > self.settings.max_deliveries:
-            await self._end(job, _dead_letter_error(entry.deliveries - 1))
-            await self.queue.dead_letter(entry, "max_deliveries")
-            log.warning("job_dead_lettered", request_id=job.request.request_id, deliveries=entry.deliveries)
-            return "dead_letter"
-        if status == "open":
-            await self._end(job, _abandoned_error())
-            await self.queue.ack(entry.entry_id)
-            log.warning("job_abandoned", request_id=job.request.request_id)
-            return "abandoned"
-        return None
-
-    async def _end(self, job: Job, error: ErrorEvent) -> None:
-        publisher = ReplyPublisher(self._redis, job.reply_key, batcher=self._batcher)
-        publisher.publish(error)
-        await publisher.aclose()
-
-    async def _execute(self, entry: JobEntry, job: Job) -> str:
-        request = job.request
-        started_s = time.time()
-        publisher = ReplyPublisher(self._redis, job.reply_key, batcher=self._batcher)
-        state = JobState(request.request_id)
-        remaining_s = request.deadline_s - started_s if request.deadline_s else None
-        if remaining_s is not None and remaining_s <= 0:
-            publisher.publish(
-                ErrorEvent(kind="timeout", message="the request's deadline passed in the queue")
-            )
-            outcome = "timeout"
-        else:
-            outcome = await self._run_upstream(entry, job, publisher, state, remaining_s)
-        await publisher.aclose()
-        log.info(
-            "job",
-            request_id=request.request_id,
-            model=request.model,
-            dialect=request.dialect,
-            outcome=outcome,
-            account_id=state.account_id,
-            queue_wait_ms=round((started_s - job.enqueued_s) * 1000) if job.enqueued_s else None,
-            duration_ms=round((time.time() - started_s) * 1000),
-        )
-        return outcome
-
-    async def _run_upstream(
-        self, entry: JobEntry, job: Job, publisher: ReplyPublisher, state: JobState, remaining_s: float | None
-    ) -> str:
-        running = self._running[entry.entry_id]
-        upstream = asyncio.create_task(self._runner.run(job.request, publisher, state))
-        running.state, running.upstream = state, upstream
-        try:
-            done, _ = await asyncio.wait({upstream}, timeout=remaining_s)
-        except asyncio.CancelledError:
-            await _cancel(upstream)
-            raise
-        if not done:
-            running.stop_reason = "timeout"
-            await _cancel(upstream)
-        if upstream.cancelled():
-            reason = running.stop_reason or "cancelled"
-            publisher.publish(_stopped_error(reason))
-            return reason
-        exc = upstream.exception()
-        if exc is None:
-            return "ok"
-        publisher.publish(error_event(exc))
-        if not isinstance(exc, GatewayError):
-            log.error("job_failed", request_id=job.request.request_id, exc_info=exc)
-        return "error"
-
-
-async def _cancel(task: asyncio.Task[object] | asyncio.Task[None] | asyncio.Task[list[JobEntry]]) -> None:
+async def _cancel(task: asyncio.Task[Any]) -> None:
     task.cancel()
     await asyncio.wait({task})
-
-
-def _decode(payload: bytes | None) -> Job | None:
-    if payload is None:
-        return None
-    try:
-        return job_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-async def _reply_status(redis: aioredis.Redis, reply_key: str) -> str:
-    """ "empty" (nothing, or only Start / Keepalive: safe to answer again), "open" (content but no terminal
-    event) or "ended" (Done / ErrorEvent published). Only reclaimed jobs pay for reading the whole stream."""
-    events: list[Event] = []
-    for _entry_id, fields in await redis.xrange(reply_key) or []:
-        try:
-            events.extend(_events_decoder.decode((fields or {})[b"e"]))  # type: ignore[arg-type]
-        except (KeyError, TypeError, msgspec.DecodeError, msgspec.ValidationError):
-            return "open"
-    if all(isinstance(event, _PRELUDE) for event in events):
-        return "empty"
-    return "ended" if isinstance(events[-1], Done | ErrorEvent) else "open"
-
-
-def _stopped_error(reason: str) -> ErrorEvent:
-    if reason == "timeout":
-        return ErrorEvent(kind="timeout", message="the request's deadline passed", status=504)
-    return ErrorEvent(kind="cancelled", message="the client cancelled the request", status=499)
-
-
-def _abandoned_error() -> ErrorEvent:
-    return ErrorEvent(
-        kind="unavailable",
-        message="the worker streaming this answer stopped mid-answer; retry the request",
-        retryable=True,
-        status=503,
-    )
-
-
-def _dead_letter_error(failures: int) -> ErrorEvent:
-    return ErrorEvent(
-        kind="internal",
-        message=f"the request failed {failures} times in a row and was set aside",
-        status=500,
-    )

@@ -19,7 +19,9 @@ from shared.errors import (
     UpstreamError,
     UpstreamOverloaded,
     UpstreamProtocolError,
+    UpstreamQuotaExhausted,
     UpstreamRateLimited,
+    UpstreamStreamBusy,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -28,13 +30,8 @@ from shared.errors import (
 STREAM_PUSHING_RETRY_AFTER_S = 2.0
 OVERLOAD_REASON = "REASON_SERVER_OVERLOADED_FOR_FREE_USER"
 STREAM_PUSHING_REASON = "REASON_USER_STREAM_PUSHING"
-
-
-class UpstreamStreamBusy(UpstreamRateLimited):
-    """Another stream of this user is still running on Kimi's side (REST `chat.user_stream_pushing`, Connect
-    `resource_exhausted` / `REASON_USER_STREAM_PUSHING`): a moment's condition of this one request, typically
-    right after the previous turn was cut short. The worker retries it and never cools the account for it; a
-    client that still gets it sees a 429 with a short Retry-After."""
+#: A `resource_exhausted` reason naming a quota (e.g. REASON_LONG_TEXT_QUOTA_EXCEEDED) means a used-up quota.
+QUOTA_REASON_PART = "QUOTA"
 
 
 class _Localized(msgspec.Struct):
@@ -137,6 +134,8 @@ def connect_error(err: ConnectErrorBody, retry_after_s: float | None = None) -> 
             return UpstreamOverloaded(text, retry_after_s=retry_after_s)
         if STREAM_PUSHING_REASON in reasons:
             return UpstreamStreamBusy(text, retry_after_s=retry_after_s or STREAM_PUSHING_RETRY_AFTER_S)
+        if any(QUOTA_REASON_PART in reason for reason in reasons):
+            return UpstreamQuotaExhausted(text, retry_after_s=retry_after_s)
         return UpstreamRateLimited(text, retry_after_s=retry_after_s)
     if code == "unavailable":
         return UpstreamUnavailable(text, retry_after_s=retry_after_s)
@@ -156,7 +155,9 @@ def rest_error(error_type: str, message: str, retry_after_s: float | None = None
         return UpstreamAuthError(text)
     if error_type == "chat.user_stream_pushing":
         return UpstreamStreamBusy(text, retry_after_s=retry_after_s or STREAM_PUSHING_RETRY_AFTER_S)
-    if "quota" in error_type or "rate_limit" in error_type or "limit" in error_type:
+    if "quota" in error_type:
+        return UpstreamQuotaExhausted(text, retry_after_s=retry_after_s)
+    if "limit" in error_type:
         return UpstreamRateLimited(text, retry_after_s=retry_after_s)
     if error_type == "chat.not_found":
         return NotFound(text)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 
-from shared.errors import GatewayError, UpstreamProtocolError, UpstreamRateLimited
+from shared.errors import GatewayError, UpstreamProtocolError, UpstreamQuotaExhausted
 from shared.logging import get_logger
 from shared.models import K1_KIMIPLUS_ID
 from shared.schema import Done, Event, Keepalive, Start
@@ -174,7 +174,7 @@ class RestDriver:
     async def _check_research_quota(self, creds: KimiCredentials, user_id: str) -> None:
         usage = _decode(_usage_decoder, await self._unary(creds, user_id, "GET", "/api/chat/research/usage"))
         if usage.total and usage.used >= usage.total:
-            raise UpstreamRateLimited(f"Kimi research quota used up ({usage.used}/{usage.total})")
+            raise UpstreamQuotaExhausted(f"Kimi research quota used up ({usage.used}/{usage.total})")
 
     async def _create_chat(self, call: UpstreamCall, user_id: str) -> str:
         body = {

@@ -1,0 +1,65 @@
+"""Table tests of Kimi's failure signals → `shared.errors` classes: a quota is a type, never a word."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import (
+    GatewayError,
+    UpstreamOverloaded,
+    UpstreamQuotaExhausted,
+    UpstreamRateLimited,
+    UpstreamStreamBusy,
+)
+from upstream_worker.kimi.failures import ConnectErrorBody, connect_error, http_error, rest_error
+
+
+@pytest.mark.parametrize(
+    ("reason", "message", "exc"),
+    [
+        ("REASON_LONG_TEXT_QUOTA_EXCEEDED", "Long-text quota exhausted", UpstreamQuotaExhausted),
+        ("REASON_LONG_TEXT_QUOTA_EXCEEDED", "长文本次数已达上限", UpstreamQuotaExhausted),
+        ("REASON_SERVER_OVERLOADED_FOR_FREE_USER", "quota", UpstreamOverloaded),
+        ("REASON_USER_STREAM_PUSHING", "quota", UpstreamStreamBusy),
+        ("", "your quota is used up", UpstreamRateLimited),
+    ],
+)
+def test_connect_resource_exhausted_by_reason(reason: str, message: str, exc: type[GatewayError]) -> None:
+    """A Connect `resource_exhausted` is classified by its reason code; its message text never decides."""
+    err = connect_error(ConnectErrorBody("resource_exhausted", message, [], reason))
+    assert type(err) is exc
+
+
+@pytest.mark.parametrize(
+    ("error_type", "message", "exc"),
+    [
+        ("chat.long_text_quota", "次数已达上限", UpstreamQuotaExhausted),
+        ("chat.completion.rate_limit", "quota used up", UpstreamRateLimited),
+        ("chat.user_stream_pushing", "quota", UpstreamStreamBusy),
+    ],
+)
+def test_rest_error_type_decides(error_type: str, message: str, exc: type[GatewayError]) -> None:
+    """A REST error is classified by its `error_type`: a quota type is a quota whatever the message says."""
+    err = rest_error(error_type, message)
+    assert type(err) is exc
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "exc", "retry_after_s"),
+    [
+        (
+            400,
+            b'{"code":"resource_exhausted",'
+            b'"details":[{"debug":{"reason":"REASON_LONG_TEXT_QUOTA_EXCEEDED"}}]}',
+            UpstreamQuotaExhausted,
+            60.0,
+        ),
+        (429, b'{"error_type":"chat.long_text_quota","message":"x"}', UpstreamQuotaExhausted, 60.0),
+        (429, b'{"error_type":"chat.completion.rate_limit","message":"quota"}', UpstreamRateLimited, 60.0),
+    ],
+)
+def test_http_error_quota(status: int, body: bytes, exc: type[GatewayError], retry_after_s: float) -> None:
+    """A quota in an HTTP error body (Connect reason or REST type) keeps the answer's Retry-After."""
+    err = http_error(status, body, "60")
+    assert type(err) is exc
+    assert err.retry_after_s == retry_after_s
