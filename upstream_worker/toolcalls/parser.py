@@ -22,7 +22,7 @@ the scans start where the previous one stopped and only a tail shorter than a ma
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum, auto
 from typing import Any
 
@@ -52,6 +52,9 @@ _XML_TAGS = {"<tool_call>": "</tool_call>", "<function_calls>": "</function_call
 _TEXT_LITERALS = ("<|", "<tool_call>", "<function_calls>", "<think>", _FUNCTIONS, "```", "~~~")
 _TEXT_TRIGGER = re.compile("|".join(re.escape(t) for t in _TEXT_LITERALS))
 _HELD_MAX = max(len(t) for t in _TEXT_LITERALS) - 1
+#: Every proper prefix of a trigger, and the characters one can start with: what a delta's tail may hold back.
+_PREFIXES = frozenset(t[:i] for t in _TEXT_LITERALS for i in range(1, len(t)))
+_TAIL_START = re.compile("[" + re.escape("".join({t[0] for t in _TEXT_LITERALS})) + "]")
 #: A `functions.` head longer than this is prose, not a call id.
 _SIMPLE_HEAD_MAX = 200
 _NAME_CHARS = frozenset("_.-:")
@@ -105,6 +108,16 @@ class ToolCallParser:
         self._attempts = 0
         self._calls: list[ParsedCall] = []
         self._failure: ToolCallFailure | None = None
+        self._steps: dict[_Mode, Callable[[bool], bool]] = {
+            _Mode.TEXT: self._step_text,
+            _Mode.FENCE: self._step_lines,
+            _Mode.THINK: self._step_lines,
+            _Mode.SECTION: self._step_section,
+            _Mode.CALL_ID: self._step_call_id,
+            _Mode.CALL_ARGS: self._step_call_args,
+            _Mode.SIMPLE: self._step_simple,
+            _Mode.XML: self._step_xml,
+        }
 
     @classmethod
     def for_request(cls, request: ChatRequest, *, id_prefix: str, first_index: int = 0) -> ToolCallParser:
@@ -142,16 +155,7 @@ class ToolCallParser:
     # ------------------------------------------------------------ the state machine
 
     def _run(self, final: bool) -> None:
-        steps = {
-            _Mode.TEXT: self._step_text,
-            _Mode.FENCE: self._step_lines,
-            _Mode.THINK: self._step_lines,
-            _Mode.SECTION: self._step_section,
-            _Mode.CALL_ID: self._step_call_id,
-            _Mode.CALL_ARGS: self._step_call_args,
-            _Mode.SIMPLE: self._step_simple,
-            _Mode.XML: self._step_xml,
-        }
+        steps = self._steps
         while self._buf and steps[self._mode](final):
             pass
 
@@ -644,10 +648,10 @@ def _simple_head(buf: str, final: bool) -> tuple[str, int] | tuple[()] | None:
 
 def _held_tail(buf: str) -> int:
     """How many final characters could be the start of a trigger (held back until the next delta)."""
-    for size in range(min(len(buf), _HELD_MAX), 0, -1):
-        tail = buf[-size:]
-        if any(literal.startswith(tail) for literal in _TEXT_LITERALS):
-            return size
+    start = max(0, len(buf) - _HELD_MAX)
+    for match in _TAIL_START.finditer(buf, start):
+        if buf[match.start() :] in _PREFIXES:
+            return len(buf) - match.start()
     return 0
 
 
