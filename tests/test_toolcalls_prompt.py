@@ -305,6 +305,15 @@ def test_continuation_sends_only_the_new_results() -> None:
     assert turn.state.open == []
 
 
+def test_urls_in_a_continued_result_stay_plain_text() -> None:
+    """REST wraps URLs of a user's string content for Kimi to fetch; a URL in a tool result is not wrapped."""
+    state = ToolState({"c": "functions.get_time:0"}, 1, ["functions.get_time:0"], "d")
+    turn = build_continuation(request(result("see https://a.com/x", "c"), tools=[TIME]), state)
+    text = flatten_rest(turn.messages, continuation=True)
+    assert "\n\n## Return of functions.get_time:0\nsee https://a.com/x\n\n## Tool rules" in text
+    assert "<url" not in text
+
+
 def test_continuation_declares_tools_again_only_when_they_changed() -> None:
     """The declarations are re-sent in a kept chat only when the tool set differs from the one Kimi saw."""
     first = build_prompt(request(user("hi"), tools=[WEATHER]))

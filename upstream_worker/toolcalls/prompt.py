@@ -133,12 +133,18 @@ def build_continuation(
         parts.append(rules_text(request, state.next_index))
     text = "\n\n".join(part for part in parts if part)
     new_state = ToolState(history.ids, state.next_index, history.open_ids(), digest or state.declared)
-    return ToolPrompt([Message(role="user", content=text)], new_state, declarations)
+    return ToolPrompt([_user_turn(text)], new_state, declarations)
 
 
 def correction_message(failure: ToolCallFailure, request: ChatRequest) -> Message:
     """The repair turn sent into the same Kimi chat, after the answer that failed."""
-    return Message(role="user", content=correction_text(failure, request))
+    return _user_turn(correction_text(failure, request))
+
+
+def _user_turn(text: str) -> Message:
+    """A turn the gateway writes: a text part, not a string, because REST's continuation path wraps the URLs
+    of a user's string content for Kimi to fetch, and a URL in a tool result must stay plain text."""
+    return Message(role="user", content=[TextPart(text)])
 
 
 def tool_block(declarations: Declarations) -> str:
