@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint run demo bench up clean
+.PHONY: install test lint run demo bench tool-eval up clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: install
 
 bench: install
 	$(BIN)/python -m tests.bench
+
+# The tool-call corpus score per format (tests/tool_corpus/corpus.yaml); fails when a row fails.
+tool-eval: install
+	$(BIN)/python -m tests.tool_corpus
 
 up:
 	docker compose up --build

@@ -28,6 +28,8 @@ class SimConfig:
     k1_event_shape: str = "text"
     #: Entries kept in the request log and the stream list (oldest dropped first).
     log_limit: int = 10000
+    #: Tool-call answers stream in pieces of this many characters, so markers are split across events.
+    tool_chunk_chars: int = 7
 
     def replace(self, changes: dict[str, Any]) -> SimConfig:
         """A copy with `changes` applied; unknown fields or wrong types raise ValueError."""

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from . import answers
+from . import answers, tools
 from .common import bearer, json_response, pick, state_of
 from .envelope import FLAG_DATA, FLAG_END_STREAM, frame, json_frame, split_frames
 from .faults import CONNECT_STREAM_FAULTS
@@ -168,6 +168,9 @@ class ConnectScript:
         self.writer = FrameWriter(request, self.response, faults, HEARTBEAT, self.config.heartbeat_interval_s)
         self.offset = 0
         self.text_sent = ""
+        #: The tool-call answer when the prompt declares tools (kimi_sim/tools.py), else None.
+        history = "\n".join(str(m.get("content") or "") for m in chat.messages)
+        self.tool = tools.tool_reply(history, prompt, faults)
 
     async def run(self, record: StreamRecord) -> web.StreamResponse:
         reset = self.faults.get("cut_mid_stream", {}).get("mode") == "reset"
@@ -297,7 +300,10 @@ class ConnectScript:
             )
 
     async def _think(self) -> None:
-        pieces = answers.split_chunks(answers.reasoning_for(self.prompt), self.config.chunk_count)
+        reasoning = answers.reasoning_for(self.prompt)
+        if self.tool is not None and self.tool.reasoning is not None:
+            reasoning = self.tool.reasoning
+        pieces = answers.split_chunks(reasoning, self.config.chunk_count)
         for index, piece in enumerate(pieces):
             op, mask = ("set", "block.think") if index == 0 else ("append", "block.think.content")
             await self.event(op, mask, block={"id": "1", "think": {"content": piece}})
@@ -320,7 +326,10 @@ class ConnectScript:
         await self.event("set", "block.tool.contents,block.tool.status", block={"id": "3", "tool": done})
 
     async def _text(self) -> StreamStatus | None:
-        chunks = answers.split_chunks(answers.answer_for(self.prompt), self.config.chunk_count)
+        if self.tool is not None:
+            chunks = tools.tool_chunks(self.tool.text, self.config.tool_chunk_chars)
+        else:
+            chunks = answers.split_chunks(answers.answer_for(self.prompt), self.config.chunk_count)
         for index, piece in enumerate(chunks, 1):
             op, mask = ("set", "block.text") if index == 1 else ("append", "block.text.content")
             await self.event(op, mask, block={"id": "2", "text": {"content": piece}})

@@ -23,6 +23,9 @@ STREAM_FAULTS = (
     "paywall",
     "unauthenticated_trailer",
     "stall_mid_stream",
+    "tool_call_variant",
+    "tool_call_error",
+    "no_tool_call",
 )
 FAULT_NAMES = frozenset(HTTP_FAULTS + STREAM_FAULTS)
 CONNECT_ONLY = ("resource_exhausted", "done_then_error", "paywall", "unauthenticated_trailer")

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import answers
+from . import answers, tools
 from .common import bearer, body_of, encoder, json_response, state_of
 from .config import K1_KIMIPLUS_ID
 from .faults import REST_STREAM_FAULTS
@@ -150,6 +150,8 @@ class RestScript:
         self.writer = FrameWriter(request, self.response, faults)
         self.group_id = new_xid()
         self.answer_sent = ""
+        #: The tool-call answer when the prompt declares tools (kimi_sim/tools.py), else None.
+        self.tool: tools.ToolReply | None = None
 
     async def run(self, record: StreamRecord) -> web.StreamResponse:
         reset = self.faults.get("cut_mid_stream", {}).get("mode") == "reset"
@@ -167,7 +169,9 @@ class RestScript:
             text = self.chat.pending_segments.pop(segment_id)
             prompt_echo = self.prompt
         else:
-            text = answers.answer_for(self.prompt)
+            history = "\n".join(str(m.get("content") or "") for m in self.chat.messages)
+            self.tool = tools.tool_reply(history, self.prompt, self.faults)
+            text = self.tool.text if self.tool is not None else answers.answer_for(self.prompt)
             prompt_echo = self.prompt
         req_id, resp_id = new_xid(), new_xid()
         await self.emit(
@@ -210,7 +214,10 @@ class RestScript:
         await self.emit({"event": "ref_docs", "ref_cards": cards})
 
     async def _k1(self) -> None:
-        for piece in answers.split_chunks(answers.reasoning_for(self.prompt), self.config.chunk_count):
+        reasoning = answers.reasoning_for(self.prompt)
+        if self.tool is not None and self.tool.reasoning is not None:
+            reasoning = self.tool.reasoning
+        for piece in answers.split_chunks(reasoning, self.config.chunk_count):
             if self.config.k1_event_shape == "data":
                 await self.emit({"event": "k1", "data": {"text": piece}})
             else:
@@ -223,7 +230,10 @@ class RestScript:
             keep = len(text) // 2
             text, self.chat.pending_segments[req_id] = text[:keep], text[keep:]
         await self.emit({"event": "zone_set", "zone_type": "answer"})
-        chunks = answers.split_chunks(text, self.config.chunk_count)
+        if self.tool is not None:
+            chunks = tools.tool_chunks(text, self.config.tool_chunk_chars)
+        else:
+            chunks = answers.split_chunks(text, self.config.chunk_count)
         for index, piece in enumerate(chunks, 1):
             await self.emit({"event": "cmpl", "text": piece})
             self.answer_sent += piece

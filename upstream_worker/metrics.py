@@ -1,6 +1,7 @@
 """The worker's Prometheus metrics, defined once (names from docs/ARCHITECTURE.md), and the queue sampler.
 
-Labels are bounded: job outcomes and error kinds are fixed enums, protocols are "rest" / "connect".
+Labels are bounded: job outcomes, error kinds and tool-call outcomes and formats are fixed enums, protocols
+are "rest" / "connect".
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ QUEUE_LAG = Gauge("kimi_queue_lag", "Jobs in the stream not yet delivered to any
 DEAD_LETTER_LENGTH = Gauge("kimi_queue_dead_letter_length", "Entries in the dead-letter stream.")
 RECLAIMED = Counter("kimi_worker_reclaimed_jobs", "Jobs taken over from a dead consumer.")
 HEARTBEAT = Gauge("kimi_worker_heartbeat_timestamp_seconds", "Unix time of this worker's last heartbeat.")
+#: Tool calls read from Kimi's answers (upstream_worker/toolcalls). `outcome`: `parsed` (used as answered),
+#: `repaired` (used after the one correction attempt), `failed` (the answer became an error); `format`: the
+#: form the call was written in (`toolcalls.CALL_FORMATS`), or `none` for a failure with no call (a required
+#: call missing). Counted once per call for parsed / repaired, once per answer for failed.
+TOOL_CALLS = Counter(
+    "kimi_worker_tool_calls", "Tool calls in Kimi's answers, by outcome and format.", ["outcome", "format"]
+)
 
 
 async def sample_queue(redis: aioredis.Redis) -> None:
