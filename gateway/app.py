@@ -11,7 +11,14 @@ from adapters.base import Dialect, RequestContext
 from gateway.auth import authenticate_local
 from gateway.middleware import ERROR_DIALECT, error_middleware
 from gateway.relay import REQUEST_ID, handle_chat
-from gateway.resources import SETTINGS, account_pool, http_session, redis_clients, reply_reader
+from gateway.resources import (
+    SETTINGS,
+    admin_accounts,
+    http_session,
+    passthrough_accounts,
+    redis_clients,
+    reply_reader,
+)
 from gateway.routes import CHAT_ROUTES, LOCAL_ROUTES, SERVICE_ROUTES, LocalRow
 from shared.settings import GatewaySettings
 from token_service.admin import add_admin_routes
@@ -30,7 +37,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([redis_clients, reply_reader, http_session, account_pool])
+    app.cleanup_ctx.extend([redis_clients, reply_reader, http_session, passthrough_accounts, admin_accounts])
     for chat in CHAT_ROUTES:
         app.router.add_route(chat.method, chat.path, _chat_handler(chat.dialect))
     for row in LOCAL_ROUTES:

@@ -35,8 +35,7 @@ from kimi_sim.server import SimServer
 from shared import keys
 from shared.settings import CommonSettings, GatewaySettings, PoolSettings, UpstreamTimeouts, WorkerSettings
 from tests.procs import Proc, Procs
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.accounts import Accounts
 from upstream_worker.resources import open_worker
 
 #: How long a worker process may take to start and send its first heartbeat.
@@ -80,7 +79,7 @@ class Stack:
     async def add(self, kind: str = "kimi_auth") -> str:
         """A simulator account saved in the pool; its account id."""
         async with aiohttp.ClientSession() as session:
-            pool = AccountPool(self.redis, PoolSettings(), KimiAuthClient(session, self.sim.url))
+            pool = Accounts(self.redis, PoolSettings(), session, self.sim.url)
             account, _ = await pool.add(self.sim.state.add_account(kind).token)  # type: ignore[arg-type]
         return account.id
 

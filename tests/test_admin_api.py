@@ -23,7 +23,7 @@ from kimi_sim.tokens import mint_jwt
 from shared.secret import Secret
 from shared.settings import CommonSettings, PoolSettings, TokenServiceSettings
 from token_service.admin import is_loopback
-from token_service.app import POOL, create_app
+from token_service.app import ACCOUNTS, create_app
 
 KEY = "admin-key-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -165,6 +165,15 @@ async def test_expired_and_garbage_tokens_get_clear_400s(client: Client) -> None
     assert body["param"] == "cookies" and "Expected `str | null`, got `int`" in body["error"]
     body = await bodies.json(client, "POST", "/auth/extract", 400, json={}, headers=AUTH)
     assert body["param"] == "cookies"
+    unknown = mint_jwt({"typ": "id", "sub": "u"})
+    body = await bodies.json(client, "POST", "/auth/save", 400, json={"token": unknown}, headers=AUTH)
+    assert body == {
+        "success": False,
+        "error": "unsupported token type 'id': expected a kimi-auth (typ=access, app_id=kimi) or a refresh_token"
+        " (typ=refresh)",
+        "type": "invalid_request",
+        "param": "token",
+    }
     body = await bodies.json(client, "POST", "/auth/save", 400, data=b"{nope", headers=AUTH)
     assert body["error"] == "the body is not valid JSON"
     body = await bodies.json(client, "POST", "/auth/save", 413, data=b"x" * 5000, headers=AUTH)
@@ -271,7 +280,7 @@ async def test_ephemeral_accounts_stay_out_of_the_account_gauges(client: Client,
     stored = kimi_sim.state.add_account("kimi_auth", exp_in_s=3600)
     passthrough = kimi_sim.state.add_account("kimi_auth", exp_in_s=1800)
     saved = await (await client.post("/auth/save", json={"token": stored.token}, headers=AUTH)).json()
-    [ephemeral_id] = await client.app[POOL].add_ephemeral([passthrough.token])
+    [ephemeral_id] = await client.app[ACCOUNTS].add_ephemeral([passthrough.token])
     text = await (await client.get("/metrics")).text()
     expiry = {
         sample.labels["account"]: sample.value

@@ -15,8 +15,7 @@ from shared import keys
 from shared.metrics import instrument_redis
 from shared.redis_client import make_blocking_redis, make_redis
 from shared.settings import WorkerSettings
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.client import AccountPool
 from upstream_worker.kimi import ConnectDriver, RestDriver
 from upstream_worker.runner import Driver, KimiRunner
 from upstream_worker.worker import Worker
@@ -36,7 +35,7 @@ async def open_worker(settings: WorkerSettings) -> AsyncIterator[Worker]:
     )
     try:
         async with _session(settings) as session:
-            pool = AccountPool(redis, settings.pool, KimiAuthClient(session, common.kimi_base_url))
+            pool = AccountPool(redis, settings.pool, session, common.kimi_base_url)
             timeouts = settings.timeouts
             drivers: dict[str, Driver] = {
                 "rest": RestDriver(session, common.kimi_base_url, timeouts),

@@ -62,10 +62,9 @@ from shared.schema import (
 )
 from shared.settings import WorkerSettings
 from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
-from token_service.pool import BUSY_POLL_S, AccountPool, Lease, ReleaseOutcome
+from token_service.client import BUSY_POLL_S, AccountPool, Lease, ReleaseOutcome, protocol_for
 from upstream_worker import conversations, metrics
 from upstream_worker.conversations import Conversation, RecordTracker
-from upstream_worker.kimi import driver_for
 from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
 from upstream_worker.kimi.failures import UpstreamStreamBusy
 from upstream_worker.publisher import ReplyPublisher
@@ -258,7 +257,7 @@ class KimiRunner:
     ) -> None:
         state.lease, state.account_id, state.lease_extended_s = lease, lease.account_id, time.monotonic()
         answer.account_id, answer.accepted = lease.account_id, False
-        protocol = driver_for(lease.kind, spec)
+        protocol = protocol_for(lease.kind, spec)
         driver = self._drivers[protocol]
         outcome: ReleaseOutcome = "upstream_error"
         retry_after_s: float | None = None

@@ -29,7 +29,7 @@ from shared.logging import get_logger
 from shared.schema import Done, ErrorEvent, Event, Job, Keepalive, Start, job_decoder
 from shared.schema import events_decoder as _events_decoder
 from shared.settings import WorkerSettings
-from token_service.pool import AccountPool
+from token_service.client import AccountPool
 from upstream_worker import metrics
 from upstream_worker.batcher import RedisBatcher
 from upstream_worker.publisher import ReplyPublisher
