@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -14,8 +13,6 @@ from shared.keys import REPLY_BLOCK_MS
 from shared.metrics import instrument_redis
 from shared.redis_client import make_blocking_redis, make_redis
 from shared.settings import GatewaySettings
-from token_service.accounts import Accounts
-from token_service.admin import ADMIN_CONTEXT, AdminContext
 from token_service.client import PassThroughAccounts
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
@@ -24,7 +21,6 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 REPLIES = web.AppKey("replies", ReplyReader)
 #: Clients' own Kimi tokens (`Bearer T1,T2`), stored as ephemeral accounts.
 PASSTHROUGH = web.AppKey("passthrough", PassThroughAccounts)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
 WORKER_WATCH = web.AppKey("worker_watch", WorkerWatch)
 
 
@@ -52,19 +48,4 @@ async def reply_reader(app: web.Application) -> AsyncIterator[None]:
 
 async def passthrough_accounts(app: web.Application) -> AsyncIterator[None]:
     app[PASSTHROUGH] = PassThroughAccounts(app[REDIS], app[SETTINGS].pool)
-    yield
-
-
-async def http_session(app: web.Application) -> AsyncIterator[None]:
-    """One ClientSession for the admin routes' account operations (refresh, probe, /token/check)."""
-    async with aiohttp.ClientSession() as session:
-        app[HTTP] = session
-        yield
-
-
-async def admin_accounts(app: web.Application) -> AsyncIterator[None]:
-    """The admin routes' accounts (until the gateway forwards them to the token service)."""
-    settings = app[SETTINGS]
-    accounts = Accounts(app[REDIS], settings.pool, app[HTTP], settings.common.kimi_base_url)
-    app[ADMIN_CONTEXT] = AdminContext(accounts, settings.common.admin_api_key, 1024 * 1024)
     yield

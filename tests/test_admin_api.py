@@ -105,6 +105,23 @@ async def test_without_a_key_loopback_callers_are_served(
     assert not is_loopback("10.0.0.5") and not is_loopback(None) and not is_loopback("unix")
 
 
+@pytest.mark.parametrize(
+    "relayed",
+    [{"X-Forwarded-For": "203.0.113.7"}, {"Forwarded": "for=203.0.113.7"}, {"X-Real-IP": "203.0.113.7"}],
+)
+async def test_without_a_key_a_relayed_loopback_caller_is_not_local(
+    aiohttp_client: ClientFactory, redis_url: str, kimi_sim: SimServer, relayed: dict[str, str]
+) -> None:
+    """With ADMIN_API_KEY unset, a loopback peer that relays someone (a proxy header) gets 401, not the admin API."""
+    client = await aiohttp_client(
+        create_app(settings_for(redis_url, kimi_sim.url, key=None), background=False)
+    )
+    resp = await client.get("/auth/status", headers=relayed)
+    assert resp.status == 401
+    assert (await resp.json())["error"].startswith("ADMIN_API_KEY is not set, so admin routes answer only")
+    assert (await client.post("/token/check", json={"token": "junk"}, headers=relayed)).status == 200
+
+
 async def test_extract_finds_the_token_and_masks_it(client: Client, kimi_sim: SimServer) -> None:
     """/auth/extract accepts a Cookie header dump and answers with token_info and a masked token only."""
     token = kimi_sim.state.add_account("kimi_auth", exp_in_s=3600).token

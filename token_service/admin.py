@@ -1,4 +1,5 @@
-"""The admin token API, shared by the token service and the gateway: `add_admin_routes(app)`.
+"""The admin token API, served by the token service alone (`add_admin_routes(app)`); the gateway forwards
+every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
 
     POST /auth/extract        {"cookies": …}            → {success, token (masked), token_info}
     POST /auth/save           {"cookies"|"token": …}    → {success, account_id, token_info}
@@ -12,8 +13,9 @@
 
 The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx, next to its Accounts).
 Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a
-key only loopback callers are served (others get 401). No response ever holds a whole token: previews are
-masked.
+key only loopback callers are served (others get 401): a loopback peer that sent no Forwarded /
+X-Forwarded-For / X-Real-IP header, so a remote caller relayed by a proxy on this host (the gateway adds the
+caller's address) is never taken for a local one. No response ever holds a whole token: previews are masked.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ ADMIN_CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminConte
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
+#: Headers a proxy adds for the caller it relays; any of them means the peer is not the caller.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 class ExtractBody(msgspec.Struct, forbid_unknown_fields=False):
@@ -179,7 +183,7 @@ class AdminRoute(NamedTuple):
     protected: bool = True
 
 
-#: The admin HTTP surface, in one place.
+#: The admin HTTP surface, in one place: the token service serves it, the gateway forwards it.
 ADMIN_ROUTES: tuple[AdminRoute, ...] = (
     AdminRoute("POST", "/auth/extract", extract),
     AdminRoute("POST", "/auth/save", save),
@@ -273,7 +277,7 @@ def _protected(handler: Handler) -> Handler:
 def authorize(request: web.Request, key: Secret | None) -> None:
     """Raise unless the caller shows the admin key (or, with no key configured, calls from loopback)."""
     if key is None:
-        if not is_loopback(request.remote):
+        if not is_local_caller(request):
             raise AuthenticationFailed(
                 "ADMIN_API_KEY is not set, so admin routes answer only to loopback callers;"
                 " set it and send it as Authorization: Bearer <key> or X-Admin-Key"
@@ -287,6 +291,11 @@ def authorize(request: web.Request, key: Secret | None) -> None:
 def _bearer(header: str) -> str:
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def is_local_caller(request: web.Request) -> bool:
+    """A loopback peer that relays no one: no proxy header says the request came from elsewhere."""
+    return is_loopback(request.remote) and not any(name in request.headers for name in FORWARDING_HEADERS)
 
 
 def is_loopback(remote: str | None) -> bool:
