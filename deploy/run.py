@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     token_port = int(env.get("TOKEN_SERVICE_PORT", "8001"))
     worker_port = env.get("WORKER_METRICS_PORT", "8002")
     gateway_url = f"http://127.0.0.1:{gateway_port}"
+    # The gateway forwards the admin routes to the token service this runner starts, wherever it listens.
+    env["TOKEN_SERVICE_URL"] = f"http://127.0.0.1:{token_port}"
 
     stack = Stack()
     stopping = False

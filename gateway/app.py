@@ -8,13 +8,13 @@ from aiohttp import web
 
 from adapters import gemini, openai
 from adapters.base import Dialect, RequestContext
+from gateway import admin_proxy
 from gateway.auth import authenticate_local
 from gateway.middleware import ERROR_DIALECT, error_middleware
 from gateway.relay import REQUEST_ID, handle_chat
-from gateway.resources import SETTINGS, account_pool, http_session, redis_clients, reply_reader
+from gateway.resources import SETTINGS, passthrough_accounts, redis_clients, reply_reader
 from gateway.routes import CHAT_ROUTES, LOCAL_ROUTES, SERVICE_ROUTES, LocalRow
 from shared.settings import GatewaySettings
-from token_service.admin import add_admin_routes
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -30,14 +30,14 @@ def create_app(settings: GatewaySettings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([redis_clients, reply_reader, http_session, account_pool])
+    app.cleanup_ctx.extend([redis_clients, reply_reader, passthrough_accounts, admin_proxy.admin_forwarder])
     for chat in CHAT_ROUTES:
         app.router.add_route(chat.method, chat.path, _chat_handler(chat.dialect))
     for row in LOCAL_ROUTES:
         app.router.add_route(row.method, row.path, _local_handler(row))
     for method, path, handler in SERVICE_ROUTES:
         app.router.add_route(method, path, handler)
-    add_admin_routes(app)  # /auth/*, /token/check, /admin/accounts: the token service's own handlers
+    admin_proxy.add_admin_routes(app)  # /auth/*, /token/check, /admin/*: forwarded to the token service
     return app
 
 

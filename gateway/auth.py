@@ -1,19 +1,18 @@
 """Client authentication (../shared/DESIGN.md §3), the same for every dialect.
 
 In order: a key of GATEWAY_API_KEYS → the server's account pool; otherwise a credential that is itself one or
-more Kimi tokens (`Bearer T1,T2`, JWT-shaped refresh_token or kimi-auth) → those tokens as ephemeral accounts,
-one picked per request with failover (unless ALLOW_PASSTHROUGH_TOKENS=false); otherwise, when no key is
-configured, the pool (a single user on localhost); else 401.
+more upstream credentials (`Bearer T1,T2`; what counts as one is the token service's kind registry) → those
+tokens as ephemeral accounts, one picked per request with failover (unless ALLOW_PASSTHROUGH_TOKENS=false);
+otherwise, when no key is configured, the pool (a single user on localhost); else 401.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from shared.errors import AuthenticationFailed, BadRequest
+from shared.errors import AuthenticationFailed
 from shared.settings import GatewaySettings
-from token_service.pool import AccountPool
-from token_service.store import check_token
+from token_service.client import PassThroughAccounts, check_passthrough, passthrough_tokens
 
 #: Where each dialect's SDK puts its key: OpenAI and Anthropic (Claude Code) Bearer, Anthropic x-api-key,
 #: Gemini x-goog-api-key or ?key=.
@@ -32,21 +31,13 @@ def client_credential(request: web.Request) -> str | None:
     return request.query.get("key") or None
 
 
-def kimi_tokens(credential: str) -> list[str] | None:
-    """The Kimi tokens of a `T1,T2` credential, or None when any part is not JWT-shaped."""
-    tokens = [t.strip() for t in credential.split(",") if t.strip()]
-    if tokens and all(t.startswith("eyJ") and t.count(".") == 2 for t in tokens):
-        return tokens
-    return None
-
-
 def check_client(request: web.Request, settings: GatewaySettings) -> list[str] | None:
     """The Kimi tokens of a pass-through credential, None for a key or an open gateway; raises
     AuthenticationFailed. Touches no store, so the routes that need no job can call it too."""
     credential = client_credential(request)
     if credential is not None and any(key.matches(credential) for key in settings.api_keys):
         return None
-    tokens = kimi_tokens(credential) if credential is not None and settings.allow_passthrough else None
+    tokens = passthrough_tokens(credential) if credential is not None and settings.allow_passthrough else None
     if tokens is not None:
         return tokens
     if settings.api_keys:
@@ -57,19 +48,13 @@ def check_client(request: web.Request, settings: GatewaySettings) -> list[str] |
 
 
 async def authenticate(
-    request: web.Request, settings: GatewaySettings, pool: AccountPool
+    request: web.Request, settings: GatewaySettings, passthrough: PassThroughAccounts
 ) -> list[str] | None:
     """The account ids this request may use, or None for the whole pool; raises AuthenticationFailed."""
     tokens = check_client(request, settings)
-    return None if tokens is None else await pool.add_ephemeral(tokens)
+    return None if tokens is None else await passthrough.add(tokens)
 
 
 def authenticate_local(request: web.Request, settings: GatewaySettings) -> None:
     """The same rule for a route that needs no job: pass-through tokens are checked, not stored."""
-    tokens = check_client(request, settings) or []
-    for position, token in enumerate(tokens, start=1):
-        try:
-            check_token(token)
-        except BadRequest as exc:
-            message = f"pass-through token {position} of {len(tokens)}: {exc.message}"
-            raise AuthenticationFailed(message) from None
+    check_passthrough(check_client(request, settings) or [])

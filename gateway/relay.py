@@ -22,7 +22,7 @@ from adapters.base import Dialect, Renderer, RequestContext
 from gateway import metrics
 from gateway.auth import authenticate
 from gateway.replies import ReplyEntry, Subscription
-from gateway.resources import POOL, REDIS, REPLIES, SETTINGS, WORKER_WATCH
+from gateway.resources import PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from shared.errors import (
     GatewayError,
     PayloadTooLarge,
@@ -125,7 +125,7 @@ async def _prepare(
         request_id, path_model=request.match_info.get("model"), query=dict(request.query), now_s=now_s
     )
     async with redis_errors():
-        account_ids = await authenticate(request, settings, request.app[POOL])
+        account_ids = await authenticate(request, settings, request.app[PASSTHROUGH])
     chat = dialect.parse(await read_body(request, settings.max_body_bytes), ctx)
     chat = msgspec.structs.replace(
         chat, request_id=request_id, deadline_s=now_s + settings.request_timeout_s, account_ids=account_ids

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -14,16 +13,14 @@ from shared.keys import REPLY_BLOCK_MS
 from shared.metrics import instrument_redis
 from shared.redis_client import make_blocking_redis, make_redis
 from shared.settings import GatewaySettings
-from token_service.admin import ADMIN_CONTEXT, AdminContext
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.client import PassThroughAccounts
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 #: The one XREAD BLOCK over every open reply stream (gateway/replies.py).
 REPLIES = web.AppKey("replies", ReplyReader)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
-POOL = web.AppKey("pool", AccountPool)
+#: Clients' own Kimi tokens (`Bearer T1,T2`), stored as ephemeral accounts.
+PASSTHROUGH = web.AppKey("passthrough", PassThroughAccounts)
 WORKER_WATCH = web.AppKey("worker_watch", WorkerWatch)
 
 
@@ -49,16 +46,6 @@ async def reply_reader(app: web.Application) -> AsyncIterator[None]:
     await pool.aclose()
 
 
-async def http_session(app: web.Application) -> AsyncIterator[None]:
-    """One ClientSession for the token service library (refresh, probe, /token/check)."""
-    async with aiohttp.ClientSession() as session:
-        app[HTTP] = session
-        yield
-
-
-async def account_pool(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    auth = KimiAuthClient(app[HTTP], settings.common.kimi_base_url)
-    app[POOL] = AccountPool(app[REDIS], settings.pool, auth)
-    app[ADMIN_CONTEXT] = AdminContext(app[POOL], settings.common.admin_api_key)
+async def passthrough_accounts(app: web.Application) -> AsyncIterator[None]:
+    app[PASSTHROUGH] = PassThroughAccounts(app[REDIS], app[SETTINGS].pool)
     yield

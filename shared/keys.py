@@ -8,12 +8,13 @@ Layout (../shared/DESIGN.md §4):
     kimi:acct:{pool}:<id>          hash: one account (kind, encrypted secret, exp, state, counters …)
     kimi:acct:{pool}:index         set of every account id
     kimi:acct:{pool}:ready         zset of leasable accounts (active, or cooling whose time has come; not
-                                   ephemeral) scored by in_flight * 1e13 + last_used_ms: the head is the best
+                                   ephemeral) scored by load * 1e13 + last_used_ms, load = in_flight * 100 /
+                                   the kind's cap: the head is the best (token_service/leases.py)
     kimi:acct:{pool}:cooling       zset of cooling accounts scored by cooling_until_ms: the head is the soonest
     kimi:acct:{pool}:lease:<id>    zset of one account's lease ids scored by their expiry (ms): in-flight count
     kimi:acct:{pool}:leases        zset of every lease as `<id>:<lease id>` scored by expiry (ms): the lease
                                    script pops expired ones (crashed workers) from its head
-    kimi:acct:{pool}:layout        set once ready / cooling / leases were built from the hashes
+    kimi:acct:{pool}:layout        the layout version of ready / cooling / leases, set when they were built
     kimi:acct:{pool}:lock:<id>     single-flight refresh lock
     kimi:conv:<conversation id>    hash: which account and upstream ids a kept conversation belongs to
     kimi:workers                   hash: worker name → last heartbeat (unix ms)

@@ -196,6 +196,13 @@ class GatewaySettings(SettingsGroup):
     keepalive_interval_s: float = setting("KEEPALIVE_INTERVAL_S", 10.0, "SSE keep-alive period")
     #: A worker heartbeat older than this does not count for /readyz.
     worker_stale_s: float = setting("WORKER_STALE_S", 15.0, "a worker heartbeat older than this is dead")
+    #: The admin API lives in the token service; the gateway forwards /auth/*, /admin/* and /token/check there.
+    token_service_url: str = setting(
+        "TOKEN_SERVICE_URL",
+        "http://127.0.0.1:8001",
+        "the token service the gateway forwards admin routes to",
+        normalize=lambda url: url.rstrip("/"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,6 @@
-"""The full stack for SDK tests: real Redis, the Kimi simulator, a gateway on TCP and a worker in-process.
+"""The full stack for SDK tests: real Redis, the Kimi simulator, a token service and a gateway on TCP (the
+gateway forwards the admin routes to that token service; its background prober is off, so account states move
+only as a test makes them), and a worker in-process.
 
 `stack_factory(**gateway_overrides)` starts one (e.g. `keepalive_interval_s=0.5`); everything it started is
 stopped at teardown. Use it by importing the fixture into a test module: `from tests.stack import stack_factory`.
@@ -33,10 +35,17 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app
 from kimi_sim.server import SimServer
 from shared import keys
-from shared.settings import CommonSettings, GatewaySettings, PoolSettings, UpstreamTimeouts, WorkerSettings
+from shared.settings import (
+    CommonSettings,
+    GatewaySettings,
+    PoolSettings,
+    TokenServiceSettings,
+    UpstreamTimeouts,
+    WorkerSettings,
+)
 from tests.procs import Proc, Procs
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.accounts import Accounts
+from token_service.app import create_app as create_token_service
 from upstream_worker.resources import open_worker
 
 #: How long a worker process may take to start and send its first heartbeat.
@@ -74,13 +83,15 @@ class Stack:
     redis: aioredis.Redis
     url: str
     settings: GatewaySettings
+    #: The token service the gateway forwards `/auth/*`, `/admin/*` and `/token/check` to.
+    token_service_url: str = ""
     #: The worker processes (empty when the worker runs in-process).
     workers: list[WorkerProc] = field(default_factory=list)
 
     async def add(self, kind: str = "kimi_auth") -> str:
         """A simulator account saved in the pool; its account id."""
         async with aiohttp.ClientSession() as session:
-            pool = AccountPool(self.redis, PoolSettings(), KimiAuthClient(session, self.sim.url))
+            pool = Accounts(self.redis, PoolSettings(), session, self.sim.url)
             account, _ = await pool.add(self.sim.state.add_account(kind).token)  # type: ignore[arg-type]
         return account.id
 
@@ -135,10 +146,12 @@ async def stack_factory(
                 common=common, keepalive_interval_s=0.5, idle_timeout_s=30.0, request_timeout_s=40.0
             )
             settings = dataclasses.replace(settings, **gateway_overrides)
+            token_service_url = await _start_token_service(exits, settings)
+            settings = dataclasses.replace(settings, token_service_url=token_service_url)
             server = TestServer(create_app(settings), host="127.0.0.1")
             await server.start_server()
             exits.push_async_callback(server.close)
-            stack = Stack(kimi_sim, redis, f"http://127.0.0.1:{server.port}", settings)
+            stack = Stack(kimi_sim, redis, f"http://127.0.0.1:{server.port}", settings, token_service_url)
             if worker_processes:
                 procs = Procs(tmp_path)
                 exits.callback(procs.stop_all)
@@ -166,6 +179,15 @@ async def stack_factory(
             return stack
 
         yield start
+
+
+async def _start_token_service(exits: AsyncExitStack, gateway: GatewaySettings) -> str:
+    """The token service on a free loopback port, with the gateway's common and pool settings; its URL."""
+    settings = TokenServiceSettings(common=gateway.common, pool=gateway.pool)
+    server = TestServer(create_token_service(settings, background=False), host="127.0.0.1")
+    await server.start_server()
+    exits.push_async_callback(server.close)
+    return f"http://127.0.0.1:{server.port}"
 
 
 def _worker_env(redis_url: str, sim_url: str, extra: Mapping[str, str]) -> dict[str, str]:

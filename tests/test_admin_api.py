@@ -23,7 +23,7 @@ from kimi_sim.tokens import mint_jwt
 from shared.secret import Secret
 from shared.settings import CommonSettings, PoolSettings, TokenServiceSettings
 from token_service.admin import is_loopback
-from token_service.app import POOL, create_app
+from token_service.app import ACCOUNTS, create_app
 
 KEY = "admin-key-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -105,6 +105,23 @@ async def test_without_a_key_loopback_callers_are_served(
     assert not is_loopback("10.0.0.5") and not is_loopback(None) and not is_loopback("unix")
 
 
+@pytest.mark.parametrize(
+    "relayed",
+    [{"X-Forwarded-For": "203.0.113.7"}, {"Forwarded": "for=203.0.113.7"}, {"X-Real-IP": "203.0.113.7"}],
+)
+async def test_without_a_key_a_relayed_loopback_caller_is_not_local(
+    aiohttp_client: ClientFactory, redis_url: str, kimi_sim: SimServer, relayed: dict[str, str]
+) -> None:
+    """With ADMIN_API_KEY unset, a loopback peer that relays someone (a proxy header) gets 401, not the admin API."""
+    client = await aiohttp_client(
+        create_app(settings_for(redis_url, kimi_sim.url, key=None), background=False)
+    )
+    resp = await client.get("/auth/status", headers=relayed)
+    assert resp.status == 401
+    assert (await resp.json())["error"].startswith("ADMIN_API_KEY is not set, so admin routes answer only")
+    assert (await client.post("/token/check", json={"token": "junk"}, headers=relayed)).status == 200
+
+
 async def test_extract_finds_the_token_and_masks_it(client: Client, kimi_sim: SimServer) -> None:
     """/auth/extract accepts a Cookie header dump and answers with token_info and a masked token only."""
     token = kimi_sim.state.add_account("kimi_auth", exp_in_s=3600).token
@@ -165,6 +182,15 @@ async def test_expired_and_garbage_tokens_get_clear_400s(client: Client) -> None
     assert body["param"] == "cookies" and "Expected `str | null`, got `int`" in body["error"]
     body = await bodies.json(client, "POST", "/auth/extract", 400, json={}, headers=AUTH)
     assert body["param"] == "cookies"
+    unknown = mint_jwt({"typ": "id", "sub": "u"})
+    body = await bodies.json(client, "POST", "/auth/save", 400, json={"token": unknown}, headers=AUTH)
+    assert body == {
+        "success": False,
+        "error": "unsupported token type 'id': expected a kimi-auth (typ=access, app_id=kimi) or a refresh_token"
+        " (typ=refresh)",
+        "type": "invalid_request",
+        "param": "token",
+    }
     body = await bodies.json(client, "POST", "/auth/save", 400, data=b"{nope", headers=AUTH)
     assert body["error"] == "the body is not valid JSON"
     body = await bodies.json(client, "POST", "/auth/save", 413, data=b"x" * 5000, headers=AUTH)
@@ -271,7 +297,7 @@ async def test_ephemeral_accounts_stay_out_of_the_account_gauges(client: Client,
     stored = kimi_sim.state.add_account("kimi_auth", exp_in_s=3600)
     passthrough = kimi_sim.state.add_account("kimi_auth", exp_in_s=1800)
     saved = await (await client.post("/auth/save", json={"token": stored.token}, headers=AUTH)).json()
-    [ephemeral_id] = await client.app[POOL].add_ephemeral([passthrough.token])
+    [ephemeral_id] = await client.app[ACCOUNTS].add_ephemeral([passthrough.token])
     text = await (await client.get("/metrics")).text()
     expiry = {
         sample.labels["account"]: sample.value

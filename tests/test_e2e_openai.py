@@ -22,8 +22,7 @@ from prometheus_client import REGISTRY
 from kimi_sim.answers import answer_for, reasoning_for, search_results_for
 from shared.settings import GatewaySettings, PoolSettings
 from tests.stack import Stack, StackFactory, stack_factory
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.accounts import Accounts
 
 __all__ = ["stack_factory"]
 
@@ -129,7 +128,7 @@ async def test_failover_before_first_byte(stack: Stack, client: openai.AsyncOpen
     users = [_bearer_user(call["headers"]) for call in calls]
     assert len(users) == 2 and users[0] != users[1]
     async with aiohttp.ClientSession() as session:
-        pool = AccountPool(stack.redis, PoolSettings(), KimiAuthClient(session, stack.sim.url))
+        pool = Accounts(stack.redis, PoolSettings(), session, stack.sim.url)
         states = {(a.user_id, a.state) for a in [await pool.get(i) for i in ids]}
     assert states == {(users[0], "cooling"), (users[1], "active")}
     assert REGISTRY.get_sample_value("kimi_worker_failovers_total") == failovers + 1
@@ -152,7 +151,7 @@ async def test_only_account_401_is_a_clear_error(stack: Stack, client: openai.As
     assert caught.value.status_code == 503
     assert isinstance(caught.value.body, dict) and caught.value.body["message"]
     async with aiohttp.ClientSession() as session:
-        pool = AccountPool(stack.redis, PoolSettings(), KimiAuthClient(session, stack.sim.url))
+        pool = Accounts(stack.redis, PoolSettings(), session, stack.sim.url)
         assert (await pool.get(account_id)).state == "invalid"
     async with aiohttp.ClientSession() as session, session.get(f"{stack.sim.url}/__sim/requests") as resp:
         chat_calls = [r for r in await resp.json() if "Chat" in r["path"] or "completion" in r["path"]]
@@ -219,7 +218,7 @@ class AccountPoolProbe:
 
     async def in_flight(self, account_id: str) -> int:
         async with aiohttp.ClientSession() as session:
-            pool = AccountPool(self.redis, PoolSettings(), KimiAuthClient(session, self.sim_url))
+            pool = Accounts(self.redis, PoolSettings(), session, self.sim_url)
             return await pool.in_flight(account_id)
 
 

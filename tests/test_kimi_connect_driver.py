@@ -17,7 +17,6 @@ from shared.errors import (
     UpstreamStreamBusy,
     UpstreamTimeout,
 )
-from shared.models import resolve_model
 from shared.schema import (
     Citation,
     Done,
@@ -31,7 +30,7 @@ from shared.settings import UpstreamTimeouts
 from tests.driver_helpers import FAST, collect, text_of
 from tests.driver_helpers import call_for as shared_call_for
 from tests.driver_helpers import session as session  # the pytest fixture these tests use
-from upstream_worker.kimi import ConnectDriver, Creds, UpstreamCall, driver_for
+from upstream_worker.kimi import ConnectDriver, Creds, UpstreamCall
 
 CHAT = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 
@@ -56,15 +55,6 @@ def call_for(
 
 def chat_bodies(sim: SimServer) -> list[dict[str, object]]:
     return [r.body for r in sim.state.requests if r.path == CHAT]
-
-
-def test_driver_for() -> None:
-    """kimi_auth accounts always use Connect; refresh_token accounts follow the model's protocol."""
-    rest, connect = resolve_model("kimi"), resolve_model("kimi-k2.5-thinking")
-    assert rest is not None and connect is not None
-    assert driver_for("kimi_auth", rest) == "connect"
-    assert driver_for("refresh_token", rest) == "rest"
-    assert driver_for("refresh_token", connect) == "connect"
 
 
 async def test_new_chat(kimi_sim: SimServer, session: aiohttp.ClientSession) -> None:

@@ -219,6 +219,7 @@ def _env(
         GATEWAY_PORT=str(ports["gateway"]),
         TOKEN_SERVICE_HOST="127.0.0.1",
         TOKEN_SERVICE_PORT=str(ports["token_service"]),
+        TOKEN_SERVICE_URL=f"http://127.0.0.1:{ports['token_service']}",
         WORKER_HOST="127.0.0.1",
         WORKER_METRICS_PORT=str(ports["upstream_worker"]),
         WORKER_NAME="obs-e2e",

@@ -17,8 +17,9 @@ from shared.errors import RateLimited, ServiceUnavailable
 from shared.schema import Done, Start, TextDelta
 from shared.settings import PoolSettings
 from tests.test_worker_support import reply_events
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.accounts import Accounts
+from token_service.leases import Lease, LeaseScripts
+from token_service.store import now_ms
 from upstream_worker.publisher import ReplyPublisher
 
 
@@ -30,11 +31,11 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 def make_pool(
     redis: aioredis.Redis, session: aiohttp.ClientSession, url: str, **settings: object
-) -> AccountPool:
-    return AccountPool(redis, PoolSettings(**settings), KimiAuthClient(session, url))  # type: ignore[arg-type]
+) -> Accounts:
+    return Accounts(redis, PoolSettings(**settings), session, url)  # type: ignore[arg-type]
 
 
-async def add(pool: AccountPool, sim: SimServer, n: int) -> list[str]:
+async def add(pool: Accounts, sim: SimServer, n: int) -> list[str]:
     return [(await pool.add(sim.state.add_account("kimi_auth").token))[0].id for _ in range(n)]
 
 
@@ -233,3 +234,98 @@ async def test_every_account_pool_key_shares_one_cluster_slot(
     assert all(key.startswith("kimi:acct:{pool}:") for key in written)
     assert {key_slot(key.encode()) for key in [*written, keys.refresh_lock_key(first)]} == {key_slot(b"pool")}
     await pool.release(held, "ok")
+
+
+async def test_each_kind_has_its_own_cap(
+    redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
+) -> None:
+    """With caps kimi_auth 2 and refresh_token 1, a pool of one of each gives exactly three leases, then busy."""
+    pool = make_pool(redis, session, kimi_sim.url)
+    k = (await pool.add(kimi_sim.state.add_account("kimi_auth").token))[0].id
+    r = (await pool.add(kimi_sim.state.add_account("refresh_token").token))[0].id
+    scripts = LeaseScripts(redis, {"kimi_auth": 2, "refresh_token": 1})
+    picks = [
+        await scripts.take(now_ms=now_ms(), ttl_ms=60_000, exclude=set(), only=None, fields=["kind"])
+        for _ in range(4)
+    ]
+    leased = [p.lease for p in picks[:3]]
+    assert sorted((lease.account_id, lease.kind) for lease in leased if lease is not None) == sorted(
+        [(k, "kimi_auth"), (k, "kimi_auth"), (r, "refresh_token")]
+    )
+    assert (picks[3].status, picks[3].lease) == ("busy", None)
+    assert picks[0].fields == {"kind": picks[0].lease.kind if picks[0].lease else ""}
+
+
+async def test_an_unknown_kind_is_walked_past_and_left_for_processes_that_know_it(
+    redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
+) -> None:
+    """A process whose caps lack a kind never leases nor moves its accounts; one that knows it still can."""
+    pool = make_pool(redis, session, kimi_sim.url)
+    k = (await pool.add(kimi_sim.state.add_account("kimi_auth").token))[0].id
+    await pool.release(await pool.lease(), "ok")  # the layout is built by a process that knows every kind
+    unaware = LeaseScripts(redis, {"refresh_token": 1})
+    for only in (None, {k}):
+        picked = await unaware.take(now_ms=now_ms(), ttl_ms=60_000, exclude=set(), only=only, fields=["kind"])
+        assert (picked.status, picked.lease) == ("none", None)
+    await unaware.rebuild(now_ms())
+    assert await redis.zscore(keys.ACCOUNT_READY, k) is not None
+    assert (await pool.lease()).account_id == k
+
+
+async def test_accounts_stored_before_the_kind_registry_still_lease_and_list(
+    redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
+) -> None:
+    """Hashes with a bare sealed token and zsets scored by in-flight count (the previous layout) list and lease
+    as they did: a held lease still counts against the cap, and both kinds give working credentials."""
+    now = now_ms()
+    kimi_auth, refresh = kimi_sim.state.add_account("kimi_auth"), kimi_sim.state.add_account("refresh_token")
+    held_id, idle_id = "a0a0a0a0a0a0", "b1b1b1b1b1b1"
+    for account_id, account, used in ((held_id, kimi_auth, now - 5000), (idle_id, refresh, now - 9000)):
+        await redis.hset(
+            keys.account_key(account_id),
+            mapping={
+                "kind": account.kind,
+                "sub": account.sub,
+                "exp": str(account.exp),
+                "iat": "",
+                "state": "active",
+                "state_reason": "added",
+                "cooling_until_ms": "0",
+                "ephemeral": "0",
+                "created_ms": str(now - 10_000),
+                "preview": "eyJhbG…abcd",
+                "device_id": "1234567890123456789",
+                "session_id": "9876543210987654321",
+                "secret": f"p:{account.token}",
+                "last_used_ms": str(used),
+            },
+        )
+        await redis.sadd(keys.ACCOUNT_INDEX, account_id)
+    await redis.zadd(keys.lease_key(held_id), {"oldlease": now + 60_000})
+    await redis.zadd(keys.ACCOUNT_LEASES, {f"{held_id}:oldlease": now + 60_000})
+    await redis.zadd(keys.ACCOUNT_READY, {held_id: 1e13 + now - 5000, idle_id: now - 9000})
+    await redis.set(keys.ACCOUNT_LAYOUT, "1")
+
+    pool = make_pool(redis, session, kimi_sim.url)
+    listed = {a.id: (a.kind, a.state, a.user_id, a.exp) for a in await pool.list()}
+    assert listed == {
+        held_id: ("kimi_auth", "active", kimi_auth.sub, kimi_auth.exp),
+        idle_id: ("refresh_token", "active", refresh.sub, refresh.exp),
+    }
+    idle = await pool.lease()
+    assert (idle.account_id, idle.kind) == (idle_id, "refresh_token")
+    with pytest.raises(RateLimited, match="busy"):
+        await pool.lease()  # the lease held under the old layout still fills its account's one slot
+    creds = await pool.credentials(idle)
+    assert creds.access_token != refresh.token and creds.user_id == refresh.sub
+    await pool.release(Lease(account_id=held_id, lease_id="oldlease", kind="kimi_auth"), "ok")
+    held = await pool.lease()
+    held_creds = await pool.credentials(held)
+    assert (held.account_id, held_creds.access_token, held_creds.user_id) == (
+        held_id,
+        kimi_auth.token,
+        kimi_auth.sub,
+    )
+    # The refresh rotated the refresh_token (the simulator does): it was written back in the tagged layout.
+    stored = await redis.hget(keys.account_key(idle_id), "secret")
+    assert stored is not None and stored.startswith(b'p:{"kind":"refresh_token","token":"eyJ')

@@ -21,8 +21,8 @@ from shared.errors import AuthenticationFailed, BadRequest, RateLimited, Service
 from shared.keys import account_key
 from shared.settings import PoolSettings
 from tests.sim_fixtures import SimFactory
-from token_service.kimi_auth import REFRESH_PATH, KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.accounts import Accounts
+from token_service.kimi_auth import REFRESH_PATH
 from token_service.prober import probe_due, refresh_due
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +36,8 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 def make_pool(
     redis: aioredis.Redis, session: aiohttp.ClientSession, url: str, **settings: object
-) -> AccountPool:
-    return AccountPool(redis, PoolSettings(**settings), KimiAuthClient(session, url))  # type: ignore[arg-type]
+) -> Accounts:
+    return Accounts(redis, PoolSettings(**settings), session, url)  # type: ignore[arg-type]
 
 
 def refreshes(sim: SimServer) -> int:
@@ -168,12 +168,11 @@ async def test_lease_held_by_a_killed_process_comes_back(
     script = (
         "import asyncio, sys, aiohttp, redis.asyncio as r\n"
         "from shared.settings import PoolSettings\n"
-        "from token_service.pool import AccountPool\n"
-        "from token_service.kimi_auth import KimiAuthClient\n"
+        "from token_service.client import AccountPool\n"
         "async def main():\n"
         "    client = r.Redis.from_url(sys.argv[1])\n"
         "    async with aiohttp.ClientSession() as s:\n"
-        "        pool = AccountPool(client, PoolSettings(lease_ttl_s=1), KimiAuthClient(s, 'http://127.0.0.1:9'))\n"
+        "        pool = AccountPool(client, PoolSettings(lease_ttl_s=1), s, 'http://127.0.0.1:9')\n"
         "        lease = await pool.lease()\n"
         "        print(lease.account_id, flush=True)\n"
         "        await asyncio.sleep(60)\n"
@@ -214,9 +213,9 @@ async def test_twenty_concurrent_leases_cause_one_refresh_and_persist_the_rotati
     )
     assert refreshes(sim) == 1
     assert len({c.access_token for c in creds}) == 1
-    stored = await pool.store.secret(account.id)
-    assert stored is not None and stored != original
-    assert sim_claims(stored)["typ"] == "refresh"
+    stored = await pool.store.credential(account.id)
+    assert stored is not None and stored.secret != original
+    assert sim_claims(stored.secret)["typ"] == "refresh"
     # The rotated token is the live one: the old one is dead in the simulator, a forced refresh still works.
     await pool.refresher.access_token(account.id, force=True)
     assert refreshes(sim) == 2
@@ -390,11 +389,11 @@ async def test_no_log_line_carries_a_token(
         await asyncio.sleep(0.02)
         sim.state.faults.arm("http_401", count=1, path=REFRESH_PATH)
         await pool.release(await pool.lease(only={account.id}), "auth_failed")
-        rotated = await pool.store.secret(account.id)
+        rotated = await pool.store.credential(account.id)
     events = {entry["event"] for entry in logs}
     assert {"account_added", "token_refreshed", "account_state"} <= events
     text = repr(logs)
-    for secret in (original, kimi_auth, access, rotated or "-"):
+    for secret in (original, kimi_auth, access, rotated.secret if rotated else "-"):
         assert secret not in text
 
 

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from kimi_sim.server import SimServer
 from shared.keys import ACCOUNT_INDEX
 from shared.settings import CommonSettings, PoolSettings, TokenServiceSettings
-from token_service.app import POOL, create_app
+from token_service.app import ACCOUNTS, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -28,7 +28,7 @@ async def test_background_prober_returns_a_cooled_account(
     common = CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url)
     settings = TokenServiceSettings(common=common, pool=PoolSettings(probe_interval_s=0.05))
     client = await aiohttp_client(create_app(settings))
-    pool = client.app[POOL]
+    pool = client.app[ACCOUNTS]
     account, _ = await pool.add(kimi_sim.state.add_account("kimi_auth").token)
     await pool.release(await pool.lease(), "overloaded", retry_after_s=0.1)
     assert (await pool.get(account.id)).state == "cooling"
@@ -94,8 +94,8 @@ async def test_accounts_of_the_untagged_layout_move_to_the_pool_keys_at_start(
     common = CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url)
     settings = TokenServiceSettings(common=common, pool=PoolSettings())
     old = await aiohttp_client(create_app(settings, background=False))
-    account, _ = await old.app[POOL].add(kimi_sim.state.add_account("kimi_auth").token)
-    held = await old.app[POOL].lease()
+    account, _ = await old.app[ACCOUNTS].add(kimi_sim.state.add_account("kimi_auth").token)
+    held = await old.app[ACCOUNTS].lease()
     await old.close()
     for key in await redis.keys("kimi:acct:{pool}:*"):  # what the untagged layout had written
         await redis.rename(key, key.decode().replace("{pool}:", ""))
@@ -103,7 +103,7 @@ async def test_accounts_of_the_untagged_layout_move_to_the_pool_keys_at_start(
         await redis.exists(f"kimi:acct:{account.id}", "kimi:acct:index", f"kimi:acct:lease:{account.id}") == 3
     )
 
-    pool = (await aiohttp_client(create_app(settings, background=False))).app[POOL]
+    pool = (await aiohttp_client(create_app(settings, background=False))).app[ACCOUNTS]
     assert [a.id for a in await pool.list()] == [account.id]
     assert await pool.in_flight(account.id) == 1  # the lease held across the upgrade still counts
     await pool.release(held, "ok")

@@ -9,8 +9,7 @@ from kimi_sim.server import SimServer
 from shared.schema import Done, ErrorEvent
 from shared.settings import PoolSettings
 from tests.test_worker_support import add_accounts, chat_request, enqueue, reply_events, run_burst
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.accounts import Accounts
 from token_service.store import Account
 
 
@@ -20,7 +19,7 @@ async def _burst(redis_url: str, sim: SimServer) -> None:
 
 async def _account(redis, sim: SimServer, account_id: str) -> Account:
     async with aiohttp.ClientSession() as session:
-        return await AccountPool(redis, PoolSettings(), KimiAuthClient(session, sim.url)).get(account_id)
+        return await Accounts(redis, PoolSettings(), session, sim.url).get(account_id)
 
 
 def _untouched(account: Account) -> bool:

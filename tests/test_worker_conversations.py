@@ -27,8 +27,7 @@ from tests.test_worker_support import (
     wait_until,
     worker_settings,
 )
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.accounts import Accounts
 from upstream_worker.resources import open_worker
 
 __all__ = ["stack_factory"]  # the fixture, imported for pytest
@@ -43,7 +42,7 @@ async def _burst(redis_url: str, sim: SimServer) -> None:
 async def _passthrough(redis, sim: SimServer, count: int) -> list[str]:
     """`count` pass-through tokens saved as the gateway saves them: ephemeral accounts; their ids."""
     async with aiohttp.ClientSession() as session:
-        pool = AccountPool(redis, PoolSettings(), KimiAuthClient(session, sim.url))
+        pool = Accounts(redis, PoolSettings(), session, sim.url)
         return await pool.add_ephemeral([sim.state.add_account("kimi_auth").token for _ in range(count)])
 
 
@@ -93,7 +92,7 @@ async def test_server_pool_never_continues_a_passthrough_conversation(
     chat_id = await _kept_turn(redis, redis_url, kimi_sim, _as(chat_request("private", keep_chat=True), [a]))
     await _not_found(redis, redis_url, kimi_sim, chat_request("peek", conversation_id=chat_id))
     async with aiohttp.ClientSession() as session:
-        pool = AccountPool(redis, PoolSettings(), KimiAuthClient(session, kimi_sim.url))
+        pool = Accounts(redis, PoolSettings(), session, kimi_sim.url)
         assert await pool.in_flight(a) == 0
 
 

@@ -24,8 +24,7 @@ from tests.test_worker_support import (
     wait_until,
     worker_settings,
 )
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.accounts import Accounts
 from upstream_worker import metrics
 from upstream_worker.resources import open_worker
 
@@ -38,7 +37,7 @@ async def _burst(redis_url: str, sim: SimServer, **overrides: object) -> None:
 
 async def _states(redis, sim: SimServer, ids: list[str]) -> dict[str, str]:
     async with aiohttp.ClientSession() as session:
-        pool = AccountPool(redis, PoolSettings(), KimiAuthClient(session, sim.url))
+        pool = Accounts(redis, PoolSettings(), session, sim.url)
         return {i: (await pool.get(i)).state for i in ids}
 
 
@@ -150,7 +149,7 @@ async def test_deadline_passing_mid_call_stops_it(redis, redis_url: str, kimi_si
     events = await reply_events(redis, job_id)
     assert len(events) == 1 and isinstance(events[0], ErrorEvent) and events[0].kind == "timeout"
     async with aiohttp.ClientSession() as session:
-        pool = AccountPool(redis, PoolSettings(), KimiAuthClient(session, kimi_sim.url))
+        pool = Accounts(redis, PoolSettings(), session, kimi_sim.url)
         assert await pool.in_flight(ids[0]) == 0
     assert await pending_count(redis) == 0
 
@@ -182,7 +181,7 @@ async def test_cancel_key_stops_the_upstream_call(
     assert isinstance(events[-1], ErrorEvent) and events[-1].kind == "cancelled"
     assert len(text_of(events)) < len(answer_for("cancel me"))
     async with aiohttp.ClientSession() as session:
-        pool = AccountPool(redis, PoolSettings(), KimiAuthClient(session, sim.url))
+        pool = Accounts(redis, PoolSettings(), session, sim.url)
         assert await pool.in_flight(ids[0]) == 0
     await wait_until(lambda: _closed(sim), timeout_s=2.0)
     assert await pending_count(redis) == 0

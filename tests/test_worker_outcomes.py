@@ -36,8 +36,8 @@ from tests.test_worker_support import (
     text_of,
     worker_settings,
 )
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool, ReleaseOutcome
+from token_service.accounts import Accounts
+from token_service.client import ReleaseOutcome
 from token_service.store import Account
 from upstream_worker.drivers import DRIVERS, Driver
 from upstream_worker.job import JobOutcome
@@ -91,7 +91,7 @@ def test_job_outcomes_are_the_metric_labels() -> None:
 
 async def _account(redis, sim: SimServer, account_id: str) -> Account:
     async with aiohttp.ClientSession() as session:
-        account = await AccountPool(redis, POOL, KimiAuthClient(session, sim.url)).get(account_id)
+        account = await Accounts(redis, POOL, session, sim.url).get(account_id)
     assert account is not None
     return account
 

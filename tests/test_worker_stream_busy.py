@@ -22,8 +22,7 @@ from tests.test_worker_support import (
     text_of,
     wait_until,
 )
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.accounts import Accounts
 from token_service.store import Account
 from upstream_worker.retries import MAX_STREAM_BUSY
 
@@ -41,7 +40,7 @@ async def _accounts(redis, sim: SimServer, count: int, kind: str = "kimi_auth") 
     """`count` simulator accounts saved in the pool, as (account id, token)."""
     pairs = []
     async with aiohttp.ClientSession() as session:
-        pool = AccountPool(redis, PoolSettings(), KimiAuthClient(session, sim.url))
+        pool = Accounts(redis, PoolSettings(), session, sim.url)
         for _ in range(count):
             token = sim.state.add_account(kind).token
             account, _created = await pool.add(token)
@@ -51,7 +50,7 @@ async def _accounts(redis, sim: SimServer, count: int, kind: str = "kimi_auth") 
 
 async def _account(redis, sim_url: str, account_id: str) -> Account:
     async with aiohttp.ClientSession() as session:
-        pool = AccountPool(redis, PoolSettings(), KimiAuthClient(session, sim_url))
+        pool = Accounts(redis, PoolSettings(), session, sim_url)
         account = await pool.get(account_id)
     assert account is not None
     return account

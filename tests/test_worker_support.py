@@ -15,8 +15,7 @@ from kimi_sim.server import SimServer
 from shared import keys
 from shared.schema import ChatOptions, ChatRequest, Event, Job, Message, encode_job, events_decoder
 from shared.settings import CommonSettings, PoolSettings, UpstreamTimeouts, WorkerSettings
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.accounts import Accounts
 from upstream_worker.resources import open_worker
 
 MODEL = "kimi-k2.5-instant"
@@ -43,7 +42,7 @@ async def add_accounts(
     """Mint `count` simulator accounts and save them in the pool; their ids, in order."""
     ids = []
     async with aiohttp.ClientSession() as session:
-        pool = AccountPool(redis, PoolSettings(), KimiAuthClient(session, sim.url))
+        pool = Accounts(redis, PoolSettings(), session, sim.url)
         for _ in range(count):
             account, _created = await pool.add(sim.state.add_account(kind).token)  # type: ignore[arg-type]
             ids.append(account.id)

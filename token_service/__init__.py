@@ -1,1 +1,4 @@
-"""Owns Kimi accounts: storage, expiry reporting, refresh, leases and the admin token API."""
+"""Owns Kimi accounts: kinds, storage, expiry reporting, refresh, leases and the one admin API.
+
+Other packages import only `token_service.client`.
+"""

@@ -1,4 +1,5 @@
-"""The admin token API, shared by the token service and the gateway: `add_admin_routes(app)`.
+"""The admin token API, served by the token service alone (`add_admin_routes(app)`); the gateway forwards
+every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
 
     POST /auth/extract        {"cookies": …}            → {success, token (masked), token_info}
     POST /auth/save           {"cookies"|"token": …}    → {success, account_id, token_info}
@@ -10,10 +11,11 @@
     DELETE /admin/accounts/{id};  POST /admin/accounts/{id}/enable | /disable | /probe
     POST /admin/accounts/probe                          → {results: {id: verdict}}
 
-The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx, next to its AccountPool).
+The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx, next to its Accounts).
 Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a
-key only loopback callers are served (others get 401). No response ever holds a whole token: previews are
-masked.
+key only loopback callers are served (others get 401): a loopback peer that sent no Forwarded /
+X-Forwarded-For / X-Real-IP header, so a remote caller relayed by a proxy on this host (the gateway adds the
+caller's address) is never taken for a local one. No response ever holds a whole token: previews are masked.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -29,8 +31,10 @@ from aiohttp import web
 from shared.errors import AuthenticationFailed, BadRequest, GatewayError, PayloadTooLarge
 from shared.logging import get_logger
 from shared.secret import Secret, mask
+from token_service import prober
+from token_service.accounts import Accounts
 from token_service.jwt_info import decode_claims, extract_jwt, token_info
-from token_service.pool import AccountPool
+from token_service.kinds import IN_SERVICE, name_of
 from token_service.store import Account
 
 log = get_logger("token_service.admin")
@@ -38,15 +42,17 @@ log = get_logger("token_service.admin")
 
 @dataclass(frozen=True, slots=True)
 class AdminContext:
-    pool: AccountPool
+    accounts: Accounts
     admin_api_key: Secret | None
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int
 
 
 ADMIN_CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminContext)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
+#: Headers a proxy adds for the caller it relays; any of them means the peer is not the caller.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 class ExtractBody(msgspec.Struct, forbid_unknown_fields=False):
@@ -73,23 +79,9 @@ _json = msgspec.json.Encoder()
 
 def add_admin_routes(app: web.Application) -> None:
     """Register every admin route on `app`; the app must hold an `AdminContext` under `ADMIN_CONTEXT`."""
-    app.router.add_routes(
-        [
-            web.post("/auth/extract", _admin(extract)),
-            web.post("/auth/save", _admin(save)),
-            web.get("/auth/status", _admin(status)),
-            web.post("/auth/clear", _admin(clear)),
-            web.get("/auth/clear", _admin(clear)),
-            web.post("/token/check", _errors(check)),
-            web.get("/admin/accounts", _admin(list_accounts)),
-            web.post("/admin/accounts", _admin(add_accounts)),
-            web.post("/admin/accounts/probe", _admin(probe_all)),
-            web.delete("/admin/accounts/{account_id}", _admin(remove_account)),
-            web.post("/admin/accounts/{account_id}/enable", _admin(enable_account)),
-            web.post("/admin/accounts/{account_id}/disable", _admin(disable_account)),
-            web.post("/admin/accounts/{account_id}/probe", _admin(probe_account)),
-        ]
-    )
+    for route in ADMIN_ROUTES:
+        handler = _admin(route.handler) if route.protected else _errors(route.handler)
+        app.router.add_route(route.method, route.path, handler)
 
 
 # -- handlers -----------------------------------------------------------------------------------------------
@@ -108,31 +100,29 @@ async def save(request: web.Request) -> web.Response:
     raw = body.token or body.cookies
     if not raw:
         raise BadRequest("give the token as `token` or `cookies`", param="token")
-    token = extract_jwt(raw) or raw.strip()
-    account, created = await _ctx(request).pool.add(token)
-    return _ok(
-        {"success": True, "account_id": account.id, "created": created, "token_info": _info_or_error(token)}
-    )
+    account, created = await _ctx(request).accounts.add(raw)
+    info = _info_or_error(extract_jwt(raw) or raw.strip())
+    return _ok({"success": True, "account_id": account.id, "created": created, "token_info": info})
 
 
 async def status(request: web.Request) -> web.Response:
-    accounts = [a for a in await _ctx(request).pool.list() if not a.ephemeral]
-    usable = any(a.state in ("active", "cooling") for a in accounts)
+    accounts = [a for a in await _ctx(request).accounts.list() if not a.ephemeral]
+    usable = any(a.state in IN_SERVICE for a in accounts)
     return _ok({"has_token": usable, "accounts": [_public(a) for a in accounts]})
 
 
 async def clear(request: web.Request) -> web.Response:
-    removed = await _ctx(request).pool.clear()
+    removed = await _ctx(request).accounts.clear()
     return _ok({"success": True, "removed": removed, "message": f"removed {removed} account(s)"})
 
 
 async def check(request: web.Request) -> web.Response:
     body = await _body(request, CheckBody)
-    return _ok({"live": await _ctx(request).pool.check_token(body.token)})
+    return _ok({"live": await prober.check_live(_ctx(request).accounts.auth, body.token)})
 
 
 async def list_accounts(request: web.Request) -> web.Response:
-    return _ok({"accounts": [_public(a) for a in await _ctx(request).pool.list()]})
+    return _ok({"accounts": [_public(a) for a in await _ctx(request).accounts.list()]})
 
 
 async def add_accounts(request: web.Request) -> web.Response:
@@ -144,7 +134,7 @@ async def add_accounts(request: web.Request) -> web.Response:
     errors: list[dict[str, Any]] = []
     for line, candidate in enumerate(candidates, start=1):
         try:
-            account, created = await _ctx(request).pool.add(extract_jwt(candidate) or candidate.strip())
+            account, created = await _ctx(request).accounts.add(candidate)
             added.append({"account_id": account.id, "created": created, "kind": account.kind})
         except BadRequest as exc:
             errors.append({"line": line, "error": exc.message})
@@ -152,7 +142,7 @@ async def add_accounts(request: web.Request) -> web.Response:
 
 
 async def remove_account(request: web.Request) -> web.Response:
-    await _ctx(request).pool.remove(request.match_info["account_id"])
+    await _ctx(request).accounts.remove(request.match_info["account_id"])
     return _ok({"success": True})
 
 
@@ -160,27 +150,55 @@ async def enable_account(request: web.Request) -> web.Response:
     return _ok(
         {
             "success": True,
-            "account": _public(await _ctx(request).pool.enable(request.match_info["account_id"])),
+            "account": _public(await _ctx(request).accounts.enable(request.match_info["account_id"])),
         }
     )
 
 
 async def disable_account(request: web.Request) -> web.Response:
-    account = await _ctx(request).pool.disable(request.match_info["account_id"])
+    account = await _ctx(request).accounts.disable(request.match_info["account_id"])
     return _ok({"success": True, "account": _public(account)})
 
 
 async def probe_account(request: web.Request) -> web.Response:
-    pool = _ctx(request).pool
+    accounts = _ctx(request).accounts
     account_id = request.match_info["account_id"]
-    result = await pool.probe(account_id)
-    return _ok({"result": result, "account": _public(await pool.get(account_id))})
+    result = await prober.probe(accounts, account_id)
+    return _ok({"result": result, "account": _public(await accounts.get(account_id))})
 
 
 async def probe_all(request: web.Request) -> web.Response:
-    pool = _ctx(request).pool
-    results = {a.id: await pool.probe(a.id) for a in await pool.list() if a.state != "disabled"}
+    accounts = _ctx(request).accounts
+    results = {
+        a.id: await prober.probe_account(accounts, a) for a in await accounts.list() if a.state != "disabled"
+    }
     return _ok({"results": results})
+
+
+class AdminRoute(NamedTuple):
+    method: str
+    path: str
+    handler: Handler
+    #: Needs the admin key (or a loopback caller when none is set).
+    protected: bool = True
+
+
+#: The admin HTTP surface, in one place: the token service serves it, the gateway forwards it.
+ADMIN_ROUTES: tuple[AdminRoute, ...] = (
+    AdminRoute("POST", "/auth/extract", extract),
+    AdminRoute("POST", "/auth/save", save),
+    AdminRoute("GET", "/auth/status", status),
+    AdminRoute("POST", "/auth/clear", clear),
+    AdminRoute("GET", "/auth/clear", clear),
+    AdminRoute("POST", "/token/check", check, protected=False),
+    AdminRoute("GET", "/admin/accounts", list_accounts),
+    AdminRoute("POST", "/admin/accounts", add_accounts),
+    AdminRoute("POST", "/admin/accounts/probe", probe_all),
+    AdminRoute("DELETE", "/admin/accounts/{account_id}", remove_account),
+    AdminRoute("POST", "/admin/accounts/{account_id}/enable", enable_account),
+    AdminRoute("POST", "/admin/accounts/{account_id}/disable", disable_account),
+    AdminRoute("POST", "/admin/accounts/{account_id}/probe", probe_account),
+)
 
 
 # -- plumbing -----------------------------------------------------------------------------------------------
@@ -204,7 +222,7 @@ def _public(account: Account) -> dict[str, Any]:
 
 def _info_or_error(token: str) -> dict[str, object]:
     try:
-        return token_info(decode_claims(token))
+        return token_info(decode_claims(token), name_of(token))
     except BadRequest:
         return {"valid": False, "error": "Failed to decode JWT payload"}
 
@@ -259,7 +277,7 @@ def _protected(handler: Handler) -> Handler:
 def authorize(request: web.Request, key: Secret | None) -> None:
     """Raise unless the caller shows the admin key (or, with no key configured, calls from loopback)."""
     if key is None:
-        if not is_loopback(request.remote):
+        if not is_local_caller(request):
             raise AuthenticationFailed(
                 "ADMIN_API_KEY is not set, so admin routes answer only to loopback callers;"
                 " set it and send it as Authorization: Bearer <key> or X-Admin-Key"
@@ -273,6 +291,11 @@ def authorize(request: web.Request, key: Secret | None) -> None:
 def _bearer(header: str) -> str:
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def is_local_caller(request: web.Request) -> bool:
+    """A loopback peer that relays no one: no proxy header says the request came from elsewhere."""
+    return is_loopback(request.remote) and not any(name in request.headers for name in FORWARDING_HEADERS)
 
 
 def is_loopback(remote: str | None) -> bool:

@@ -1,4 +1,5 @@
-"""The token service (port 8001): the admin API, `/metrics`, and the prober + refresher in the background."""
+"""The token service (port 8001): the admin API (the gateway forwards to it), `/metrics`, and the prober +
+refresher in the background."""
 
 from __future__ import annotations
 
@@ -15,16 +16,15 @@ from shared.metrics import instrument_redis
 from shared.redis_client import make_redis
 from shared.settings import TokenServiceSettings
 from token_service import metrics
+from token_service.accounts import Accounts
 from token_service.admin import ADMIN_CONTEXT, AdminContext, add_admin_routes
-from token_service.kimi_auth import KimiAuthClient
 from token_service.migrate import migrate_legacy_accounts
-from token_service.pool import AccountPool
 from token_service.prober import Prober
 
 SETTINGS: web.AppKey[TokenServiceSettings] = web.AppKey("settings", TokenServiceSettings)
 REDIS: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
 SESSION: web.AppKey[aiohttp.ClientSession] = web.AppKey("session", aiohttp.ClientSession)
-POOL: web.AppKey[AccountPool] = web.AppKey("pool", AccountPool)
+ACCOUNTS: web.AppKey[Accounts] = web.AppKey("accounts", Accounts)
 PROBER_TASK: web.AppKey[asyncio.Task[None]] = web.AppKey("prober_task", asyncio.Task)
 
 
@@ -34,7 +34,7 @@ def create_app(settings: TokenServiceSettings, *, background: bool = True) -> we
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_session_ctx)
-    app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_accounts_ctx)
     if background:
         app.cleanup_ctx.append(_prober_ctx)
     app.router.add_get("/metrics", metrics_with_account_gauges)
@@ -55,18 +55,17 @@ async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _accounts_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     await migrate_legacy_accounts(app[REDIS])
-    auth = KimiAuthClient(app[SESSION], settings.common.kimi_base_url)
-    pool = AccountPool(app[REDIS], settings.pool, auth)
-    app[POOL] = pool
-    app[ADMIN_CONTEXT] = AdminContext(pool, settings.common.admin_api_key, settings.max_body_bytes)
+    accounts = Accounts(app[REDIS], settings.pool, app[SESSION], settings.common.kimi_base_url)
+    app[ACCOUNTS] = accounts
+    app[ADMIN_CONTEXT] = AdminContext(accounts, settings.common.admin_api_key, settings.max_body_bytes)
     yield
 
 
 async def _prober_ctx(app: web.Application) -> AsyncIterator[None]:
-    background = Prober(app[POOL], app[SETTINGS].pool.probe_interval_s)
+    background = Prober(app[ACCOUNTS], app[SETTINGS].pool.probe_interval_s)
     task = asyncio.create_task(background.run())
     app[PROBER_TASK] = task
     yield
@@ -81,7 +80,7 @@ async def metrics_with_account_gauges(request: web.Request) -> web.Response:
 
     Pass-through (ephemeral) accounts are clients' own tokens: they are not the pool an operator is paged about.
     """
-    stored = [account for account in await request.app[POOL].list() if not account.ephemeral]
+    stored = [account for account in await request.app[ACCOUNTS].list() if not account.ephemeral]
     metrics.update_account_gauges(stored)
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -1,7 +1,7 @@
 """Operator CLI on Redis directly: `python -m token_service accounts list|add|import|remove|probe`.
 
 accounts list                 one line per account: id, kind, state, user, expiry, hours left
-accounts add TOKEN            a kimi-auth JWT or a refresh_token (or a pasted cookie string)
+accounts add TOKEN            a credential of any kind (a kimi-auth JWT, a refresh_token, a pasted cookie)
 accounts import FILE          one token per line (`-` reads stdin); blank lines and `#` comments skipped
 accounts remove ID
 accounts probe [ID]           one account, or every account that is not disabled
@@ -20,9 +20,8 @@ import aiohttp
 from shared.errors import GatewayError
 from shared.redis_client import make_redis
 from shared.settings import TokenServiceSettings
-from token_service.jwt_info import extract_jwt
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service import prober
+from token_service.accounts import Accounts
 from token_service.store import Account
 
 
@@ -50,8 +49,8 @@ async def _run(args: argparse.Namespace, settings: TokenServiceSettings) -> int:
     redis = make_redis(settings.common, max_connections=4)
     try:
         async with aiohttp.ClientSession() as session:
-            pool = AccountPool(redis, settings.pool, KimiAuthClient(session, settings.common.kimi_base_url))
-            return await _dispatch(pool, args)
+            accounts = Accounts(redis, settings.pool, session, settings.common.kimi_base_url)
+            return await _dispatch(accounts, args)
     except GatewayError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
@@ -59,33 +58,33 @@ async def _run(args: argparse.Namespace, settings: TokenServiceSettings) -> int:
         await redis.aclose()
 
 
-async def _dispatch(pool: AccountPool, args: argparse.Namespace) -> int:
+async def _dispatch(accounts: Accounts, args: argparse.Namespace) -> int:
     match args.action:
         case "list":
-            _print_accounts(await pool.list())
+            _print_accounts(await accounts.list())
         case "add":
-            return await _add(pool, [args.token])
+            return await _add(accounts, [args.token])
         case "import":
-            return await _add(pool, args.lines)
+            return await _add(accounts, args.lines)
         case "remove":
-            await pool.remove(args.account_id)
+            await accounts.remove(args.account_id)
             print(f"removed {args.account_id}")
         case "probe":
             ids = (
                 [args.account_id]
                 if args.account_id
-                else [a.id for a in await pool.list() if a.state != "disabled"]
+                else [a.id for a in await accounts.list() if a.state != "disabled"]
             )
             for account_id in ids:
-                print(f"{account_id}  {await pool.probe(account_id)}")
+                print(f"{account_id}  {await prober.probe(accounts, account_id)}")
     return 0
 
 
-async def _add(pool: AccountPool, lines: Sequence[str]) -> int:
+async def _add(accounts: Accounts, lines: Sequence[str]) -> int:
     failed = 0
     for number, line in enumerate(lines, start=1):
         try:
-            account, created = await pool.add(extract_jwt(line) or line.strip())
+            account, created = await accounts.add(line)
         except GatewayError as exc:
             failed += 1
             print(f"line {number}: {exc.message}", file=sys.stderr)

@@ -1,9 +1,7 @@
-"""Kimi tokens as data: pull a JWT out of what a user pastes, decode its claims, tell its kind.
+"""Kimi tokens as data: pull a JWT out of what a user pastes, decode its claims, describe its expiry.
 
-Signatures are never checked (Kimi signs with its own HS512 secret); only the payload matters here.
-Two kinds (kimi-web-rest.md §2.1, kimi-web-connect.md §4.2):
-    kimi_auth       typ=access, app_id=kimi: used directly as the Bearer of the Connect API
-    refresh_token   typ=refresh: exchanged for a short-lived access token (GET /api/auth/token/refresh)
+Signatures are never checked (Kimi signs with its own HS512 secret); only the payload matters here. Which
+kind of account a JWT is (its `typ`, `app_id`) is the registry's business: token_service/kinds.py.
 """
 
 from __future__ import annotations
@@ -13,14 +11,12 @@ import hashlib
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote
 
 import msgspec
 
 from shared.errors import BadRequest
-
-AccountKind = Literal["kimi_auth", "refresh_token"]
 
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 #: `kimi-auth=<jwt>` in a Cookie header, or `kimi-auth <jwt>` in a "name value" cookie export.
@@ -59,6 +55,11 @@ def extract_jwt(text: str) -> str | None:
         return named.group(1).strip().rstrip(";,")
     found = _JWT.search(value)
     return found.group(0) if found else None
+
+
+def looks_like_jwt(text: str) -> bool:
+    """JWT-shaped (three parts, a JSON header): meant as a Kimi token, whether or not it decodes."""
+    return text.startswith("eyJ") and text.count(".") == 2
 
 
 def decode_claims(token: str) -> Claims:
@@ -105,19 +106,6 @@ def _int_or_none(value: object) -> int | None:
     return int(value)
 
 
-def kind_of(claims: Claims) -> AccountKind:
-    """kimi_auth for typ=access + app_id=kimi, refresh_token for typ=refresh; anything else is refused."""
-    if claims.typ == "access" and claims.app_id == "kimi":
-        return "kimi_auth"
-    if claims.typ == "refresh":
-        return "refresh_token"
-    raise BadRequest(
-        f"unsupported token type {claims.typ!r}: expected a kimi-auth (typ=access, app_id=kimi) "
-        "or a refresh_token (typ=refresh)",
-        param="token",
-    )
-
-
 def account_id_for(token: str, claims: Claims) -> str:
     """Short, stable, non-secret: 12 hex chars of sha256(sub + jti), or of the token when those are absent."""
     basis = claims.sub + claims.jti if claims.sub and claims.jti else token
@@ -132,13 +120,14 @@ def is_expired(claims: Claims, now: float | None = None) -> bool:
     return claims.exp is not None and claims.exp <= (time.time() if now is None else now)
 
 
-def token_info(claims: Claims, now: float | None = None) -> dict[str, object]:
-    """The `token_info` object of kimi-free-api-fix (kimi-web-connect.md §4.6), plus `kind`."""
+def token_info(claims: Claims, kind: str | None, now: float | None = None) -> dict[str, object]:
+    """The `token_info` object of kimi-free-api-fix (kimi-web-connect.md §4.6), plus `kind` (None: no kind
+    recognises the token)."""
     now = time.time() if now is None else now
     remaining = max(0.0, (claims.exp - now) / 3600) if claims.exp is not None else None
     return {
         "valid": True,
-        "kind": _kind_or_none(claims),
+        "kind": kind,
         "app_id": claims.app_id or None,
         "type": claims.typ or None,
         "user_id": claims.sub or None,
@@ -151,10 +140,3 @@ def token_info(claims: Claims, now: float | None = None) -> dict[str, object]:
         "membership_level": claims.membership_level,
         "remaining_hours": round(remaining, 1) if remaining is not None else None,
     }
-
-
-def _kind_or_none(claims: Claims) -> str | None:
-    try:
-        return kind_of(claims)
-    except BadRequest:
-        return None

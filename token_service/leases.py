@@ -2,143 +2,164 @@
 
 Redis layout (prefix `kimi:acct:{pool}:`, one Redis Cluster hash tag for the whole pool; see shared/keys.py):
     ready            zset of leasable accounts (active, or cooling whose time has come; not ephemeral, `exp`
-                     not passed) scored by in_flight * 1e13 + last_used_ms: the head is the best account
+                     not passed) scored by load * 1e13 + last_used_ms, where
+                     load = floor(in_flight * 100 / the kind's cap): the head is the best account, and a head
+                     at load 100 means every account is at its cap
     cooling          zset of cooling accounts scored by cooling_until_ms: the head is the soonest back
     lease:<id>       zset of one account's lease ids scored by expiry (ms): its in-flight count
     leases           zset of every lease as `<id>:<lease id>` scored by expiry: crashed workers' leases are
                      popped from its head by the next lease
-    layout           set once the zsets above have been built from the hashes (older data migrates lazily)
+    layout           the version of the zsets' layout, set when they were built from the hashes: a lease that
+                     finds another one (older data) rebuilds them first
 
 Every script that includes `PLACE_LUA` takes the pool's fixed keys as KEYS[1..5] (`ACCOUNT_POOL_KEYS`: index,
-ready, cooling, leases, layout) and its own keys after them; per-account keys are `prefix .. id` and
-`prefix .. 'lease:' .. id`, with the prefix in ARGV.
+ready, cooling, leases, layout) and its own keys after them, and one argument: a JSON object of named
+parameters (`prefix`, `now_ms`, `caps` — each kind's per-account cap — and the script's own). Per-account keys
+are `prefix .. id` and `prefix .. 'lease:' .. id`. The lease script answers by name too: a flat name/value list.
 
 Every write that can change where an account belongs (state transitions, saves, token rotation) calls the
-`place()` Lua function below inside its own script, so the zsets follow the hashes. Accounts that turn out
+`place()` Lua function below inside its own script, so the zsets follow the hashes. A process never leases nor
+moves an account of a kind missing from its `caps` (one a newer process added): it walks past it. Accounts that turn out
 not to be leasable when they reach the head of `ready` (an `exp` that passed, a vanished hash) are moved
 where they belong on the spot. The token service's prober rebuilds the zsets from the hashes now and then,
-which heals any drift.
+which heals any drift (a changed cap, for one, scores an account anew at its next placement or rebuild).
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.typing import EncodableT, KeyT
+from redis.typing import KeyT
 
 from shared.keys import ACCOUNT_LEASES, ACCOUNT_POOL_KEYS, ACCOUNT_PREFIX, account_key, lease_key
-from token_service.jwt_info import AccountKind
 
 #: Lua helpers shared by every script that may move an account between `ready` and `cooling`.
-#: The score keeps in-flight counts above 1e13 ms (the year 2286), exact in a double up to 899 in flight.
+#: The score keeps loads above 1e13 ms (the year 2286), exact in a double up to load 899 (`MAX_LOAD`).
 PLACE_LUA = """
+local P = cjson.decode(ARGV[1])
 local INDEX, READY, COOLING, LEASES, LAYOUT = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local PREFIX, NOW, CAPS = P.prefix, P.now_ms, P.caps
 local SCALE = 1e13
-local FIELDS = {'state', 'cooling_until_ms', 'last_used_ms', 'exp', 'ephemeral', 'kind'}
+local FULL = 100
+local MAX_LOAD = 899
+--: 2: `ready` scored by load relative to each kind's cap (1: by in-flight count).
+local LAYOUT_VERSION = '2'
 
 local function fmt(x) return string.format('%.0f', x) end
+local function lease_zset(id) return PREFIX .. 'lease:' .. id end
 
-local function usable(f, now)
-  local exp = tonumber(f[4])
-  if exp ~= nil and exp * 1000 <= now then return false end
-  if f[1] == 'active' then return true end
-  return f[1] == 'cooling' and (tonumber(f[2]) or 0) <= now
+-- The fields of an account's hash the scripts decide on, by name; nil when the hash is gone.
+local function account(id)
+  local v = redis.call('HMGET', PREFIX .. id, 'state', 'cooling_until_ms', 'last_used_ms', 'exp', 'ephemeral', 'kind')
+  if v[1] == false then return nil end
+  local kind = v[6] or ''
+  return {
+    state = v[1], cooling_until_ms = tonumber(v[2]) or 0, last_used_ms = tonumber(v[3]) or 0,
+    exp = tonumber(v[4]), ephemeral = v[5] == '1', kind = kind, cap = CAPS[kind],
+  }
 end
 
--- Puts one account where its hash says it belongs; returns its FIELDS, or false when the hash is gone.
-local function place(prefix, id, now)
-  local f = redis.call('HMGET', prefix .. id, unpack(FIELDS))
-  if f[1] == false then
+local function expired(a) return a.exp ~= nil and a.exp * 1000 <= NOW end
+
+-- Leasable now; an account of a kind this process does not know (no cap) never is.
+local function usable(a)
+  if a.cap == nil or expired(a) then return false end
+  if a.state == 'active' then return true end
+  return a.state == 'cooling' and a.cooling_until_ms <= NOW
+end
+
+local function load(id, cap)
+  return math.min(MAX_LOAD, math.floor(redis.call('ZCARD', lease_zset(id)) * FULL / cap))
+end
+
+-- Puts one account where its hash says it belongs; returns its fields, or nil when the hash is gone. An
+-- account of a kind this process does not know (a newer process's) is left where it is, for those that do.
+local function place(id)
+  local a = account(id)
+  if a ~= nil and a.cap == nil then return a end
+  if a == nil or a.ephemeral or expired(a) or (a.state ~= 'active' and a.state ~= 'cooling') then
     redis.call('ZREM', READY, id)
     redis.call('ZREM', COOLING, id)
-    return false
-  end
-  local exp = tonumber(f[4])
-  local until_ms = tonumber(f[2]) or 0
-  if f[5] == '1' or (exp ~= nil and exp * 1000 <= now) or (f[1] ~= 'active' and f[1] ~= 'cooling') then
+  elseif a.state == 'cooling' and a.cooling_until_ms > NOW then
     redis.call('ZREM', READY, id)
-    redis.call('ZREM', COOLING, id)
-  elseif f[1] == 'cooling' and until_ms > now then
-    redis.call('ZREM', READY, id)
-    redis.call('ZADD', COOLING, fmt(until_ms), id)
+    redis.call('ZADD', COOLING, fmt(a.cooling_until_ms), id)
   else
     redis.call('ZREM', COOLING, id)
-    local n = redis.call('ZCARD', prefix .. 'lease:' .. id)
-    redis.call('ZADD', READY, fmt(n * SCALE + (tonumber(f[3]) or 0)), id)
+    redis.call('ZADD', READY, fmt(load(id, a.cap) * SCALE + a.last_used_ms), id)
   end
-  return f
+  return a
 end
 
 -- After an account's in-flight count changed: its `ready` score follows (last used is kept).
-local function rescore(prefix, id)
+local function rescore(id)
   local score = redis.call('ZSCORE', READY, id)
   if score then
-    local n = redis.call('ZCARD', prefix .. 'lease:' .. id)
-    redis.call('ZADD', READY, fmt(n * SCALE + math.fmod(tonumber(score), SCALE)), id)
+    local cap = CAPS[redis.call('HGET', PREFIX .. id, 'kind')]
+    if cap ~= nil then
+      redis.call('ZADD', READY, fmt(load(id, cap) * SCALE + math.fmod(tonumber(score), SCALE)), id)
+    end
   end
 end
 
 -- Rebuilds `ready`, `cooling` and `leases` from the index, the hashes and the per-account lease zsets.
-local function rebuild(prefix, now)
-  redis.call('DEL', READY, COOLING)
+local function rebuild()
+  local indexed = {}
   for _, id in ipairs(redis.call('SMEMBERS', INDEX)) do
-    local lk = prefix .. 'lease:' .. id
-    redis.call('ZREMRANGEBYSCORE', lk, '-inf', now)
+    indexed[id] = true
+    local lk = lease_zset(id)
+    redis.call('ZREMRANGEBYSCORE', lk, '-inf', NOW)
     local held = redis.call('ZRANGE', lk, 0, -1, 'WITHSCORES')
     for i = 1, #held, 2 do redis.call('ZADD', LEASES, held[i + 1], id .. ':' .. held[i]) end
-    if not place(prefix, id, now) then redis.call('SREM', INDEX, id) end
+    if place(id) == nil then redis.call('SREM', INDEX, id) end
   end
-  redis.call('SET', LAYOUT, '1')
+  for _, key in ipairs({READY, COOLING}) do
+    for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      if not indexed[id] then redis.call('ZREM', key, id) end
+    end
+  end
+  redis.call('SET', LAYOUT, LAYOUT_VERSION)
 end
 """
 
-# KEYS: the pool's (ACCOUNT_POOL_KEYS), account hash, lease zset. ARGV: prefix, account id, now_ms
-_PLACE = PLACE_LUA + "place(ARGV[1], ARGV[2], tonumber(ARGV[3]))\nreturn 1\n"
-# KEYS: the pool's (ACCOUNT_POOL_KEYS). ARGV: prefix, now_ms
-_REBUILD = PLACE_LUA + "rebuild(ARGV[1], tonumber(ARGV[2]))\nreturn 1\n"
+# P: account_id.
+_PLACE = PLACE_LUA + "place(P.account_id)\nreturn 1\n"
+_REBUILD = PLACE_LUA + "rebuild()\nreturn 1\n"
 
-# KEYS: the pool's (ACCOUNT_POOL_KEYS). ARGV: now_ms, ttl_ms, cap, lease_id, prefix, n_exclude, exclude ids…,
-# only ids…
+# P: ttl_ms, lease_id, exclude (ids), only (ids; absent: the whole pool), fields (hash fields to answer).
 # Ephemeral (pass-through) accounts are only leased when named in `only`.
-# Replies: {'ok', id, kind, ephemeral, state, <IN_USE_FIELDS but kind>} | {'busy', n} | {'cooling', soonest_ms}
-# | {'none', ''}. The account's fields save `AccountPool.credentials` a round trip on the first token's path.
+# Answers a flat name/value list: status ok | busy | cooling | none, then account_id and the `fields` of the
+# leased account (they save `AccountPool.credentials` a round trip on the first token's path), `busy` (how many
+# candidates are at their cap) or `soonest_ms` (when the first cooling candidate is back).
 _LEASE = (
     PLACE_LUA
     + """
 --: At most this many expired leases / finished cooldowns are handled per call (amortized O(1)).
 local BATCH = 256
-local now = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local cap = tonumber(ARGV[3])
-local prefix = ARGV[5]
-local nex = tonumber(ARGV[6])
 local exclude = {}
-for i = 1, nex do exclude[ARGV[6 + i]] = true end
-local only = nil
-if #ARGV > 6 + nex then
-  only = {}
-  for i = 7 + nex, #ARGV do only[#only + 1] = ARGV[i] end
-end
+for _, id in ipairs(P.exclude) do exclude[id] = true end
+local nex = #P.exclude
+local only = P.only
 
-if redis.call('EXISTS', LAYOUT) == 0 then rebuild(prefix, now) end
+if redis.call('GET', LAYOUT) ~= LAYOUT_VERSION then rebuild() end
 
 -- Leases of crashed workers, soonest expired first.
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, BATCH)) do
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', LEASES, '-inf', NOW, 'LIMIT', 0, BATCH)) do
   local sep = string.find(m, ':', 1, true)
   local id = string.sub(m, 1, sep - 1)
   redis.call('ZREM', LEASES, m)
-  redis.call('ZREM', prefix .. 'lease:' .. id, string.sub(m, sep + 1))
-  rescore(prefix, id)
+  redis.call('ZREM', lease_zset(id), string.sub(m, sep + 1))
+  rescore(id)
 end
 -- Cooldowns that are over: back to `ready` (the hash says `cooling` until the pool marks them active).
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', COOLING, '-inf', now, 'LIMIT', 0, BATCH)) do
-  place(prefix, id, now)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', COOLING, '-inf', NOW, 'LIMIT', 0, BATCH)) do
+  place(id)
 end
 
-local best, best_f
+local best, best_a
 local busy = 0
 local soonest = nil
 
@@ -147,25 +168,23 @@ local function pick_only()
   local best_n, best_used
   for _, id in ipairs(only) do
     if not exclude[id] then
-      local f = redis.call('HMGET', prefix .. id, unpack(FIELDS))
-      if f[1] == false then
+      local a = account(id)
+      if a == nil then
         redis.call('SREM', INDEX, id)
-      elseif usable(f, now) then
-        local lk = prefix .. 'lease:' .. id
-        for _, gone in ipairs(redis.call('ZRANGEBYSCORE', lk, '-inf', now)) do
+      elseif usable(a) then
+        local lk = lease_zset(id)
+        for _, gone in ipairs(redis.call('ZRANGEBYSCORE', lk, '-inf', NOW)) do
           redis.call('ZREM', lk, gone)
           redis.call('ZREM', LEASES, id .. ':' .. gone)
         end
         local n = redis.call('ZCARD', lk)
-        local used = tonumber(f[3]) or 0
-        if n >= cap then
+        if n >= a.cap then
           busy = busy + 1
-        elseif best == nil or n < best_n or (n == best_n and used < best_used) then
-          best, best_f, best_n, best_used = id, f, n, used
+        elseif best == nil or n < best_n or (n == best_n and a.last_used_ms < best_used) then
+          best, best_a, best_n, best_used = id, a, n, a.last_used_ms
         end
-      elseif f[1] == 'cooling' and (tonumber(f[4]) == nil or tonumber(f[4]) * 1000 > now) then
-        local until_ms = tonumber(f[2]) or 0
-        if soonest == nil or until_ms < soonest then soonest = until_ms end
+      elseif a.state == 'cooling' and a.cap ~= nil and not expired(a) then
+        if soonest == nil or a.cooling_until_ms < soonest then soonest = a.cooling_until_ms end
       end
     end
   end
@@ -191,23 +210,24 @@ local function walk(key, check)
 end
 
 local function check_ready(id, score)
-  local f = redis.call('HMGET', prefix .. id, unpack(FIELDS))
-  if f[1] ~= false and f[5] ~= '1' and usable(f, now) then
-    if math.floor(score / SCALE) >= cap then busy = 1 else best, best_f = id, f end
+  local a = account(id)
+  if a ~= nil and a.cap == nil then return false end
+  if a ~= nil and not a.ephemeral and usable(a) then
+    if math.floor(score / SCALE) >= FULL then busy = 1 else best, best_a = id, a end
     return true
   end
-  if not place(prefix, id, now) then redis.call('SREM', INDEX, id) end
+  if place(id) == nil then redis.call('SREM', INDEX, id) end
   return 'moved'
 end
 
 local function check_cooling(id, score)
-  local f = redis.call('HMGET', prefix .. id, unpack(FIELDS))
-  local exp = tonumber(f[4])
-  if f[1] == 'cooling' and f[5] ~= '1' and (exp == nil or exp * 1000 > now) then
+  local a = account(id)
+  if a ~= nil and a.cap == nil then return false end
+  if a ~= nil and a.state == 'cooling' and not a.ephemeral and not expired(a) then
     soonest = score
     return true
   end
-  if not place(prefix, id, now) then redis.call('SREM', INDEX, id) end
+  if place(id) == nil then redis.call('SREM', INDEX, id) end
   return 'moved'
 end
 
@@ -219,21 +239,24 @@ else
 end
 
 if best == nil then
-  if busy > 0 then return {'busy', tostring(busy)} end
-  if soonest ~= nil then return {'cooling', fmt(soonest)} end
-  return {'none', ''}
+  if busy > 0 then return {'status', 'busy', 'busy', tostring(busy)} end
+  if soonest ~= nil then return {'status', 'cooling', 'soonest_ms', fmt(soonest)} end
+  return {'status', 'none'}
 end
-local lk = prefix .. 'lease:' .. best
-redis.call('ZADD', lk, now + ttl, ARGV[4])
-redis.call('ZADD', LEASES, now + ttl, best .. ':' .. ARGV[4])
-redis.call('HSET', prefix .. best, 'last_used_ms', now)
-redis.call('HINCRBY', prefix .. best, 'n_leases', 1)
+local lk = lease_zset(best)
+redis.call('ZADD', lk, fmt(NOW + P.ttl_ms), P.lease_id)
+redis.call('ZADD', LEASES, fmt(NOW + P.ttl_ms), best .. ':' .. P.lease_id)
+redis.call('HSET', PREFIX .. best, 'last_used_ms', fmt(NOW))
+redis.call('HINCRBY', PREFIX .. best, 'n_leases', 1)
 if redis.call('ZSCORE', READY, best) then
-  redis.call('ZADD', READY, fmt(redis.call('ZCARD', lk) * SCALE + now), best)
+  redis.call('ZADD', READY, fmt(load(best, best_a.cap) * SCALE + NOW), best)
 end
-local reply = {'ok', best, best_f[6] or '', best_f[5] or '0', best_f[1]}
-local more = redis.call('HMGET', prefix .. best, 'sub', 'device_id', 'session_id', 'secret', 'access', 'access_exp')
-for i = 1, 6 do reply[5 + i] = more[i] or '' end
+local reply = {'status', 'ok', 'account_id', best}
+local values = redis.call('HMGET', PREFIX .. best, unpack(P.fields))
+for i, name in ipairs(P.fields) do
+  reply[#reply + 1] = name
+  reply[#reply + 1] = values[i] or ''
+end
 return reply
 """
 )
@@ -249,20 +272,20 @@ return 1
 """
 
 # KEYS: the pool's (ACCOUNT_POOL_KEYS), then KEYS[6] lease zset, KEYS[7] account hash.
-# ARGV: prefix, account id, lease_id, counter field, now ms, note ('ok' | 'error' | ''), error detail.
+# P: account_id, lease_id, counter (hash field), note ('ok' | 'error' | ''), detail.
 # The counters and notes go only to an account that still exists (an ephemeral one may have expired).
 _RELEASE = (
     PLACE_LUA
     + """
-redis.call('ZREM', KEYS[6], ARGV[3])
-redis.call('ZREM', LEASES, ARGV[2] .. ':' .. ARGV[3])
-rescore(ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[6], P.lease_id)
+redis.call('ZREM', LEASES, P.account_id .. ':' .. P.lease_id)
+rescore(P.account_id)
 if redis.call('EXISTS', KEYS[7]) == 1 then
-  redis.call('HINCRBY', KEYS[7], ARGV[4], 1)
-  if ARGV[6] == 'ok' then
-    redis.call('HSET', KEYS[7], 'last_ok_ms', ARGV[5])
-  elseif ARGV[6] == 'error' then
-    redis.call('HSET', KEYS[7], 'last_error', ARGV[7], 'last_error_ms', ARGV[5])
+  redis.call('HINCRBY', KEYS[7], P.counter, 1)
+  if P.note == 'ok' then
+    redis.call('HSET', KEYS[7], 'last_ok_ms', fmt(NOW))
+  elseif P.note == 'error' then
+    redis.call('HSET', KEYS[7], 'last_error', P.detail, 'last_error_ms', fmt(NOW))
   end
 end
 return 1
@@ -281,6 +304,7 @@ def place_keys(account_id: str) -> list[KeyT]:
 DETAIL_MAX_CHARS = 200
 
 Note = Literal["ok", "error", ""]
+_params_encoder = msgspec.json.Encoder()
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -288,7 +312,8 @@ class Lease(msgspec.Struct, frozen=True):
 
     account_id: str
     lease_id: str
-    kind: AccountKind
+    #: The account's kind (a name of token_service/kinds.py's registry).
+    kind: str
     ephemeral: bool = False
 
 
@@ -299,45 +324,64 @@ class Picked(msgspec.Struct, frozen=True):
     lease: Lease | None = None
     previous_state: str = ""
     soonest_cooling_ms: int = 0
-    #: The leased account's `IN_USE_FIELDS`, still sealed, for `AccountStore.in_use`.
-    fields: tuple[str, ...] = ()
+    #: The leased account's hash fields asked for (still sealed), by name, "" when absent.
+    fields: Mapping[str, str] = msgspec.field(default_factory=dict)
 
 
 class LeaseScripts:
-    """The lease, extend and release primitives on Redis, and the placement of accounts in the zsets."""
+    """The lease, extend and release primitives on Redis, and the placement of accounts in the zsets.
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    `caps` is each kind's per-account cap (`kinds.max_in_flight`); a kind missing from it is never leased.
+    """
+
+    def __init__(self, redis: aioredis.Redis, caps: Mapping[str, int]) -> None:
         self.redis = redis
+        self.caps = {kind: max(1, cap) for kind, cap in caps.items()}
         self._lease = redis.register_script(_LEASE)
         self._extend = redis.register_script(_EXTEND)
         self._release = redis.register_script(_RELEASE)
         self._place = redis.register_script(_PLACE)
         self._rebuild = redis.register_script(_REBUILD)
 
+    def params(self, now_ms: int, **named: Any) -> bytes:
+        """The one argument of a `PLACE_LUA` script: the pool's parameters and the script's own, by name."""
+        return _params_encoder.encode(
+            {"prefix": ACCOUNT_PREFIX, "now_ms": now_ms, "caps": self.caps, **named}
+        )
+
     async def take(
-        self, *, now_ms: int, ttl_ms: int, cap: int, exclude: set[str], only: set[str] | None
+        self,
+        *,
+        now_ms: int,
+        ttl_ms: int,
+        exclude: set[str],
+        only: set[str] | None,
+        fields: Sequence[str],
     ) -> Picked:
         lease_id = secrets.token_hex(8)
-        args: list[EncodableT] = [
-            now_ms,
-            ttl_ms,
-            cap,
-            lease_id,
-            ACCOUNT_PREFIX,
-            len(exclude),
-            *sorted(exclude),
-        ]
+        named: dict[str, Any] = {
+            "ttl_ms": ttl_ms,
+            "lease_id": lease_id,
+            "exclude": sorted(exclude),
+            "fields": list(fields),
+        }
         if only is not None:
-            # An empty `only` must match nothing, so it gets a member no account id can equal.
-            args += sorted(only) or ["-"]
-        reply = [part.decode() for part in await self._lease(keys=POOL_KEYS, args=args)]
-        if reply[0] == "ok":
-            kind: AccountKind = "refresh_token" if reply[2] == "refresh_token" else "kimi_auth"
-            lease = Lease(account_id=reply[1], lease_id=lease_id, kind=kind, ephemeral=reply[3] == "1")
-            return Picked(status="ok", lease=lease, previous_state=reply[4], fields=(reply[2], *reply[5:11]))
-        if reply[0] == "cooling":
-            return Picked(status="cooling", soonest_cooling_ms=int(reply[1]))
-        return Picked(status="busy" if reply[0] == "busy" else "none")
+            named["only"] = sorted(only)
+        raw = await self._lease(keys=POOL_KEYS, args=[self.params(now_ms, **named)])
+        reply = reply_by_name(raw)
+        status = reply["status"]
+        if status == "ok":
+            answered = {name: reply.get(name, "") for name in fields}
+            lease = Lease(
+                account_id=reply["account_id"],
+                lease_id=lease_id,
+                kind=answered.get("kind", ""),
+                ephemeral=answered.get("ephemeral") == "1",
+            )
+            return Picked(status="ok", lease=lease, previous_state=answered.get("state", ""), fields=answered)
+        if status == "cooling":
+            return Picked(status="cooling", soonest_cooling_ms=int(reply["soonest_ms"]))
+        return Picked(status="busy" if status == "busy" else "none")
 
     async def extend(self, lease: Lease, *, now_ms: int, ttl_ms: int) -> bool:
         kept = await self._extend(
@@ -350,29 +394,34 @@ class LeaseScripts:
         self, lease: Lease, *, now_ms: int, counter: str, note: Note = "", detail: str = ""
     ) -> None:
         """Free the slot and count the outcome on the account, in one round trip."""
+        params = self.params(
+            now_ms,
+            account_id=lease.account_id,
+            lease_id=lease.lease_id,
+            counter=f"n_{counter}",
+            note=note,
+            detail=detail[:DETAIL_MAX_CHARS],
+        )
         await self._release(
-            keys=[*POOL_KEYS, lease_key(lease.account_id), account_key(lease.account_id)],
-            args=[
-                ACCOUNT_PREFIX,
-                lease.account_id,
-                lease.lease_id,
-                f"n_{counter}",
-                now_ms,
-                note,
-                detail[:DETAIL_MAX_CHARS],
-            ],
+            keys=[*POOL_KEYS, lease_key(lease.account_id), account_key(lease.account_id)], args=[params]
         )
 
     async def place(self, account_id: str, now_ms: int) -> None:
         """Put an account in `ready`, `cooling` or neither, as its hash says."""
-        await self._place(keys=place_keys(account_id), args=[ACCOUNT_PREFIX, account_id, now_ms])
+        await self._place(keys=place_keys(account_id), args=[self.params(now_ms, account_id=account_id)])
 
     async def rebuild(self, now_ms: int) -> None:
         """Rebuild the zsets from the hashes (O(accounts), for the background prober)."""
-        await self._rebuild(keys=POOL_KEYS, args=[ACCOUNT_PREFIX, now_ms])
+        await self._rebuild(keys=POOL_KEYS, args=[self.params(now_ms)])
 
     async def in_flight(self, account_id: str, now_ms: int) -> int:
         return int(await self.redis.zcount(lease_key(account_id), now_ms + 1, "+inf"))
+
+
+def reply_by_name(reply: list[bytes]) -> dict[str, str]:
+    """A script's flat name/value list as a dict."""
+    text = [part.decode() for part in reply]
+    return dict(zip(text[::2], text[1::2], strict=True))
 
 
 def _member(lease: Lease) -> str:

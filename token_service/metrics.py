@@ -1,8 +1,8 @@
 """Token-service metrics (names in docs/ARCHITECTURE.md), defined once at import.
 
-Workers import the pool library, so refreshes and transitions they cause are counted in their own process;
-the account gauges are filled from Redis by the token service at each scrape (`update_account_gauges`).
-Labels are bounded: account short ids, kinds and fixed enums, never tokens.
+Workers import the pool (through token_service/client.py), so refreshes and transitions they cause are
+counted in their own process; the account gauges are filled from Redis by the token service at each scrape
+(`update_account_gauges`). Labels are bounded: account short ids, kinds and fixed enums, never tokens.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from prometheus_client import Counter, Gauge
+
+from token_service.kinds import STATES
 
 ACCOUNTS = Gauge("kimi_accounts", "Accounts by state", ["state"])
 EXPIRY = Gauge(
@@ -27,8 +29,6 @@ TRANSITIONS = Counter(
     ["from_state", "to_state", "reason"],
 )
 PROBES = Counter("kimi_account_probes_total", "Background and on-demand account probes by result", ["result"])
-
-_STATES = ("active", "cooling", "invalid", "expired", "disabled")
 
 
 class _AccountView(Protocol):
@@ -50,5 +50,5 @@ def update_account_gauges(accounts: Iterable[_AccountView]) -> None:
         by_state[account.state] += 1
         if account.exp is not None:
             EXPIRY.labels(account=account.id, kind=account.kind).set(account.exp)
-    for state in _STATES:
+    for state in STATES:
         ACCOUNTS.labels(state=state).set(by_state[state])

@@ -1,9 +1,11 @@
 """Keeping accounts honest: probes, the background prober and the background refresher.
 
-The prober re-checks cooling accounts whose time is up and invalid accounts with one cheap authenticated
-call (REST `GET /api/user` for refresh_token accounts, Connect `GetCurrentUser` for kimi-auth), returns
-those that recovered to active, and marks accounts whose `exp` has passed as expired, so no account is
-lost silently. The refresher renews access tokens that are about to expire, off the request path.
+A probe is one cheap authenticated call, the account kind's own (token_service/kinds.py `Kind.probe`: today
+Connect `GetCurrentUser` for kimi-auth, REST `GET /api/user` for refresh_token). The prober re-checks cooling
+accounts whose time is up and invalid accounts, returns those that recovered to active, and marks accounts
+whose `exp` has passed as expired, so no account is lost silently. The refresher renews access tokens that
+are about to expire, off the request path. This module depends on the pool (token_service/accounts.py), never
+the reverse.
 """
 
 from __future__ import annotations
@@ -11,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Literal
 
 from shared.errors import BadRequest, UpstreamAuthError, UpstreamError, UpstreamRateLimited
 from shared.logging import get_logger
 from token_service import metrics
-from token_service.jwt_info import decode_claims, kind_of
+from token_service.accounts import Accounts
 from token_service.kimi_auth import KimiAuthClient
+from token_service.kinds import Credential, Kind, is_known, kind_named, kind_of, recognize
 from token_service.store import Account, now_ms
 
-if TYPE_CHECKING:
-    from token_service.pool import AccountPool, ProbeResult
+ProbeResult = Literal["ok", "auth_failed", "rate_limited", "error", "expired"]
 
 #: Only accounts leased within this window are kept warm; an idle one refreshes on its next lease.
 RECENT_USE_S = 3600
@@ -29,93 +31,110 @@ RECENT_USE_S = 3600
 log = get_logger("token_service.prober")
 
 
-async def probe_account(pool: AccountPool, account: Account) -> ProbeResult:
+async def probe(accounts: Accounts, account_id: str) -> ProbeResult:
+    """Probe one account by id (NotFound when there is none) and apply the verdict to its state."""
+    return await probe_account(accounts, await accounts.get(account_id))
+
+
+async def probe_account(accounts: Accounts, account: Account) -> ProbeResult:
     """Probe one account and apply the verdict to its state; returns the verdict."""
-    result = await _verdict(pool, account)
+    result = await _verdict(accounts, account)
     metrics.PROBES.labels(result=result).inc()
     if result == "ok":
-        await pool.store.note_ok(account.id)
-        await pool.store.transition(account.id, "active", "probe_ok", only_from=("cooling", "invalid"))
+        await accounts.store.note_ok(account.id)
+        await accounts.store.transition(account.id, "active", "probe_ok", only_from=("cooling", "invalid"))
     return result
 
 
-async def _verdict(pool: AccountPool, account: Account) -> ProbeResult:
+async def _verdict(accounts: Accounts, account: Account) -> ProbeResult:
     if account.exp is not None and account.exp <= time.time():
-        await pool.store.transition(account.id, "expired", "exp_passed")
+        await accounts.store.transition(account.id, "expired", "exp_passed")
         return "expired"
+    credential = await accounts.store.credential(account.id)
+    if credential is None:
+        return "error"
+    kind = kind_of(credential)
     try:
-        await _call(pool, account)
+        await _call(accounts, account.id, kind, credential)
     except UpstreamAuthError:
-        if account.kind == "kimi_auth":
-            await pool.store.transition(
+        if not kind.refreshes:  # a kind that refreshes is marked invalid by the refresher, when Kimi says so
+            await accounts.store.transition(
                 account.id, "invalid", "probe_auth_failed", only_from=("active", "cooling")
             )
         return "auth_failed"
     except UpstreamRateLimited as exc:
-        await pool.cool(account.id, "rate_limited", exc.retry_after_s)
+        await accounts.cool(
+            account.id, "rate_limited", accounts.cooldown_s(kind, "rate_limited", exc.retry_after_s)
+        )
         return "rate_limited"
     except UpstreamError as exc:
-        await pool.store.note_error(account.id, f"probe: {exc.message}")
+        await accounts.store.note_error(account.id, f"probe: {exc.message}")
         return "error"
     return "ok"
 
 
-async def _call(pool: AccountPool, account: Account) -> None:
-    if account.kind == "kimi_auth":
-        token = await pool.store.secret(account.id)
-        await pool.auth.probe_connect(token or "")
+async def _call(accounts: Accounts, account_id: str, kind: Kind[Any], credential: Credential) -> None:
+    if not kind.refreshes:
+        await kind.probe(accounts.auth, credential, credential.secret)
         return
-    access = await pool.refresher.access_token(account.id)
+    access = await accounts.refresher.access_token(account_id)
     try:
-        await pool.auth.probe_rest(access)
+        await kind.probe(accounts.auth, credential, access)
     except UpstreamAuthError:
         # The cached access token may be what was revoked; one forced refresh decides.
-        await pool.auth.probe_rest(await pool.refresher.access_token(account.id, force=True))
+        await kind.probe(
+            accounts.auth, credential, await accounts.refresher.access_token(account_id, force=True)
+        )
 
 
-async def check_live(auth: KimiAuthClient, token: str) -> bool:
-    """kimi-free-api's /token/check: a refresh for a refresh_token, GetCurrentUser for a kimi-auth."""
+async def check_live(auth: KimiAuthClient, text: str) -> bool:
+    """kimi-free-api's /token/check: does this credential work right now? Nothing is stored.
+
+    A kind that refreshes must refresh and its access token pass the probe; any other is probed as it is.
+    """
     try:
-        kind = kind_of(decode_claims(token.strip()))
-        if kind == "kimi_auth":
-            await auth.probe_connect(token.strip())
-            return True
-        result = await auth.refresh(token.strip())
+        credential = recognize(text)
+        kind = kind_of(credential)
+        bearer = credential.secret
+        if kind.refresh is not None:
+            bearer = (await kind.refresh(auth, credential)).access_token
+        await kind.probe(auth, credential, bearer)
     except (BadRequest, UpstreamError):
         return False
-    return bool(result.access_token and result.refresh_token)
+    return True
 
 
-async def probe_due(pool: AccountPool) -> dict[str, ProbeResult]:
+async def probe_due(accounts: Accounts) -> dict[str, ProbeResult]:
     """One prober pass: expired accounts marked, due cooling and invalid accounts probed."""
     results: dict[str, ProbeResult] = {}
     now = now_ms()
-    for account in await pool.list():
+    for account in await accounts.list():
         expired = account.exp is not None and account.exp * 1000 <= now
-        if account.state in ("disabled", "expired"):
+        if account.state in ("disabled", "expired") or not is_known(account.kind):
             continue
         if (
             expired
             or account.state == "invalid"
             or (account.state == "cooling" and account.cooling_until_ms <= now)
         ):
-            results[account.id] = await probe_account(pool, account)
+            results[account.id] = await probe_account(accounts, account)
     return results
 
 
-async def refresh_due(pool: AccountPool) -> int:
+async def refresh_due(accounts: Accounts) -> int:
     """One refresher pass: renew cached access tokens that will pass their margin before the next pass."""
-    horizon = time.time() + pool.settings.refresh_margin_s + pool.settings.probe_interval_s
+    settings = accounts.settings
+    horizon = time.time() + settings.refresh_margin_s + settings.probe_interval_s
     recent_ms = now_ms() - RECENT_USE_S * 1000
     renewed = 0
-    for account in await pool.list():
-        if account.kind != "refresh_token" or account.state != "active" or account.access_exp is None:
+    for account in await accounts.list():
+        if not is_known(account.kind) or not kind_named(account.kind).refreshes:
             continue
-        if account.last_used_ms < recent_ms:
+        if account.state != "active" or account.access_exp is None or account.last_used_ms < recent_ms:
             continue
         if account.access_exp <= horizon:
             try:
-                await pool.refresher.access_token(account.id, force=True)
+                await accounts.refresher.access_token(account.id, force=True)
                 renewed += 1
             except UpstreamError as exc:
                 log.warning("background_refresh_failed", account_id=account.id, error=exc.kind)
@@ -129,8 +148,8 @@ class Prober:
     timeout handling can come back as a TimeoutError, which the loop would otherwise survive.
     """
 
-    def __init__(self, pool: AccountPool, interval_s: float) -> None:
-        self.pool = pool
+    def __init__(self, accounts: Accounts, interval_s: float) -> None:
+        self.accounts = accounts
         self.interval_s = interval_s
         self._stop = asyncio.Event()
 
@@ -142,9 +161,9 @@ class Prober:
 
     async def run_once(self) -> None:
         try:
-            await probe_due(self.pool)
-            await refresh_due(self.pool)
-            await self.pool.resync()
+            await probe_due(self.accounts)
+            await refresh_due(self.accounts)
+            await self.accounts.resync()
         except Exception as exc:  # a Redis hiccup must not stop the prober for good
             log.warning("prober_pass_failed", error=type(exc).__name__)
 

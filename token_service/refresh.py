@@ -1,8 +1,9 @@
-"""Access tokens of refresh_token accounts: cached until shortly before their `exp`, refreshed single-flight.
+"""Access tokens of accounts whose kind refreshes: cached until shortly before their `exp`, refreshed
+single-flight. How a kind refreshes is its registry entry's `refresh` (token_service/kinds.py).
 
-Single-flight across every process: the refresher holds `kimi:acct:lock:<id>` (SET NX PX) while it calls
-Kimi; everyone else polls the account hash until a fresh access token appears or the lock goes away.
-A rotated refresh_token that Kimi returns replaces the stored one.
+Single-flight across every process: the refresher holds `kimi:acct:{pool}:lock:<id>` (SET NX PX) while it
+calls the upstream; everyone else polls the account hash until a fresh access token appears or the lock goes
+away. A rotated credential that the refresh returns replaces the stored one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import redis.asyncio as aioredis
 
 from shared.errors import (
-    BadRequest,
+    ServiceUnavailable,
     UpstreamAuthError,
     UpstreamError,
     UpstreamRateLimited,
@@ -23,8 +24,8 @@ from shared.errors import (
 from shared.keys import account_key, refresh_lock_key
 from shared.logging import get_logger
 from token_service import metrics
-from token_service.jwt_info import decode_claims
 from token_service.kimi_auth import TIMEOUT_S, KimiAuthClient
+from token_service.kinds import kind_of
 from token_service.store import AccountStore, now_ms
 
 #: The lock outlives one refresh call (its own timeout) so it is never lost mid-call, and frees itself
@@ -32,9 +33,6 @@ from token_service.store import AccountStore, now_ms
 LOCK_TTL_MS = int((TIMEOUT_S + 5) * 1000)
 #: Waiters re-read the account this often.
 POLL_S = 0.02
-#: Only for an access token that carries no `exp` at all; real tokens always say how long they live.
-FALLBACK_ACCESS_TTL_S = 300
-
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -44,6 +42,8 @@ log = get_logger("token_service.refresh")
 
 
 class Refresher:
+    """Hands out fresh access tokens, refreshing each account at most once at a time across every process."""
+
     def __init__(
         self, redis: aioredis.Redis, store: AccountStore, auth: KimiAuthClient, margin_s: int
     ) -> None:
@@ -94,24 +94,30 @@ class Refresher:
         failed_ms, state = await self.redis.hmget(account_key(account_id), ["refresh_failed_ms", "state"])
         if failed_ms and int(failed_ms) >= started_ms:
             if state == b"invalid":
-                raise UpstreamAuthError(f"account {account_id}: refresh_token rejected by Kimi")
+                raise UpstreamAuthError(f"account {account_id}: refresh rejected by Kimi")
             raise UpstreamUnavailable(f"account {account_id}: token refresh failed")
 
     async def _refresh(self, account_id: str) -> str:
-        refresh_token = await self.store.secret(account_id)
-        if refresh_token is None:
+        credential = await self.store.credential(account_id)
+        if credential is None:
             raise UpstreamAuthError(f"account {account_id} was removed")
+        refresh = kind_of(credential).refresh
+        if refresh is None:
+            raise ServiceUnavailable(f"account {account_id}: its kind does not refresh")
         try:
-            result = await self.auth.refresh(refresh_token)
+            result = await refresh(self.auth, credential)
         except UpstreamError as exc:
             await self._failed(account_id, exc)
             raise
-        exp = _exp_of(result.access_token)
-        rotated = result.refresh_token if result.refresh_token not in (None, refresh_token) else None
-        await self.store.set_access(account_id, result.access_token, exp, rotated)
+        await self.store.set_access(account_id, result.access_token, result.access_exp, result.rotated)
         await self.store.count(account_id, "refreshes")
         metrics.REFRESHES.labels(result="ok").inc()
-        log.info("token_refreshed", account_id=account_id, rotated=rotated is not None, access_exp=exp)
+        log.info(
+            "token_refreshed",
+            account_id=account_id,
+            rotated=result.rotated is not None,
+            access_exp=result.access_exp,
+        )
         return result.access_token
 
     async def _failed(self, account_id: str, exc: UpstreamError) -> None:
@@ -128,11 +134,3 @@ class Refresher:
             metrics.REFRESHES.labels(result="error").inc()
         # Written last, so a waiter that sees it also sees the new state.
         await self.redis.hset(account_key(account_id), "refresh_failed_ms", str(now_ms()))
-
-
-def _exp_of(access_token: str) -> int:
-    try:
-        exp = decode_claims(access_token).exp
-    except BadRequest:
-        exp = None
-    return exp if exp is not None else now_ms() // 1000 + FALLBACK_ACCESS_TTL_S

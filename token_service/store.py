@@ -1,27 +1,28 @@
 """Accounts in Redis: one hash per account (`kimi:acct:{pool}:<id>`), the index set, and state transitions.
 
 Hash fields (all strings): kind, sub, exp, iat, state, state_reason, cooling_until_ms, ephemeral, created_ms,
-last_used_ms, last_ok_ms, last_error, last_error_ms, preview, device_id, session_id, secret (sealed token),
-access (sealed access token of a refresh_token account), access_exp, and counters `n_<name>`.
-Secrets are sealed by `SecretBox` and never leave this module except through `secret()` / `access()`.
+last_used_ms, last_ok_ms, last_error, last_error_ms, preview, device_id, session_id, secret (the sealed
+credential: tagged JSON of token_service/kinds.py's union; hashes written before it hold the bare token),
+access (sealed access token of a kind that refreshes), access_exp, and counters `n_<name>`.
+Secrets are sealed by `SecretBox` and never leave this module except through `credential()` / `access()`.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 from redis.typing import EncodableT, FieldT
 
-from shared.errors import BadRequest
+from shared.errors import ServiceUnavailable
 from shared.keys import (
     ACCOUNT_COOLING,
     ACCOUNT_INDEX,
-    ACCOUNT_PREFIX,
     ACCOUNT_READY,
     account_key,
     lease_key,
@@ -31,34 +32,55 @@ from shared.logging import get_logger
 from shared.secret import mask
 from token_service import metrics
 from token_service.crypto import SecretBox
-from token_service.jwt_info import AccountKind, Claims, account_id_for, decode_claims, iso, kind_of
-from token_service.leases import PLACE_LUA, LeaseScripts, place_keys
+from token_service.jwt_info import iso
+from token_service.kinds import (
+    STATES,
+    AccountState,
+    Credential,
+    Kind,
+    decode_credential,
+    encode_credential,
+    kind_named,
+    kind_of,
+)
+from token_service.leases import PLACE_LUA, LeaseScripts, place_keys, reply_by_name
 
-AccountState = Literal["active", "cooling", "invalid", "expired", "disabled"]
-STATES: tuple[AccountState, ...] = ("active", "cooling", "invalid", "expired", "disabled")
 COUNTERS = ("leases", "ok", "rate_limited", "quota", "overloaded", "auth_failed", "errors", "refreshes")
 
 Fields = dict[FieldT, EncodableT]
-#: The hash fields a Kimi call needs (the lease script answers them too, in this order).
-IN_USE_FIELDS = ["kind", "sub", "device_id", "session_id", "secret", "access", "access_exp"]
+#: The hash fields a call as the account needs; the lease script answers them by name.
+IN_USE_FIELDS = (
+    "kind",
+    "state",
+    "ephemeral",
+    "sub",
+    "device_id",
+    "session_id",
+    "secret",
+    "access",
+    "access_exp",
+)
 
 log = get_logger("token_service.store")
 
-# Sets the state atomically (only from the listed states, when ARGV[4] is not empty) and returns the
-# previous one, so each real change is logged exactly once and a worker never revives a disabled account.
-# The account then moves to the lease zsets its new state belongs in (ARGV: …, prefix, id, now_ms).
+# Sets the state atomically (only from the states in P.only_from, when that list is not empty) and answers
+# the previous one, so each real change is logged exactly once and a worker never revives a disabled account.
+# The account then moves to the lease zsets its new state belongs in.
 # KEYS: the pool's (ACCOUNT_POOL_KEYS), then KEYS[6] the account hash, KEYS[7] its lease zset.
+# P: account_id, to_state, reason, until_ms, only_from. Answers by name: previous_state, written ('1' | '0').
 _TRANSITION = (
     PLACE_LUA
     + """
-if redis.call('EXISTS', KEYS[6]) == 0 then return false end
+if redis.call('EXISTS', KEYS[6]) == 0 then return {'written', '0'} end
 local prev = redis.call('HGET', KEYS[6], 'state') or 'active'
-if ARGV[4] ~= '' and not string.find(',' .. ARGV[4] .. ',', ',' .. prev .. ',', 1, true) then
-  return {prev, 0}
+if #P.only_from > 0 then
+  local allowed = false
+  for _, state in ipairs(P.only_from) do allowed = allowed or state == prev end
+  if not allowed then return {'previous_state', prev, 'written', '0'} end
 end
-redis.call('HSET', KEYS[6], 'state', ARGV[1], 'state_reason', ARGV[2], 'cooling_until_ms', ARGV[3])
-place(ARGV[5], ARGV[6], tonumber(ARGV[7]))
-return {prev, 1}
+redis.call('HSET', KEYS[6], 'state', P.to_state, 'state_reason', P.reason, 'cooling_until_ms', fmt(P.until_ms))
+place(P.account_id)
+return {'previous_state', prev, 'written', '1'}
 """
 )
 
@@ -67,7 +89,8 @@ class Account(msgspec.Struct, frozen=True):
     """One account as the admin API and the CLI show it: no secret, only a masked preview."""
 
     id: str
-    kind: AccountKind
+    #: A kind's name (token_service/kinds.py), as stored.
+    kind: str
     user_id: str
     state: AccountState
     state_reason: str
@@ -91,63 +114,47 @@ class Account(msgspec.Struct, frozen=True):
     last_used_ms: int = 0
 
 
-class InUse(msgspec.Struct, frozen=True):
-    """An account as a Kimi call needs it: ids, and its kimi-auth token or cached access token (opened)."""
+@dataclass(frozen=True, slots=True)
+class InUse:
+    """An account as a call needs it: its kind, its credential (opened) and ids, and any cached access token."""
 
-    kind: AccountKind
+    kind: Kind[Any]
+    credential: Credential
     user_id: str
     device_id: str
     session_id: str
-    #: kimi_auth: the stored token; refresh_token: the cached access token, if any.
-    token: str | None = None
-    #: refresh_token: the cached access token's `exp`.
-    token_exp: int | None = None
-
-
-class NewToken(msgspec.Struct, frozen=True):
-    """A decoded, checked token ready to store."""
-
-    token: str
-    claims: Claims
-    kind: AccountKind
-    account_id: str
+    #: A kind that refreshes: the cached access token and its `exp`, if any.
+    access: str | None = None
+    access_exp: int | None = None
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def check_token(token: str, now: float | None = None) -> NewToken:
-    """Decode and classify a token; BadRequest when it is garbage, of an unknown type or already expired."""
-    token = token.strip()
-    claims = decode_claims(token)
-    kind = kind_of(claims)
-    current = time.time() if now is None else now
-    if claims.exp is not None and claims.exp <= current:
-        raise BadRequest(f"token is already expired (exp {iso(claims.exp)})", param="token")
-    return NewToken(token=token, claims=claims, kind=kind, account_id=account_id_for(token, claims))
-
-
 class AccountStore:
     """CRUD of accounts and their state machine, on Redis directly."""
 
-    def __init__(self, redis: aioredis.Redis, box: SecretBox) -> None:
+    def __init__(self, redis: aioredis.Redis, box: SecretBox, scripts: LeaseScripts) -> None:
         self.redis = redis
         self.box = box
+        self.scripts = scripts
         self._transition = redis.register_script(_TRANSITION)
-        self.scripts = LeaseScripts(redis)
 
-    async def save(self, new: NewToken, *, ephemeral_ttl_s: int | None = None) -> tuple[Account, bool]:
-        """Store (or replace the secret of) an account; returns it and whether it is new."""
-        key = account_key(new.account_id)
+    async def save(
+        self, credential: Credential, *, ephemeral_ttl_s: int | None = None
+    ) -> tuple[Account, bool]:
+        """Store (or replace the credential of) an account; returns it and whether it is new."""
+        account_id = credential.identity().account_id
+        key = account_key(account_id)
         created = not await self.redis.exists(key)
-        fields = _fields_of(new, ephemeral=ephemeral_ttl_s is not None)
+        fields = _fields_of(credential, ephemeral=ephemeral_ttl_s is not None)
         if not created:
             for field in ("created_ms", "device_id", "session_id", "state", "state_reason"):
                 fields.pop(field)
             fields["state"] = "active"
             fields["state_reason"] = "saved"
-        fields["secret"] = self.box.seal(new.token)
+        fields["secret"] = self.box.seal(encode_credential(credential))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=fields)
             if not created:
@@ -156,18 +163,18 @@ class AccountStore:
                 pipe.expire(key, ephemeral_ttl_s)
             else:
                 pipe.persist(key)  # saving a pass-through token makes it a stored account
-            pipe.sadd(ACCOUNT_INDEX, new.account_id)
+            pipe.sadd(ACCOUNT_INDEX, account_id)
             await pipe.execute()
-        await self.scripts.place(new.account_id, now_ms())
+        await self.scripts.place(account_id, now_ms())
         if created:
             log.info(
                 "account_added",
-                account_id=new.account_id,
-                kind=new.kind,
+                account_id=account_id,
+                kind=kind_of(credential).name,
                 ephemeral=ephemeral_ttl_s is not None,
             )
             metrics.TRANSITIONS.labels(from_state="none", to_state="active", reason="added").inc()
-        account = await self.get(new.account_id)
+        account = await self.get(account_id)
         assert account is not None
         return account, created
 
@@ -200,38 +207,50 @@ class AccountStore:
 
     async def for_use(self, account_id: str) -> InUse | None:
         """What a call as this account needs, in one HMGET; None when the account is gone."""
-        raw = await self.redis.hmget(account_key(account_id), IN_USE_FIELDS)
-        return self.in_use([_str(v) if v else "" for v in raw])
+        raw = await self.redis.hmget(account_key(account_id), list(IN_USE_FIELDS))
+        return self.in_use({name: _str(v) if v else "" for name, v in zip(IN_USE_FIELDS, raw, strict=True)})
 
-    def in_use(self, fields: Sequence[str]) -> InUse | None:
-        """`IN_USE_FIELDS` values ("" when absent) as an InUse, its token opened; None without a kind."""
-        kind, sub, device_id, session_id, sealed, access, access_exp = fields
-        if not kind:
+    def in_use(self, fields: Mapping[str, str]) -> InUse | None:
+        """`IN_USE_FIELDS` by name ("" when absent) as an InUse, its secrets opened; None without a kind."""
+        kind_name, sealed = fields.get("kind", ""), fields.get("secret", "")
+        if not kind_name:
             return None
-        if kind != "refresh_token":
-            token = self.box.open(sealed) if sealed else None
-            return InUse("kimi_auth", sub, device_id, session_id, token)
-        if not (access and access_exp):
-            return InUse("refresh_token", sub, device_id, session_id)
-        return InUse("refresh_token", sub, device_id, session_id, self.box.open(access), int(access_exp))
+        if not sealed:
+            raise ServiceUnavailable("an account has no stored credential")
+        access, access_exp = fields.get("access", ""), fields.get("access_exp", "")
+        return InUse(
+            kind=kind_named(kind_name),
+            credential=decode_credential(self.box.open(sealed), kind_name),
+            user_id=fields.get("sub", ""),
+            device_id=fields.get("device_id", ""),
+            session_id=fields.get("session_id", ""),
+            access=self.box.open(access) if access and access_exp else None,
+            access_exp=int(access_exp) if access and access_exp else None,
+        )
 
-    async def secret(self, account_id: str) -> str | None:
-        stored = await self.redis.hget(account_key(account_id), "secret")
-        return self.box.open(_str(stored)) if stored else None
+    async def credential(self, account_id: str) -> Credential | None:
+        """The account's credential, opened; None when the account (or its credential) is gone."""
+        kind_name, sealed = await self.redis.hmget(account_key(account_id), ["kind", "secret"])
+        if not sealed:
+            return None
+        return decode_credential(self.box.open(_str(sealed)), _str(kind_name or b""))
 
     async def access(self, account_id: str) -> tuple[str, int] | None:
-        """The cached access token of a refresh_token account and its `exp`."""
+        """The cached access token of an account whose kind refreshes, and its `exp`."""
         stored, exp = await self.redis.hmget(account_key(account_id), ["access", "access_exp"])
         if not stored or not exp:
             return None
         return self.box.open(_str(stored)), int(exp)
 
-    async def set_access(self, account_id: str, access: str, exp: int, rotated: str | None) -> None:
+    async def set_access(
+        self, account_id: str, access: str, exp: int, rotated: Credential | None = None
+    ) -> None:
+        """Cache a fresh access token; a credential the upstream rotated to replaces the stored one."""
         fields: Fields = {"access": self.box.seal(access), "access_exp": str(exp)}
-        if rotated:
-            fields["secret"] = self.box.seal(rotated)
-            fields["preview"] = mask(rotated)
-            rotated_exp = decode_claims(rotated).exp
+        if rotated is not None:
+            fields["secret"] = self.box.seal(encode_credential(rotated))
+            fields["preview"] = mask(rotated.secret)
+            rotated_exp = rotated.identity().exp
             if rotated_exp is not None:
                 fields["exp"] = str(rotated_exp)
         await self.redis.hset(account_key(account_id), mapping=fields)
@@ -284,13 +303,18 @@ class AccountStore:
 
         Returns whether the state was written (False: no such account, or its state is not in `only_from`).
         """
-        reply = await self._transition(
-            keys=place_keys(account_id),
-            args=[to_state, reason, until_ms, ",".join(only_from), ACCOUNT_PREFIX, account_id, now_ms()],
+        params = self.scripts.params(
+            now_ms(),
+            account_id=account_id,
+            to_state=to_state,
+            reason=reason,
+            until_ms=until_ms,
+            only_from=list(only_from),
         )
-        if not reply or not int(reply[1]):
+        reply = reply_by_name(await self._transition(keys=place_keys(account_id), args=[params]))
+        if reply["written"] != "1":
             return False
-        prev = _str(reply[0])
+        prev = reply["previous_state"]
         if prev != to_state:
             log.info(
                 "account_state",
@@ -306,21 +330,21 @@ class AccountStore:
         return True
 
 
-def _fields_of(new: NewToken, *, ephemeral: bool) -> Fields:
-    claims = new.claims
+def _fields_of(credential: Credential, *, ephemeral: bool) -> Fields:
+    identity = credential.identity()
     return {
-        "kind": new.kind,
-        "sub": claims.sub,
-        "exp": str(claims.exp) if claims.exp is not None else "",
-        "iat": str(claims.iat) if claims.iat is not None else "",
+        "kind": kind_of(credential).name,
+        "sub": identity.user_id,
+        "exp": str(identity.exp) if identity.exp is not None else "",
+        "iat": str(identity.iat) if identity.iat is not None else "",
         "state": "active",
         "state_reason": "added",
         "cooling_until_ms": "0",
         "ephemeral": "1" if ephemeral else "0",
         "created_ms": str(now_ms()),
-        "preview": mask(new.token),
-        "device_id": claims.device_id or _random_19_digits(),
-        "session_id": claims.ssid or _random_19_digits(),
+        "preview": mask(credential.secret),
+        "device_id": identity.device_id or _random_19_digits(),
+        "session_id": identity.session_id or _random_19_digits(),
     }
 
 
@@ -339,7 +363,7 @@ def _account_from(account_id: str, h: dict[str, str]) -> Account:
     cooling_ms = _opt_int(h.get("cooling_until_ms")) or 0
     return Account(
         id=account_id,
-        kind="refresh_token" if h.get("kind") == "refresh_token" else "kimi_auth",
+        kind=h.get("kind", ""),
         user_id=h.get("sub", ""),
         state=_state(h.get("state", "active")),
         state_reason=h.get("state_reason", ""),

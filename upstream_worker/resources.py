@@ -15,8 +15,7 @@ from shared import keys
 from shared.metrics import instrument_redis
 from shared.redis_client import make_blocking_redis, make_redis
 from shared.settings import WorkerSettings
-from token_service.kimi_auth import KimiAuthClient
-from token_service.pool import AccountPool
+from token_service.client import AccountPool
 from upstream_worker.drivers import DRIVERS, DriverFactory, open_drivers
 from upstream_worker.runner import KimiRunner
 from upstream_worker.worker import Worker
@@ -39,7 +38,7 @@ async def open_worker(
     )
     try:
         async with _session(settings) as session:
-            pool = AccountPool(redis, settings.pool, KimiAuthClient(session, common.kimi_base_url))
+            pool = AccountPool(redis, settings.pool, session, common.kimi_base_url)
             runner = KimiRunner(settings, redis, pool, open_drivers(session, settings, drivers))
             yield Worker(settings, redis, blocking, runner, pool)
     finally:

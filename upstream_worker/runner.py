@@ -4,7 +4,7 @@
       ▲          │ a failover error, before the first content
       └──────────┘ release with its outcome, exclude the account, try the next (max_attempts)
 
-The protocol of an attempt follows from the account's kind and the model (`upstream_worker.kimi.driver_for`);
+The protocol of an attempt follows from the account's kind and the model (`token_service.client.protocol_for`, the kinds registry);
 its driver comes from the registry keyed by protocol (upstream_worker/drivers.py). What a failure means for
 the account and for the job follows from its type (upstream_worker/retries.py): Kimi's "another stream of
 this user is still running" (`UpstreamStreamBusy`) is not held against the account: released `cancelled`,
@@ -51,12 +51,11 @@ from shared.logging import get_logger
 from shared.models import ModelSpec, resolve_model
 from shared.schema import ChatRequest, Done
 from shared.settings import WorkerSettings
-from token_service.pool import BUSY_POLL_S, AccountPool, Lease
+from token_service.client import BUSY_POLL_S, AccountPool, Lease, protocol_for
 from upstream_worker import conversations, metrics
 from upstream_worker.answer import Answer, Attempt, keep_alive
 from upstream_worker.conversations import Conversation, RecordTracker
 from upstream_worker.drivers import Driver
-from upstream_worker.kimi import driver_for
 from upstream_worker.kimi.call import UpstreamCall
 from upstream_worker.publisher import ReplyPublisher
 from upstream_worker.retries import RetryBudget, release_outcome
@@ -166,7 +165,7 @@ class KimiRunner:
     ) -> None:
         held.hold(lease)
         answer.begin()
-        protocol = driver_for(lease.kind, spec)
+        protocol = protocol_for(lease.kind, spec)
         driver = self._drivers[protocol]
         call: UpstreamCall | None = None
         failure: BaseException | None = None

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from shared import keys
 from shared.logging import get_logger
 from shared.settings import WorkerSettings
-from token_service.pool import AccountPool
+from token_service.client import AccountPool
 from upstream_worker import metrics
 from upstream_worker.job import JobLifecycle, JobOutcome, RunningJob
 from upstream_worker.queue import JobEntry, JobQueue

@@ -199,7 +199,14 @@ def _spawn_python_services(config: StackConfig, redis_url: str, ports: dict[str,
             "gateway",
             [],
             _env(
-                {**common, **pool, "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(ports["gateway"])}, level
+                {
+                    **common,
+                    **pool,
+                    "GATEWAY_HOST": "127.0.0.1",
+                    "GATEWAY_PORT": str(ports["gateway"]),
+                    "TOKEN_SERVICE_URL": f"http://127.0.0.1:{ports['token_service']}",
+                },
+                level,
             ),
             log_dir,
         ),

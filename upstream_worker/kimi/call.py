@@ -1,19 +1,17 @@
 """What one upstream call needs: the request, the model, the account's credentials, and the chat to continue.
 
-`KimiCredentials` is structural on purpose: token_service's `Credentials` satisfies it without either package
-importing the other. Read-only properties make it covariant, so a plain `str` field satisfies `str | Secret`.
+`KimiCredentials` is structural on purpose: token_service's `Credentials` satisfies it without the drivers
+importing the token service; `kind` is a name of its kind registry, which only that registry interprets. Read-only properties make it covariant, so a plain `str` field satisfies `str | Secret`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from shared.models import ModelSpec
 from shared.schema import ChatRequest
 from shared.secret import Secret
-
-AccountKind = Literal["kimi_auth", "refresh_token"]
 
 
 class KimiCredentials(Protocol):
