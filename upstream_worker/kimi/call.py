@@ -6,12 +6,13 @@ importing the other. Read-only properties make it covariant, so a plain `str` fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from shared.models import ModelSpec
 from shared.schema import ChatRequest
 from shared.secret import Secret
+from upstream_worker.kimi.files import KimiFile
 
 AccountKind = Literal["kimi_auth", "refresh_token"]
 
@@ -70,6 +71,8 @@ class UpstreamCall:
     keep_chat: bool = False
     #: Set by the driver when this call created the chat (only such chats are ever deleted).
     created_chat: bool = False
+    #: Files already uploaded for this account (upstream_worker/kimi/uploads.py) that the turn references.
+    files: list[KimiFile] = field(default_factory=list)
 
     @property
     def is_continuation(self) -> bool:
