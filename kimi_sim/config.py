@@ -28,6 +28,11 @@ class SimConfig:
     k1_event_shape: str = "text"
     #: Entries kept in the request log and the stream list (oldest dropped first).
     log_limit: int = 10000
+    #: Parse-progress answers that say "processing" before a file is ready (REST: `/api/file` calls after the
+    #: first; Connect: `GetFileParseProgress` calls).
+    file_parse_polls: int = 1
+    #: Per-user storage of uploaded files (kimi-web-2026.md §6: 500 MB).
+    file_quota_bytes: int = 500 * 1024 * 1024
 
     def replace(self, changes: dict[str, Any]) -> SimConfig:
         """A copy with `changes` applied; unknown fields or wrong types raise ValueError."""
