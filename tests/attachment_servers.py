@@ -4,15 +4,22 @@ forbidden addresses that only count the connections they accept (each one should
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gzip
 import os
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest_asyncio
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(64))
 PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
@@ -194,3 +201,61 @@ def ipv6_loopback_works() -> bool:
     except OSError:
         return False
     return True
+
+
+@dataclass
+class TlsServer:
+    """The file server over TLS on 127.0.0.1, with a certificate for the name `localhost` only."""
+
+    port: int
+    #: A client context that trusts the test CA (and still checks host names).
+    client_context: ssl.SSLContext
+
+
+def _tls_material(directory: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a `localhost` leaf it signed: (CA cert, leaf cert, leaf key) as PEM files."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, issuer: x509.Name | None, key: ec.EllipticCurvePrivateKey, signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:  # fmt: skip
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_cert = build("kimi-gateway test CA", None, ca_key, ca_key, ca=True)
+    leaf_cert = build("localhost", ca_cert.subject, leaf_key, ca_key, ca=False)
+    paths = (directory / "ca.pem", directory / "leaf.pem", directory / "leaf.key")
+    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf_cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+@pytest_asyncio.fixture
+async def tls_file_server(tmp_path: Path) -> AsyncIterator[TlsServer]:
+    ca, leaf, key = _tls_material(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(leaf, key)
+    runner = web.AppRunner(_file_app(FileServer("", 0)), shutdown_timeout=0.1, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    yield TlsServer(runner.addresses[0][1], ssl.create_default_context(cafile=str(ca)))
+    await runner.cleanup()

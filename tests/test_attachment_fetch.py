@@ -19,10 +19,12 @@ from tests.attachment_servers import (
     PNG,
     FileServer,
     Forbidden,
+    TlsServer,
     TraceCounts,
     file_server,  # noqa: F401 - fixture
     forbidden,  # noqa: F401 - fixture
     ipv6_loopback_works,
+    tls_file_server,  # noqa: F401 - fixture
 )
 
 PARAM = "messages[0].content[1]"
@@ -275,3 +277,23 @@ def test_default_settings_allow_nothing_local() -> None:
         "127.0.0.1:81",
         "10.0.0.0/8",
     )
+
+
+async def test_tls_verifies_the_url_host_name_on_the_pinned_address(tls_file_server: TlsServer) -> None:  # noqa: F811
+    """The socket goes to the vetted 127.0.0.1, yet TLS checks the certificate against the URL's name: the
+    `localhost` certificate passes for https://localhost and fails for https://127.0.0.1 and for untrusted CAs."""
+    port = tls_file_server.port
+    settings = AttachmentSettings(fetch_allow=(f"127.0.0.1:{port}",), fetch_timeout_s=2.0)
+    async with open_fetcher(settings, ssl_context=tls_file_server.client_context) as fetcher:
+        got = await fetcher.fetch(f"https://localhost:{port}/cat.png", max_bytes=MB, param=PARAM)
+        assert got.data == PNG
+        with pytest.raises(FetchRefused) as by_address:
+            await fetcher.fetch(f"https://127.0.0.1:{port}/cat.png", max_bytes=MB, param=PARAM)
+    assert (by_address.value.reason, by_address.value.message) == (
+        "tls",
+        f"{PARAM}: the URL's server did not prove its identity (TLS certificate)",
+    )
+    async with open_fetcher(settings) as system_cas:
+        with pytest.raises(FetchRefused) as untrusted:
+            await system_cas.fetch(f"https://localhost:{port}/cat.png", max_bytes=MB, param=PARAM)
+    assert untrusted.value.reason == "tls"

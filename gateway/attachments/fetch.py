@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ _MESSAGES = {
     "port": "the URL's port is not one the gateway fetches from (80, 443, 8000, 8080, 8443)",
     "unresolvable": _FORBIDDEN_HOST,
     "unreachable": "the URL's server could not be reached",
+    "tls": "the URL's server did not prove its identity (TLS certificate)",
     "redirects": f"the URL redirects more than {MAX_REDIRECTS} times",
     "bad_response": "the URL's server sent a compressed or malformed answer",
 }
@@ -177,12 +179,16 @@ class UrlFetcher:
         """The response to one GET, unread; a refusal from the resolver passes through as it is."""
         try:
             return await self._session.get(target, allow_redirects=False)
-        except (aiohttp.InvalidURL, ValueError) as exc:
+        except aiohttp.InvalidURL as exc:
             raise _Refusal("bad_url") from exc
+        except aiohttp.ClientSSLError as exc:  # before ValueError: certificate errors are ValueErrors too
+            raise _Refusal("tls") from exc
         except aiohttp.ClientResponseError as exc:
             raise _Refusal("bad_response") from exc
         except aiohttp.ClientError as exc:
             raise _Refusal("unreachable") from exc
+        except ValueError as exc:
+            raise _Refusal("bad_url") from exc
 
 
 def _parse(url: str) -> URL:
@@ -239,12 +245,19 @@ def _host_of(url: str) -> str | None:
 
 @asynccontextmanager
 async def open_fetcher(
-    settings: AttachmentSettings, trace_configs: Sequence[aiohttp.TraceConfig] = ()
+    settings: AttachmentSettings,
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[UrlFetcher]:
-    """The app's one fetcher (a cleanup_ctx body); `trace_configs` are aiohttp's own request hooks."""
+    """The app's one fetcher (a cleanup_ctx body). `trace_configs` are aiohttp's own request hooks;
+    `ssl_context` replaces the system's CAs (an intranet CA), never the verification itself."""
     policy = FetchPolicy.from_entries(settings.fetch_allow)
     connector = aiohttp.TCPConnector(
-        resolver=_VettingResolver(policy), use_dns_cache=False, force_close=True, limit=64
+        resolver=_VettingResolver(policy),
+        use_dns_cache=False,
+        force_close=True,
+        limit=64,
+        ssl=ssl_context if ssl_context is not None else True,
     )
     session = aiohttp.ClientSession(
         connector=connector,
