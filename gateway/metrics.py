@@ -37,3 +37,8 @@ OVERHEAD = Histogram(
     ["dialect"],
     buckets=_OVERHEAD_BUCKETS,
 )
+ATTACHMENT_FETCH_REFUSALS = Counter(
+    "kimi_gateway_attachment_fetch_refusals_total",
+    "Attachment URLs not fetched, by reason (address class, port, scheme, timeout, too_large, type …).",
+    ["reason"],
+)

@@ -68,3 +68,12 @@ def split_chunks(text: str, n: int) -> list[str]:
         chunks.append(text[start:end])
         start = end
     return chunks
+
+
+def attachments_note(files: list[tuple[str, int, str]]) -> str:
+    """What an answer adds when the turn references files, one `(name, size, sha256)` each:
+    ` Attachments: a.pdf (1234 bytes, sha256 0123456789ab); cat.png (…).`; "" without files."""
+    if not files:
+        return ""
+    listed = "; ".join(f"{name} ({size} bytes, sha256 {sha256[:12]})" for name, size, sha256 in files)
+    return f" Attachments: {listed}."

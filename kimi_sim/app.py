@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import connect_unary, control, rest
+from . import connect_unary, control, file_service, rest
 from .common import SIM_STATE
 from .config import K1_KIMIPLUS_ID, SimConfig
 from .state import SimState
@@ -19,5 +19,6 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
     app[SIM_STATE] = state or SimState(config or SimConfig())
     app.add_routes(rest.routes())
     app.add_routes(connect_unary.routes())
+    app.add_routes(file_service.routes())
     app.add_routes(control.routes())
     return app

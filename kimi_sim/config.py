@@ -30,6 +30,11 @@ class SimConfig:
     log_limit: int = 10000
     #: Tool-call answers stream in pieces of this many characters, so markers are split across events.
     tool_chunk_chars: int = 7
+    #: Parse-progress answers that say "processing" before a file is ready (REST: `/api/file` calls after the
+    #: first; Connect: `GetFileParseProgress` calls).
+    file_parse_polls: int = 1
+    #: Per-user storage of uploaded files (kimi-web-2026.md §6: 500 MB).
+    file_quota_bytes: int = 500 * 1024 * 1024
 
     def replace(self, changes: dict[str, Any]) -> SimConfig:
         """A copy with `changes` applied; unknown fields or wrong types raise ValueError."""

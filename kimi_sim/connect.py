@@ -13,7 +13,8 @@ from . import answers, tools
 from .common import bearer, json_response, pick, state_of
 from .envelope import FLAG_DATA, FLAG_END_STREAM, frame, json_frame, split_frames
 from .faults import CONNECT_STREAM_FAULTS
-from .state import Chat, InvalidToken, SimAccount, StreamRecord, StreamStatus, iso_time
+from .files import connect_file_ids, note_items, referenced_files
+from .state import Chat, InvalidToken, SimAccount, SimFile, StreamRecord, StreamStatus, iso_time
 from .streaming import FrameWriter, run_stream
 from .tokens import new_xid
 
@@ -27,6 +28,10 @@ THINKING_SCENARIOS = frozenset({"SCENARIO_K1"})
 RESEARCH_SCENARIOS = frozenset({"SCENARIO_RESEARCH", "SCENARIO_DEEP_RESEARCH"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FILE_PROBLEMS = {
+    "not_found": ("not_found", "file not found", "REASON_FILE_NOT_FOUND"),
+    "not_ready": ("failed_precondition", "file is not parsed yet", "REASON_FILE_NOT_READY"),
+}
 
 
 def error_body(code: str, message: str, reason: str | None = None, **debug: Any) -> dict[str, Any]:
@@ -116,6 +121,9 @@ async def chat(request: web.Request, account: SimAccount) -> web.StreamResponse:
     existing = state.chat_for(account.sub, chat_id) if chat_id else None
     if chat_id and existing is None:
         return trailer_response(error_body("not_found", "chat not found", "REASON_CHAT_NOT_FOUND"))
+    files, problem = referenced_files(state, account.sub, connect_file_ids(message))
+    if problem is not None:
+        return trailer_response(error_body(*FILE_PROBLEMS[problem]))
     faults = state.faults.take_stream_faults(request.path, CONNECT_STREAM_FAULTS)
     if "user_stream_pushing" in faults or state.user_busy(account.sub):
         return busy()
@@ -132,7 +140,7 @@ async def chat(request: web.Request, account: SimAccount) -> web.StreamResponse:
         return busy()
     if scenario in RESEARCH_SCENARIOS:
         state.research_used[account.sub] += 1
-    script = ConnectScript(request, target, parsed, prompt, scenario, faults, is_new=existing is None)
+    script = ConnectScript(request, target, parsed, prompt, scenario, faults, existing is None, files)
     return await script.run(record)
 
 
@@ -155,6 +163,7 @@ class ConnectScript:
         scenario: str,
         faults: dict[str, dict[str, Any]],
         is_new: bool,
+        files: list[SimFile] | None = None,
     ) -> None:
         self.request = request
         self.chat = chat
@@ -163,6 +172,7 @@ class ConnectScript:
         self.scenario = scenario
         self.faults = faults
         self.is_new = is_new
+        self.files = files or []
         self.config = state_of(request).config
         self.response = web.StreamResponse(headers={"Content-Type": CONNECT_JSON})
         self.writer = FrameWriter(request, self.response, faults, HEARTBEAT, self.config.heartbeat_interval_s)
@@ -254,9 +264,20 @@ class ConnectScript:
             "createTime": now,
         }
         await self.event("set", "message", message=user)
-        self.chat.messages.append(
-            {"id": user_id, "role": "user", "content": self.prompt, "parent_id": parent_id}
-        )
+        recorded: dict[str, Any] = {
+            "id": user_id,
+            "role": "user",
+            "content": self.prompt,
+            "parent_id": parent_id,
+        }
+        if self.files:
+            recorded["files"] = [f.id for f in self.files]
+            meta = [
+                {"id": f.id, "name": f.name, "contentType": f.mime, "sizeBytes": str(f.size)}
+                for f in self.files
+            ]
+            await self.event("append", "chat.files", chat={"files": meta})
+        self.chat.messages.append(recorded)
         assistant = {
             "id": assistant_id,
             "parentId": user_id,
@@ -329,7 +350,8 @@ class ConnectScript:
         if self.tool is not None:
             chunks = tools.tool_chunks(self.tool.text, self.config.tool_chunk_chars)
         else:
-            chunks = answers.split_chunks(answers.answer_for(self.prompt), self.config.chunk_count)
+            text = answers.answer_for(self.prompt) + answers.attachments_note(note_items(self.files))
+            chunks = answers.split_chunks(text, self.config.chunk_count)
         for index, piece in enumerate(chunks, 1):
             op, mask = ("set", "block.text") if index == 1 else ("append", "block.text.content")
             await self.event(op, mask, block={"id": "2", "text": {"content": piece}})

@@ -19,9 +19,11 @@ _decoder = msgspec.json.Decoder()
 
 
 def _parse_body(content_type: str, raw: bytes) -> Any:
-    """JSON, the decoded Connect envelope(s), text, or `{"bytes": n}` for binary uploads."""
+    """JSON, the decoded Connect envelope(s), text, or `{"bytes": n}` for binary and multipart uploads."""
     if not raw:
         return None
+    if content_type.startswith("multipart/"):
+        return {"bytes": len(raw)}
     if content_type.startswith("application/connect"):
         try:
             frames = [_decoder.decode(payload) for _, payload in split_frames(raw)]

@@ -27,7 +27,10 @@ STREAM_FAULTS = (
     "tool_call_error",
     "no_tool_call",
 )
-FAULT_NAMES = frozenset(HTTP_FAULTS + STREAM_FAULTS)
+#: Faults the upload handlers take (a failed upload; the next uploaded file's parse fails or never ends), matched
+#: against the path of the call that uploads (REST `/api/file`, Connect `/apiv2-files/file/upload`).
+FILE_FAULTS = ("upload_failed", "parse_failed", "parse_stalled")
+FAULT_NAMES = frozenset(HTTP_FAULTS + STREAM_FAULTS + FILE_FAULTS)
 CONNECT_ONLY = ("resource_exhausted", "done_then_error", "paywall", "unauthenticated_trailer")
 REST_ONLY = ("stream_error", "length")
 REST_STREAM_FAULTS = tuple(name for name in STREAM_FAULTS if name not in CONNECT_ONLY)

@@ -12,7 +12,8 @@ from . import answers, tools
 from .common import bearer, body_of, encoder, json_response, state_of
 from .config import K1_KIMIPLUS_ID
 from .faults import REST_STREAM_FAULTS
-from .state import Chat, InvalidToken, SimAccount, StreamRecord, StreamStatus
+from .files import note_items, referenced_files, rest_file_ids
+from .state import Chat, InvalidToken, SimAccount, SimFile, StreamRecord, StreamStatus
 from .streaming import FrameWriter, run_stream
 from .tokens import new_xid
 
@@ -41,6 +42,12 @@ def not_found() -> web.Response:
 
 def stream_pushing() -> web.Response:
     return rest_error(400, "chat.user_stream_pushing", "当前有对话正在生成中，请稍后再试")
+
+
+FILE_PROBLEMS = {
+    "not_found": ("file.not_found", "找不到指定的文件"),
+    "not_ready": ("file.not_ready", "文件尚未解析完成"),
+}
 
 
 def rate_limited() -> web.Response:
@@ -113,6 +120,9 @@ async def completion_stream(request: web.Request, account: SimAccount) -> web.St
         return rest_error(400, "validation.error", "参数验证错误", detail=["segment_id is invalid"])
     if not continuing and not prompt.strip():
         return rest_error(400, "validation.error", "参数验证错误", detail=["Content is a required field"])
+    files, problem = referenced_files(state, account.sub, rest_file_ids(body))
+    if problem is not None:
+        return rest_error(400, *FILE_PROBLEMS[problem])
     faults = state.faults.take_stream_faults(request.path, REST_STREAM_FAULTS)
     if "user_stream_pushing" in faults:
         return stream_pushing()
@@ -123,7 +133,7 @@ async def completion_stream(request: web.Request, account: SimAccount) -> web.St
         return stream_pushing()
     if body.get("use_research"):
         state.research_used[account.sub] += 1
-    script = RestScript(request, chat, body, prompt, faults)
+    script = RestScript(request, chat, body, prompt, faults, files)
     return await script.run(record)
 
 
@@ -137,12 +147,14 @@ class RestScript:
         body: dict[str, Any],
         prompt: str,
         faults: dict[str, dict[str, Any]],
+        files: list[SimFile] | None = None,
     ) -> None:
         self.request = request
         self.chat = chat
         self.body = body
         self.prompt = prompt
         self.faults = faults
+        self.files = files or []
         self.config = state_of(request).config
         self.response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -171,7 +183,10 @@ class RestScript:
         else:
             history = "\n".join(str(m.get("content") or "") for m in self.chat.messages)
             self.tool = tools.tool_reply(history, self.prompt, self.faults)
-            text = self.tool.text if self.tool is not None else answers.answer_for(self.prompt)
+            if self.tool is not None:
+                text = self.tool.text
+            else:
+                text = answers.answer_for(self.prompt) + answers.attachments_note(note_items(self.files))
             prompt_echo = self.prompt
         req_id, resp_id = new_xid(), new_xid()
         await self.emit(
@@ -183,7 +198,10 @@ class RestScript:
                 "refs": self.body.get("refs") or [],
             }
         )
-        self.chat.messages.append({"id": req_id, "role": "user", "content": prompt_echo})
+        user: dict[str, Any] = {"id": req_id, "role": "user", "content": prompt_echo}
+        if self.files:
+            user["files"] = [f.id for f in self.files]
+        self.chat.messages.append(user)
         await self.emit({"event": "resp", "id": resp_id, "group_id": self.group_id})
         await self.emit({"event": "debug", "message": {"need2search": bool(self.body.get("use_search"))}})
         if (stall := self.faults.get("stall_mid_stream")) is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +16,8 @@ from .tokens import decode_claims, mint_jwt, new_digits, new_xid
 
 AccountKind = Literal["refresh_token", "kimi_auth"]
 StreamStatus = Literal["running", "completed", "client_closed", "cut", "error"]
+#: Where an uploaded file's parse goes: `ready`, `failed`, or `never` (it stays processing: `parse_stalled`).
+ParseOutcome = Literal["ready", "failed", "never"]
 #: Kimi+ agents a chat may be created with besides "kimi" and K1 ("翻译通" from the spec, by default).
 DEFAULT_AGENTS = frozenset({"coo6l3pkqq4ri39f36bg"})
 
@@ -100,6 +104,54 @@ class LoggedRequest:
         }
 
 
+@dataclass
+class SimFile:
+    """One uploaded file, of one user, through either protocol (REST pre-sign + PUT + /api/file, Connect
+    `/apiv2-files/file/upload`). The bytes live in `SimState.blobs` under `sha256`."""
+
+    id: str
+    owner: str
+    protocol: str
+    name: str
+    mime: str
+    size: int
+    sha256: str
+    #: `image` or `file`: REST's register `type`, Connect's `FILE_TYPE_IMAGE` / `FILE_TYPE_DOCUMENT`.
+    kind: str
+    outcome: ParseOutcome = "ready"
+    #: Parse-progress answers that still say "processing" before `outcome` shows.
+    pending_polls: int = 0
+    create_time: float = field(default_factory=time.time)
+
+    @property
+    def status(self) -> str:
+        """`processing`, `ready` or `failed`, as of now (no poll consumed)."""
+        if self.pending_polls > 0 or self.outcome == "never":
+            return "processing"
+        return self.outcome
+
+    def poll(self) -> str:
+        """One parse-progress answer: consumes a pending poll, then reports the status."""
+        if self.pending_polls > 0:
+            self.pending_polls -= 1
+            return "processing"
+        return self.status
+
+    def record(self) -> dict[str, Any]:
+        """What tests read: which bytes reached "Kimi", for which account, as what."""
+        return {
+            "id": self.id,
+            "account": self.owner,
+            "protocol": self.protocol,
+            "name": self.name,
+            "mime": self.mime,
+            "size": self.size,
+            "sha256": self.sha256,
+            "kind": self.kind,
+            "status": self.status,
+        }
+
+
 class InvalidToken(Exception):
     """A token the simulator did not issue, or one that expired or was revoked."""
 
@@ -123,8 +175,17 @@ class SimState:
         self.active_streams: Counter[str] = Counter()
         self.long_text_rounds: dict[str, deque[float]] = {}
         self.research_used: Counter[str] = Counter()
-        self.files: dict[str, dict[str, Any]] = {}
-        self.uploads: dict[str, int] = {}
+        #: file id → file, both protocols; `uploads` lists them in upload order (what tests assert on).
+        self.files: dict[str, SimFile] = {}
+        self.uploads: list[SimFile] = []
+        #: sha256 → bytes of every uploaded file (served by the Connect signed URLs).
+        self.blobs: dict[str, bytes] = {}
+        #: REST object storage: object name → (bytes, Content-Type) of `PUT /oss/<object>`.
+        self.objects: dict[str, tuple[bytes, str]] = {}
+        #: REST pre-sign `file_id` → its object name (the image path registers by `file_id` alone).
+        self.presigned: dict[str, str] = {}
+        #: REST `/api/file` register key (object name or pre-sign file id) → the file id it created.
+        self.registered: dict[str, str] = {}
         self.faults.disarm_all()
 
     # -- accounts and tokens -------------------------------------------------------------------------
@@ -277,9 +338,39 @@ class SimState:
         used = self.research_used[user]
         return {"remain": max(total - used, 0), "total": total, "used": used}
 
+    # -- files -------------------------------------------------------------------------------------
+
+    def add_file(
+        self, owner: str, protocol: str, name: str, mime: str, kind: str, data: bytes, path: str
+    ) -> SimFile:
+        """Record an upload made by the call to `path`; an armed `parse_failed` / `parse_stalled` fault
+        matching that path decides that the file's parse fails / never ends."""
+        outcome: ParseOutcome = "ready"
+        if self.faults.take("parse_stalled", path) is not None:
+            outcome = "never"
+        elif self.faults.take("parse_failed", path) is not None:
+            outcome = "failed"
+        sha256 = hashlib.sha256(data).hexdigest()
+        file_id = new_xid() if protocol == "rest" else str(uuid.uuid4())
+        sim_file = SimFile(file_id, owner, protocol, name, mime, len(data), sha256, kind, outcome)
+        sim_file.pending_polls = self.config.file_parse_polls
+        self.files[file_id] = sim_file
+        self.uploads.append(sim_file)
+        self.blobs[sha256] = data
+        return sim_file
+
+    def file_for(self, user: str, file_id: str) -> SimFile | None:
+        """The user's own file; another user's file does not exist for them."""
+        sim_file = self.files.get(file_id)
+        return sim_file if sim_file is not None and sim_file.owner == user else None
+
+    def stored_bytes(self, user: str) -> int:
+        return sum(f.size for f in self.uploads if f.owner == user)
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "chats": {chat_id: chat.as_dict() for chat_id, chat in self.chats.items()},
             "deleted_chats": list(self.deleted_chats),
             "streams": [record.as_dict() for record in self.streams],
+            "uploads": [sim_file.record() for sim_file in self.uploads],
         }

@@ -18,6 +18,11 @@ Layout (../shared/DESIGN.md §4):
     kimi:acct:{pool}:lock:<id>     single-flight refresh lock
     kimi:conv:<conversation id>    hash: which account and upstream ids a kept conversation belongs to
     kimi:workers                   hash: worker name → last heartbeat (unix ms)
+    kimi:att:{<job id>}            hash: sha256 hex → the bytes of one attachment of that job (gateway writes,
+                                   worker reads and deletes when the job ends; TTL as a backstop)
+    kimi:upload:{<lane>:<acct>}:<sha256>
+                                   the Kimi file id (JSON) of bytes already uploaded for that account on that
+                                   lane (`rest` | `connect`): one upload per file per account, with a TTL
 
 Hash tags (`{…}`) keep the keys that meet in one script or transaction in one Redis Cluster slot: the job and
 reply keys of one job share `{<job id>}`; every account-pool key shares `{pool}`, because a lease script walks
@@ -59,6 +64,16 @@ REPLY_BLOCK_MS = 1_000
 JOBS_BLOCK_MS = 1_000
 #: Kept conversations (conversation_id continuation) are remembered this long.
 CONVERSATION_TTL_S = 7 * 24 * 3600
+#: A job's attachment bytes are deleted by the worker when the job ends; the TTL only catches a gateway that
+#: died between writing them and enqueueing, or a job no worker ever ran. A job is worth running for at most
+#: REQUEST_TIMEOUT_S (600 s by default), so the bytes outlive that, and the gateway stretches the TTL for a
+#: longer timeout (shared.attachments.attachment_ttl_s).
+ATTACHMENT_TTL_S = 900
+#: Kimi's retention of uploaded files is not documented (kimi-web-2026.md §6: no delete RPC, a 500 MB quota
+#: per user), so an uploaded file id is trusted for a day: long enough for the conversations of a working
+#: session that resend their document every turn, short enough that a file Kimi dropped fails few turns.
+#: Every re-upload costs the account's quota, which argues against much less.
+UPLOAD_CACHE_TTL_S = 24 * 3600
 
 
 def reply_key(job_id: str) -> str:
@@ -83,3 +98,13 @@ def refresh_lock_key(account_id: str) -> str:
 
 def conversation_key(conversation_id: str) -> str:
     return f"kimi:conv:{conversation_id}"
+
+
+def attachments_key(job_id: str) -> str:
+    """One job's attachment bytes; `{<job id>}` is the hash tag its job and reply keys share."""
+    return f"kimi:att:{{{job_id}}}"
+
+
+def upload_cache_key(lane: str, account_id: str, sha256: str) -> str:
+    """`{<lane>:<account>}` keeps one account's cached uploads in one slot, so one MGET reads a turn's files."""
+    return f"kimi:upload:{{{lane}:{account_id}}}:{sha256}"

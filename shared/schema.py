@@ -23,18 +23,29 @@ class TextPart(_Internal, tag="text"):
     text: str
 
 
-class ImagePart(_Internal, tag="image"):
-    url: str  # http(s) or data: URL
-    mime: str | None = None
+AttachmentKind = Literal["image", "file"]
+#: Where the client put the bytes: inline (base64, data URL, plain text) or behind a URL the gateway fetched.
+AttachmentSource = Literal["inline", "url"]
 
 
-class FilePart(_Internal, tag="file"):
-    url: str
-    name: str | None = None
-    mime: str | None = None
+class AttachmentPart(_Internal, tag="attachment"):
+    """An image or document of the conversation, by reference: its bytes wait in Redis under the job's own key
+    (shared/attachments.py), never inside the job stream. `kind` follows the sniffed bytes, not the client's
+    part type, so an image always takes Kimi's image path."""
+
+    #: Hex SHA-256 of the bytes: the key of the bytes in Redis and of the account's upload cache.
+    sha256: str
+    #: The type sniffed from the bytes (image/png, application/pdf, text/plain …).
+    mime: str
+    #: A file name for Kimi, with an extension that matches `mime`.
+    name: str
+    #: Bytes.
+    size: int
+    kind: AttachmentKind
+    source: AttachmentSource
 
 
-Part = TextPart | ImagePart | FilePart
+Part = TextPart | AttachmentPart
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -62,7 +73,7 @@ class Message(_Internal):
     is_error: bool = False
 
     def text(self) -> str:
-        """The message's text parts joined; images and files carry no text."""
+        """The message's text parts joined; attachments carry no text."""
         if isinstance(self.content, str):
             return self.content
         return "\n".join(p.text for p in self.content if isinstance(p, TextPart))

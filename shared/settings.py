@@ -169,15 +169,44 @@ class UpstreamTimeouts(SettingsGroup):
     )
     #: Longest silence between two chunks once the body has started.
     idle_s: float = setting("KIMI_IDLE_TIMEOUT_S", 90.0, "longest silence between two upstream chunks")
+    #: One attachment's upload (kimi-free-api gave the PUT 120 s; a 32 MB PDF on a slow uplink needs it).
+    upload_s: float = setting("KIMI_UPLOAD_TIMEOUT_S", 120.0, "one attachment's upload to Kimi")
+    #: Kimi reads a small image in about a second and a long PDF in tens (kimi-web-2026.md §6 caps it ~60 s).
+    parse_s: float = setting("KIMI_PARSE_TIMEOUT_S", 60.0, "Kimi reading an uploaded file, then 504")
 
     def first_byte_for(self, is_agent: bool) -> float:
         return self.agent_first_byte_s if is_agent else self.first_byte_s
+
+
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentSettings(SettingsGroup):
+    """Images and documents the gateway takes in (tools-and-attachments.md §5.2–§5.3, §8)."""
+
+    #: Loopback / private addresses the URL fetcher may reach anyway (tests, intranets): `host:port`, `host`
+    #: or CIDR entries; empty, every such address is refused.
+    fetch_allow: tuple[str, ...] = setting(
+        "ATTACHMENT_FETCH_ALLOW", (), "host:port, host or CIDR the fetcher may reach although private"
+    )
+    #: Within all three APIs' documented limits: OpenAI 20 MB per image, Anthropic 32 MB per PDF request.
+    max_image_bytes: int = setting("ATTACHMENT_MAX_IMAGE_BYTES", 20 * _MB, "largest image, decoded")
+    max_file_bytes: int = setting("ATTACHMENT_MAX_FILE_BYTES", 32 * _MB, "largest document, decoded")
+    #: OpenAI allows 50 MB of image bytes per request.
+    max_request_bytes: int = setting(
+        "ATTACHMENT_MAX_REQUEST_BYTES", 50 * _MB, "all attachments of one request, decoded"
+    )
+    max_count: int = setting("ATTACHMENT_MAX_COUNT", 20, "attachments in one request")
+    #: A whole URL fetch, redirects included (connect 5 s of it at most).
+    fetch_timeout_s: float = setting("ATTACHMENT_FETCH_TIMEOUT_S", 30.0, "one attachment URL fetch in all")
 
 
 @dataclass(frozen=True, slots=True)
 class GatewaySettings(SettingsGroup):
     common: CommonSettings = dataclasses.field(default_factory=CommonSettings)
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
+    attachments: AttachmentSettings = dataclasses.field(default_factory=AttachmentSettings)
     host: str = setting("GATEWAY_HOST", "0.0.0.0", "the gateway's bind address")
     port: int = setting("GATEWAY_PORT", 8000, "the gateway's port")
     api_keys: tuple[Secret, ...] = setting(

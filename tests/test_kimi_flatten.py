@@ -6,18 +6,20 @@ import msgspec
 import pytest
 
 from shared.models import resolve_model
-from shared.schema import ChatOptions, ChatRequest, ImagePart, Message, TextPart
+from shared.schema import AttachmentPart, ChatOptions, ChatRequest, Message, TextPart
 from upstream_worker.kimi.connect_request import build_request, encode_request
 from upstream_worker.kimi.envelope import EnvelopeDecoder
-from upstream_worker.kimi.flatten import flatten_connect, flatten_rest, wrap_urls
+from upstream_worker.kimi.files import KimiFile, rest_refs
+from upstream_worker.kimi.flatten import flatten_connect, flatten_rest, turn_attachments, wrap_urls
 
 U = "user"
 A = "assistant"
 S = "system"
+IMAGE = AttachmentPart(sha256="a" * 64, mime="image/png", name="a.png", size=8, kind="image", source="inline")
 WRAPPED = '<url id="" type="url" status="" title="" wc="">https://a.com/x?q=1</url>'
 
 
-def m(role: str, content: str | list[TextPart | ImagePart]) -> Message:
+def m(role: str, content: str | list[TextPart | AttachmentPart]) -> Message:
     return Message(role=role, content=content)  # type: ignore[arg-type]
 
 
@@ -45,7 +47,7 @@ def m(role: str, content: str | list[TextPart | ImagePart]) -> Message:
         ),
         # An image in the last message switches the focus line.
         (
-            [m(S, "sys"), m(U, [TextPart("look"), ImagePart("data:image/png;base64,AA")])],
+            [m(S, "sys"), m(U, [TextPart("look"), IMAGE])],
             False,
             "system:sys\nsystem:关注用户最新发送文件和消息\nuser:look\n",
         ),
@@ -87,10 +89,16 @@ def _request(model: str, text: str = "Hello", **options: bool) -> ChatRequest:
     return ChatRequest(request_id="r1", model=model, messages=[m(U, text)], options=ChatOptions(**options))
 
 
-def _wire(model: str, chat_id: str | None = None, parent_id: str | None = None, **options: bool) -> object:
+def _wire(
+    model: str,
+    chat_id: str | None = None,
+    parent_id: str | None = None,
+    files: tuple[KimiFile, ...] = (),
+    **options: bool,
+) -> object:
     spec = resolve_model(model)
     assert spec is not None
-    body = encode_request(build_request(_request(model, **options), spec, chat_id, parent_id))
+    body = encode_request(build_request(_request(model, **options), spec, chat_id, parent_id, files))
     (frame,) = EnvelopeDecoder().feed(body)
     assert frame.flags == 0
     return msgspec.json.decode(frame.payload)
@@ -152,3 +160,55 @@ def test_search_model_and_thinking_option() -> None:
     assert wire["tools"] == [{"type": "TOOL_TYPE_SEARCH", "search": {}}]
     assert wire["options"] == {"thinking": True}
     assert wire["scenario"] == "SCENARIO_SEARCH"
+
+
+def test_uploaded_files_follow_the_text_block() -> None:
+    """Each uploaded file becomes a `file` block with its id and the ready status, after the text block."""
+    files = (KimiFile("f-1", "image", "a.png", 8), KimiFile("f-2", "file", "b.pdf", 9))
+    wire = _wire("kimi-k2.5-instant", files=files)
+    assert isinstance(wire, dict)
+    assert wire["message"]["blocks"] == [
+        {"text": {"content": "Hello"}, "message_id": ""},
+        {"file": {"id": "f-1", "status": "PROCESS_STATUS_SUCCESS"}},
+        {"file": {"id": "f-2", "status": "PROCESS_STATUS_SUCCESS"}},
+    ]
+
+
+def test_rest_refs_carry_each_files_detail() -> None:
+    """REST `refs` lists the ids; `refs_file` holds kimi-free-api's detail object per file."""
+    refs, refs_file = rest_refs([KimiFile("f-1", "file", "b.pdf", 9)])
+    detail = {"id": "f-1", "name": "b.pdf", "size": 9, "status": "parsed", "type": "file"}
+    assert refs == ["f-1"]
+    assert refs_file == [
+        {
+            "detail": detail,
+            "done": True,
+            "file": {},
+            "file_info": detail,
+            "id": "f-1",
+            "name": "b.pdf",
+            "parse_status": "success",
+            "size": 9,
+            "upload_progress": 100,
+            "upload_status": "success",
+        }
+    ]
+
+
+def test_turn_attachments_follow_what_the_text_carries() -> None:
+    """A new chat (and REST always) references every attachment once; a Connect continuation only the last
+    user turn's."""
+    pdf = AttachmentPart(
+        sha256="b" * 64, mime="application/pdf", name="b.pdf", size=9, kind="file", source="url"
+    )
+    history = [
+        m(U, [TextPart("look"), IMAGE]),
+        m(A, "a cat"),
+        m(U, [pdf, TextPart("and this")]),
+        m(A, "a paper"),
+        m(U, [IMAGE, TextPart("the cat again")]),
+    ]
+    assert turn_attachments(history, "connect", continuation=False) == [IMAGE, pdf]
+    assert turn_attachments(history, "rest", continuation=True) == [IMAGE, pdf]
+    assert turn_attachments(history, "connect", continuation=True) == [IMAGE]
+    assert turn_attachments([m(U, "hi")], "connect", continuation=True) == []

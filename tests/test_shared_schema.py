@@ -7,12 +7,12 @@ import pytest
 
 from shared.models import K1_KIMIPLUS_ID, listed_models, resolve_model
 from shared.schema import (
+    AttachmentPart,
     ChatOptions,
     ChatRequest,
     Citation,
     Done,
     ErrorEvent,
-    ImagePart,
     Job,
     Message,
     ReasoningDelta,
@@ -27,6 +27,10 @@ from shared.schema import (
 )
 from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
 
+PNG_PART = AttachmentPart(
+    sha256="ab" * 32, mime="image/png", name="cat.png", size=68, kind="image", source="inline"
+)
+
 
 def test_job_round_trip() -> None:
     """A job with every part kind and option survives encode → decode unchanged."""
@@ -35,9 +39,7 @@ def test_job_round_trip() -> None:
         model="kimi-search",
         messages=[
             Message(role="system", content="be brief"),
-            Message(
-                role="user", content=[TextPart("hi"), ImagePart("data:image/png;base64,AAAA", "image/png")]
-            ),
+            Message(role="user", content=[TextPart("hi"), PNG_PART]),
         ],
         options=ChatOptions(search=True, conversation_id="none", keep_chat=True),
         deadline_s=123.5,
@@ -46,6 +48,20 @@ def test_job_round_trip() -> None:
     job = Job(request=request, reply_key="kimi:reply:{r1}", enqueued_s=1.0)
     assert job_decoder.decode(encode_job(job)) == job
     assert request.messages[1].text() == "hi"
+
+
+def test_attachment_part_travels_by_reference() -> None:
+    """An attachment part is encoded as its reference fields under the `attachment` tag, with no bytes."""
+    raw = msgspec.msgpack.encode(PNG_PART)
+    assert msgspec.msgpack.decode(raw) == {
+        "type": "attachment",
+        "sha256": "ab" * 32,
+        "mime": "image/png",
+        "name": "cat.png",
+        "size": 68,
+        "kind": "image",
+        "source": "inline",
+    }
 
 
 def test_event_batches_round_trip_with_tags() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.schema import ChatRequest, ImagePart, Message, TextPart, ToolCall, ToolChoice, ToolSpec
+from shared.schema import AttachmentPart, ChatRequest, Message, TextPart, ToolCall, ToolChoice, ToolSpec
 from upstream_worker.kimi.flatten import flatten_connect, flatten_rest
 from upstream_worker.toolcalls import (
     ParsedCall,
@@ -168,16 +168,19 @@ def test_history_ids_are_rewritten_with_a_conversation_counter() -> None:
         ),
         # An unknown id still takes the next open call.
         ([result("x", "call_zz")], "## Return of functions.get_weather:0\nx"),
-        # Parts: text kept, an image named.
+        # Parts: text kept, an image named by its file name.
         (
             [
                 Message(
                     role="tool",
-                    content=[TextPart("see"), ImagePart("data:image/png;base64,AA")],
+                    content=[
+                        TextPart("see"),
+                        AttachmentPart("ab" * 32, "image/png", "chart.png", 2, "image", "inline"),
+                    ],
                     tool_call_id="c1",
                 )
             ],
-            "## Return of functions.get_weather:0\nsee\n[image]",
+            "## Return of functions.get_weather:0\nsee\n[image: chart.png]",
         ),
         ([result("", "c1")], "## Return of functions.get_weather:0\n(no output)"),
     ],

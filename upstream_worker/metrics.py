@@ -52,6 +52,34 @@ TOOL_CALLS = Counter(
     "kimi_worker_tool_calls", "Tool calls in Kimi's answers, by outcome and format.", ["outcome", "format"]
 )
 
+#: Uploads run from a second (an image) to about a minute (a long PDF read by Kimi).
+_UPLOAD_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+ATTACHMENTS = Counter(
+    "kimi_worker_attachments",
+    "Attachments referenced by turns, by kind (image / file) and lane.",
+    ["kind", "lane"],
+)
+ATTACHMENT_UPLOADS = Counter(
+    "kimi_worker_attachment_uploads", "Attachments uploaded to Kimi, by kind and lane.", ["kind", "lane"]
+)
+ATTACHMENT_UPLOAD_BYTES = Counter(
+    "kimi_worker_attachment_upload_bytes", "Attachment bytes uploaded to Kimi, by lane.", ["lane"]
+)
+ATTACHMENT_CACHE_HITS = Counter(
+    "kimi_worker_attachment_cache_hits",
+    "Uploads saved: attachments the account already held (upload cache hits), by lane.",
+    ["lane"],
+)
+ATTACHMENT_UPLOAD_ERRORS = Counter(
+    "kimi_worker_attachment_upload_errors", "Failed uploads, by lane and error kind.", ["lane", "kind"]
+)
+ATTACHMENT_UPLOAD_DURATION = Histogram(
+    "kimi_worker_attachment_upload_duration_seconds",
+    "One attachment's upload until Kimi has read it, by lane.",
+    ["lane"],
+    buckets=_UPLOAD_BUCKETS,
+)
+
 
 async def sample_queue(redis: aioredis.Redis) -> None:
     """Refresh the queue gauges from XINFO GROUPS / XLEN (one pipeline, plus a range count on Redis < 7)."""

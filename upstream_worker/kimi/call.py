@@ -6,12 +6,13 @@ importing the token service; `kind` is a name of its kind registry, which only t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared.models import ModelSpec
 from shared.schema import ChatRequest
 from shared.secret import Secret
+from upstream_worker.kimi.files import KimiFile
 
 
 class KimiCredentials(Protocol):
@@ -68,6 +69,8 @@ class UpstreamCall:
     keep_chat: bool = False
     #: Set by the driver when this call created the chat (only such chats are ever deleted).
     created_chat: bool = False
+    #: Files already uploaded for this account (upstream_worker/kimi/uploads.py) that the turn references.
+    files: list[KimiFile] = field(default_factory=list)
 
     @property
     def is_continuation(self) -> bool:

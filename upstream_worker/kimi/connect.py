@@ -46,7 +46,9 @@ class ConnectDriver:
     async def chat(self, call: UpstreamCall) -> AsyncIterator[Event]:
         """The canonical events of one turn; failures raise `shared.errors` exceptions."""
         continuing = call.chat_id is not None
-        body = encode_request(build_request(call.request, call.spec, call.chat_id, call.parent_id))
+        body = encode_request(
+            build_request(call.request, call.spec, call.chat_id, call.parent_id, call.files)
+        )
         headers = connect_headers(call.creds, self._base, self._ids, call.chat_id)
         first_byte_s = self._timeouts.first_byte_for(call.spec.is_agent)
         stream = ConnectStream(call.chat_id, silent=call.spec.silent)

@@ -7,11 +7,14 @@ server ignores unknown keys.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from shared.models import ModelSpec
 from shared.schema import ChatRequest
 from upstream_worker.kimi.envelope import encode_envelope
+from upstream_worker.kimi.files import CONNECT_READY, KimiFile
 from upstream_worker.kimi.flatten import flatten_connect
 
 SEARCH_TOOL = "TOOL_TYPE_SEARCH"
@@ -31,6 +34,17 @@ class Block(_Wire):
     text: TextContent
 
 
+class FileRef(_Wire):
+    id: str
+    status: str  # required, so it is sent: the capture always carries it
+
+
+class FileBlock(_Wire):
+    """An uploaded file, after the text block: `{"file": {"id", "status"}}` as the 2026 capture sends it."""
+
+    file: FileRef
+
+
 class Tool(_Wire):
     type: str
     search: dict[str, object] | None = None
@@ -38,7 +52,7 @@ class Tool(_Wire):
 
 class UserMessage(_Wire):
     role: str
-    blocks: list[Block]
+    blocks: list[Block | FileBlock]
     scenario: str
     parent_id: str | None = None
     is_goal: bool | None = None
@@ -64,9 +78,14 @@ _encoder = msgspec.json.Encoder()
 
 
 def build_request(
-    request: ChatRequest, spec: ModelSpec, chat_id: str | None, parent_id: str | None
+    request: ChatRequest,
+    spec: ModelSpec,
+    chat_id: str | None,
+    parent_id: str | None,
+    files: Sequence[KimiFile] = (),
 ) -> ConnectChatRequest:
-    """One turn: a new chat carries the flattened history, a continuation only the new user turn."""
+    """One turn: a new chat carries the flattened history, a continuation only the new user turn; `files`
+    (uploaded through the file service) follow the text block."""
     continuation = chat_id is not None
     text = flatten_connect(request.messages, continuation)
     search = spec.search or request.options.search
@@ -77,7 +96,7 @@ def build_request(
         tools=[Tool(SEARCH_TOOL, {})] if search else [],
         message=UserMessage(
             role="user",
-            blocks=[Block("", TextContent(text))],
+            blocks=[Block("", TextContent(text)), *(FileBlock(FileRef(f.id, CONNECT_READY)) for f in files)],
             scenario=spec.scenario,
             parent_id=parent_id or ("" if not continuation else None),
             is_goal=False if agent else None,

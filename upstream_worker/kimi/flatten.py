@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from shared.schema import FilePart, ImagePart, Message, TextPart
+from shared.schema import AttachmentPart, Message, TextPart
 
 FOCUS_LATEST = "关注用户最新的消息"
 FOCUS_LATEST_WITH_FILES = "关注用户最新发送文件和消息"
@@ -70,7 +70,25 @@ def _merged(message: Message, wrap: bool) -> str:
     return "".join(f"{role}:{part.text}\n" for part in message.content if isinstance(part, TextPart))
 
 
-def _has_attachment(message: Message) -> bool:
+def turn_attachments(messages: Sequence[Message], protocol: str, continuation: bool) -> list[AttachmentPart]:
+    """The attachments one turn must reference, once each, in order of appearance: those of every message the
+    flattened text carries (REST always sends the whole history; Connect only the last user turn when it
+    continues a chat, whose earlier files Kimi already holds)."""
+    if protocol == "connect" and continuation:
+        users = [m for m in messages if m.role == "user"]
+        messages = users[-1:]
+    seen: dict[str, AttachmentPart] = {}
+    for message in messages:
+        for part in _attachments(message):
+            seen.setdefault(part.sha256, part)
+    return list(seen.values())
+
+
+def _attachments(message: Message) -> list[AttachmentPart]:
     if isinstance(message.content, str):
-        return False
-    return any(isinstance(part, ImagePart | FilePart) for part in message.content)
+        return []
+    return [part for part in message.content if isinstance(part, AttachmentPart)]
+
+
+def _has_attachment(message: Message) -> bool:
+    return bool(_attachments(message))

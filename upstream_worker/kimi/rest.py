@@ -25,6 +25,7 @@ from shared.schema import Done, Event, Keepalive, Start
 from shared.settings import UpstreamTimeouts
 from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
 from upstream_worker.kimi.failures import truncated
+from upstream_worker.kimi.files import rest_refs
 from upstream_worker.kimi.flatten import flatten_rest
 from upstream_worker.kimi.headers import FallbackIds, rest_headers
 from upstream_worker.kimi.rest_events import RestStream
@@ -205,11 +206,12 @@ class RestDriver:
     def _completion_body(self, call: UpstreamCall) -> dict[str, Any]:
         request, spec = call.request, call.spec
         content = flatten_rest(request.messages, continuation=call.is_continuation and not call.created_chat)
+        refs, refs_file = rest_refs(call.files)
         return {
             "kimiplus_id": _kimiplus_id(call),
             "messages": [{"role": "user", "content": content}],
-            "refs": [],
-            "refs_file": [],
+            "refs": refs,
+            "refs_file": refs_file,
             "use_math": spec.math or request.options.math,
             "use_research": _research(call),
             "use_search": spec.search or request.options.search,

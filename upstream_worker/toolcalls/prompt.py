@@ -271,9 +271,7 @@ def canonical_arguments(arguments: str) -> str:
 def _result_text(message: Message) -> str:
     if isinstance(message.content, str):
         return message.content or "(no output)"
-    pieces = [
-        p.text if isinstance(p, TextPart) else f"[{type(p).__name__[:-4].lower()}]" for p in message.content
-    ]
+    pieces = [p.text if isinstance(p, TextPart) else f"[{p.kind}: {p.name}]" for p in message.content]
     return "\n".join(pieces) or "(no output)"
 
 
