@@ -12,7 +12,7 @@ from gateway.auth import authenticate_local
 from gateway.middleware import ERROR_DIALECT, error_middleware
 from gateway.relay import REQUEST_ID, handle_chat
 from gateway.resources import SETTINGS, account_pool, http_session, redis_clients, reply_reader
-from gateway.routes import CHAT_ROUTES, LOCAL_ROUTES, SERVICE_ROUTES, LocalRow
+from gateway.routes import CHAT_ROUTES, LOCAL_ROUTES, SERVICE_ROUTES, ChatRoute, LocalRow
 from shared.settings import GatewaySettings
 from token_service.admin import add_admin_routes
 
@@ -32,7 +32,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([redis_clients, reply_reader, http_session, account_pool])
     for chat in CHAT_ROUTES:
-        app.router.add_route(chat.method, chat.path, _chat_handler(chat.dialect))
+        app.router.add_route(chat.method, chat.path, _chat_handler(chat))
     for row in LOCAL_ROUTES:
         app.router.add_route(row.method, row.path, _local_handler(row))
     for method, path, handler in SERVICE_ROUTES:
@@ -41,9 +41,9 @@ def create_app(settings: GatewaySettings) -> web.Application:
     return app
 
 
-def _chat_handler(dialect: Dialect) -> _Handler:
+def _chat_handler(route: ChatRoute) -> _Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await handle_chat(request, dialect)
+        return await handle_chat(request, route)
 
     return handler
 
@@ -52,7 +52,7 @@ def _local_handler(row: LocalRow) -> _Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         answer = row.answer
         if row.gemini_answer is not None and gemini.is_gemini_caller(request.headers, request.query):
-            request[ERROR_DIALECT] = gemini.GENERATE
+            request[ERROR_DIALECT] = gemini.DIALECT
             answer = row.gemini_answer
         authenticate_local(request, request.app[SETTINGS])
         ctx = RequestContext(
