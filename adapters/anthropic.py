@@ -16,36 +16,27 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Annotated, Final, Literal, TypeVar
+from dataclasses import dataclass, field
+from typing import Annotated, Final, Literal, NamedTuple
 
 import msgspec
 
 from adapters.base import (
+    JSON_CONTENT_TYPE,
     SSE_CONTENT_TYPE,
-    FunctionDialect,
     LocalReply,
+    Parsed,
+    ReplyOptions,
     RequestContext,
-    has_text,
     sse_event,
 )
-from adapters.shaping import LimitedRenderer, limiter_from_hints
-from shared.errors import BadRequest, GatewayError, ModelNotFound
-from shared.models import ModelSpec, resolve_model
-from shared.schema import (
-    ChatOptions,
-    ChatRequest,
-    Message,
-    Part,
-    TextPart,
-    Usage,
-)
-from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
+from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, prompt_tokens, require_text
+from adapters.dispatch import Ending, EndReason, FunctionDialect
+from shared.errors import BadRequest, GatewayError
+from shared.models import ModelSpec
+from shared.schema import ChatRequest, Message, Part, TextPart
 
 NAME: Final = "anthropic"
-JSON_CONTENT_TYPE: Final = "application/json"
-HINT_STOP: Final = "stop_sequences"
-HINT_MAX_TOKENS: Final = "max_tokens"
-HINT_SHOW_THINKING: Final = "show_thinking"
 
 # ---------------------------------------------------------------- wire request (unknown fields ignored)
 
@@ -107,7 +98,6 @@ class _Request(_CountRequest):
     thinking: _ThinkingParam | None = None
 
 
-_T = TypeVar("_T")
 _request_decoder: Final = msgspec.json.Decoder(_Request)
 _count_decoder: Final = msgspec.json.Decoder(_CountRequest)
 _json_encoder: Final = msgspec.json.Encoder()
@@ -119,46 +109,33 @@ _UNSUPPORTED: Final[dict[type[_Wire], str]] = {
 }
 
 
-def parse(body: bytes, ctx: RequestContext) -> ChatRequest:
+def parse(body: bytes, ctx: RequestContext) -> Parsed:
     """The canonical request of a `POST /v1/messages` body; raises BadRequest / ModelNotFound."""
-    wire = _decode(_request_decoder, body)
+    wire = decode_body(body, _request_decoder.decode)
     if wire.max_tokens == 0:
         raise BadRequest("max_tokens: Field required", param="max_tokens")
     spec = _resolve(wire.model)
-    ctx.hints[HINT_STOP] = list(wire.stop_sequences)
-    ctx.hints[HINT_MAX_TOKENS] = wire.max_tokens
-    ctx.hints[HINT_SHOW_THINKING] = wire.thinking is None or wire.thinking.type != "disabled"
     messages = _messages(wire)
-    if not has_text(messages):
-        param = f"messages.{len(wire.messages) - 1}.content"
-        raise BadRequest(f"{param}: the messages hold no text; there is nothing to answer", param=param)
-    return ChatRequest(
+    param = f"messages.{len(wire.messages) - 1}.content"
+    require_text(messages, param, f"{param}: the messages hold no text; there is nothing to answer")
+    request = ChatRequest(
         request_id=ctx.request_id,
         model=wire.model.strip(),
         messages=messages,
         stream=wire.stream,
-        options=_options(spec),
+        options=chat_options(spec),
         dialect=NAME,
     )
-
-
-def _decode(decoder: msgspec.json.Decoder[_T], body: bytes) -> _T:
-    if not body.strip():
-        raise BadRequest("The request body is empty; expected a JSON object.")
-    try:
-        wire = decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"Invalid request: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from exc
-    return wire
+    reply = ReplyOptions(
+        stop_sequences=tuple(wire.stop_sequences),
+        max_tokens=wire.max_tokens,
+        show_reasoning=wire.thinking is None or wire.thinking.type != "disabled",
+    )
+    return Parsed(request, reply)
 
 
 def _resolve(model: str) -> ModelSpec:
-    spec = resolve_model(model)
-    if spec is None:
-        raise ModelNotFound(f"model: {model}", param="model")
-    return spec
+    return model_spec(model, f"model: {model}")
 
 
 def _messages(wire: _CountRequest) -> list[Message]:
@@ -187,17 +164,6 @@ def _content(content: str | list[_Block], index: int) -> str | list[Part]:
     return parts
 
 
-def _options(spec: ModelSpec) -> ChatOptions:
-    return ChatOptions(
-        search=spec.search,
-        silent=spec.silent,
-        thinking=spec.thinking,
-        research=spec.research,
-        math=spec.math,
-        k1=spec.k1,
-    )
-
-
 # ---------------------------------------------------------------- count_tokens
 
 
@@ -207,9 +173,9 @@ class _TokenCount(msgspec.Struct):
 
 def count_tokens(body: bytes, ctx: RequestContext) -> LocalReply:
     """`POST /v1/messages/count_tokens`: the estimated input tokens of a Messages request."""
-    wire = _decode(_count_decoder, body)
+    wire = decode_body(body, _count_decoder.decode)
     _resolve(wire.model)
-    tokens = estimate_prompt_tokens([m.text() for m in _messages(wire)])
+    tokens = prompt_tokens(_messages(wire))
     return 200, {"Content-Type": JSON_CONTENT_TYPE}, _json_encoder.encode(_TokenCount(tokens))
 
 
@@ -298,12 +264,14 @@ class _MessageDelta(msgspec.Struct, tag="message_delta", tag_field="type"):
     usage: _UsageOut
 
 
-_STOP_REASON: Final[dict[str, str]] = {
+#: Anthropic's stop reason of each ending; the limiter's causes keep their names.
+_STOP_REASON: Final[dict[EndReason, str]] = {
     "stop": "end_turn",
     "length": "max_tokens",
     "content_filter": "refusal",
+    "stop_sequence": "stop_sequence",
+    "max_tokens": "max_tokens",
 }
-_PING: Final = sse_event(b"ping", b'{"type":"ping"}')
 _MESSAGE_STOP: Final = sse_event(b"message_stop", b'{"type":"message_stop"}')
 
 
@@ -312,138 +280,133 @@ def thinking_signature(thinking: str) -> str:
     return base64.b64encode(hashlib.sha256(thinking.encode()).digest()).decode()
 
 
-class AnthropicRenderer(LimitedRenderer):
-    """Bytes of one Messages response, streamed or whole. One per request."""
+def _stop_reason(reason: EndReason | None) -> str | None:
+    return None if reason is None else _STOP_REASON.get(reason, "end_turn")
 
-    def __init__(self, request: ChatRequest, ctx: RequestContext) -> None:
+
+def _usage_out(usage: ReplyUsage) -> _UsageOut:
+    return _UsageOut(usage.prompt_tokens, usage.completion_tokens)
+
+
+class _BlockKind(NamedTuple):
+    #: The `content_block` of its `content_block_start`.
+    start: bytes
+    #: Its deltas' JSON up to the text.
+    delta: bytes
+
+
+_TEXT: Final = _BlockKind(b'{"type":"text","text":""}', b'{"type":"text_delta","text":')
+_THINKING: Final = _BlockKind(
+    b'{"type":"thinking","thinking":"","signature":""}', b'{"type":"thinking_delta","thinking":'
+)
+
+
+@dataclass(slots=True)
+class _Written:
+    """A content block of the reply, as written so far."""
+
+    kind: _BlockKind
+    chunks: list[str] = field(default_factory=list)
+
+    def out(self) -> _BlockOut:
+        text = "".join(self.chunks)
+        return _TextOut(text) if self.kind is _TEXT else _ThinkingOut(text, thinking_signature(text))
+
+
+class AnthropicWriter:
+    """The pieces of one Messages response: content blocks opened and closed as the answer goes, or one body."""
+
+    keepalive: Final = sse_event(b"ping", b'{"type":"ping"}')
+    echoes_keepalive: Final = True
+
+    def __init__(self, request: ChatRequest, reply: ReplyOptions, ctx: RequestContext) -> None:
         self.stream = request.stream
         self.content_type = SSE_CONTENT_TYPE if request.stream else JSON_CONTENT_TYPE
         self._request = request
         self._id = f"msg_{request.request_id}"
-        self._silent = request.options.silent
-        self._show_thinking = bool(ctx.hints.get(HINT_SHOW_THINKING, True))
-        self._limiter = limiter_from_hints(ctx.hints, HINT_STOP, HINT_MAX_TOKENS)
-        self._input_tokens = estimate_prompt_tokens([m.text() for m in request.messages])
-        self._usage: Usage | None = None
-        self._blocks: list[_BlockOut] = []
+        self._blocks: list[_Written] = []
         self._open = False
-        self._reasoning: list[str] = []
-        self._stop_reason: str | None = None
-        self._finished = False
+        #: The open block's index, as its events spell it.
+        self._index = b"0"
 
     def head(self) -> bytes:
-        start = _MessageStart(self._message(None, _UsageOut(self._input_tokens, 0), content=[]))
+        usage = _UsageOut(prompt_tokens(self._request.messages), 0)
+        start = _MessageStart(self._message(None, None, usage, content=[]))
         return sse_event(b"message_start", _json_encoder.encode(start))
 
-    def keepalive(self) -> bytes:
-        return _PING
+    def adopt(self, conversation_id: str) -> None:
+        """Nothing to adopt: a Message's id is the gateway's own (`msg_<request id>`)."""
 
-    def _done(self, reason: str) -> bytes:
-        return self._finish(_STOP_REASON.get(reason, "end_turn"))
+    def answer(self, text: str) -> bytes:
+        return self._append(_TEXT, text)
+
+    def reasoning(self, text: str) -> bytes:
+        return self._append(_THINKING, text) if text else b""
+
+    def finish(self, ending: Ending, text: str) -> bytes:
+        """The last text, the open block's end, `message_delta` (stop reason, usage) and `message_stop`."""
+        out = (self._append(_TEXT, text) if text else b"") + self._close_block()
+        stop = _StopDelta(_stop_reason(ending.reason) or "end_turn", ending.stop_sequence)
+        delta = _json_encoder.encode(_MessageDelta(stop, _usage_out(ending.usage)))
+        return out + sse_event(b"message_delta", delta) + _MESSAGE_STOP
 
     def error(self, exc: GatewayError) -> bytes:
-        self._finished = True
         _, error_type = _status_and_type(exc)
         return sse_event(b"error", _json_encoder.encode(_ErrorEnvelope(_ErrorBody(error_type, exc.message))))
 
-    def body(self) -> bytes:
-        content = [_TextOut(b.text) if isinstance(b, _TextOut) else self._signed(b) for b in self._blocks]
-        return _json_encoder.encode(self._message(self._stop_reason, self._final_usage(), content=content))
+    def body(self, ending: Ending, answer: str, reasoning: str) -> bytes:
+        content = [block.out() for block in self._blocks]
+        usage = _usage_out(ending.usage)
+        message = self._message(_stop_reason(ending.reason), ending.stop_sequence, usage, content=content)
+        return _json_encoder.encode(message)
 
-    # -- pieces
+    def _message(
+        self,
+        stop_reason: str | None,
+        stop_sequence: str | None,
+        usage: _UsageOut,
+        *,
+        content: list[_BlockOut],
+    ) -> _MessageOut:
+        model = self._request.model
+        return _MessageOut(self._id, "assistant", model, content, stop_reason, stop_sequence, usage)
 
-    def _message(self, stop_reason: str | None, usage: _UsageOut, *, content: list[_BlockOut]) -> _MessageOut:
-        stop_sequence = self._limiter.stop_sequence if stop_reason == "stop_sequence" else None
-        return _MessageOut(
-            self._id, "assistant", self._request.model, content, stop_reason, stop_sequence, usage
-        )
-
-    def _answer(self, sent: str) -> bytes:
-        """Renders answer text the limiter let through, and the end of the message when it stopped."""
-        out = self._text_delta(sent)
-        if self._limiter.cause is not None:
-            out += self._finish(self._limiter.cause)
-        return out
-
-    def _text_delta(self, text: str) -> bytes:
-        if not text:
-            return b""
-        out = self._ensure_block(_TextOut)
-        block = self._blocks[-1]
-        assert isinstance(block, _TextOut)
-        block.text += text
+    def _append(self, kind: _BlockKind, text: str) -> bytes:
+        """`text` added to a block of `kind`, opened unless the open block is one."""
+        out = b"" if self._open and self._blocks[-1].kind is kind else self._open_block(kind)
+        self._blocks[-1].chunks.append(text)
         if not self.stream:
             return out
-        delta = b'{"type":"text_delta","text":' + _json_encoder.encode(text) + b"}"
-        return out + self._delta(delta)
-
-    def _thought(self, text: str) -> bytes:
-        self._reasoning.append(text)
-        if not self._show_thinking or not text:
-            return b""
-        out = self._ensure_block(_ThinkingOut)
-        block = self._blocks[-1]
-        assert isinstance(block, _ThinkingOut)
-        block.thinking += text
-        if not self.stream:
-            return out
-        delta = b'{"type":"thinking_delta","thinking":' + _json_encoder.encode(text) + b"}"
-        return out + self._delta(delta)
+        return out + self._delta(kind.delta + _json_encoder.encode(text) + b"}")
 
     def _delta(self, delta: bytes) -> bytes:
-        index = str(len(self._blocks) - 1).encode()
-        payload = b'{"type":"content_block_delta","index":' + index + b',"delta":' + delta + b"}"
+        payload = b'{"type":"content_block_delta","index":' + self._index + b',"delta":' + delta + b"}"
         return sse_event(b"content_block_delta", payload)
 
-    def _ensure_block(self, kind: type[_TextOut] | type[_ThinkingOut]) -> bytes:
-        """Opens a block of `kind` unless the open block is one, closing the other kind first."""
-        if self._open and isinstance(self._blocks[-1], kind):
-            return b""
+    def _open_block(self, kind: _BlockKind) -> bytes:
         out = self._close_block()
-        block: _BlockOut = _TextOut("") if kind is _TextOut else _ThinkingOut("", "")
-        self._blocks.append(block)
+        self._blocks.append(_Written(kind))
         self._open = True
+        self._index = str(len(self._blocks) - 1).encode()
         if not self.stream:
             return out
-        index = str(len(self._blocks) - 1).encode()
-        payload = b'{"type":"content_block_start","index":' + index + b',"content_block":'
-        return out + sse_event(b"content_block_start", payload + _json_encoder.encode(block) + b"}")
+        payload = b'{"type":"content_block_start","index":' + self._index + b',"content_block":' + kind.start
+        return out + sse_event(b"content_block_start", payload + b"}")
 
     def _close_block(self) -> bytes:
+        """The open block's end; a thinking block is signed first (a sha256 of its text: Kimi signs nothing)."""
         if not self._open:
             return b""
         self._open = False
         if not self.stream:
             return b""
-        index = str(len(self._blocks) - 1).encode()
-        out = b""
         block = self._blocks[-1]
-        if isinstance(block, _ThinkingOut):
-            signature = _json_encoder.encode(thinking_signature(block.thinking))
-            delta = b'{"type":"signature_delta","signature":' + signature + b"}"
-            out = self._delta(delta)
-        payload = b'{"type":"content_block_stop","index":' + index + b"}"
+        out = b""
+        if block.kind is _THINKING:
+            signature = _json_encoder.encode(thinking_signature("".join(block.chunks)))
+            out = self._delta(b'{"type":"signature_delta","signature":' + signature + b"}")
+        payload = b'{"type":"content_block_stop","index":' + self._index + b"}"
         return out + sse_event(b"content_block_stop", payload)
 
-    def _signed(self, block: _ThinkingOut) -> _ThinkingOut:
-        return _ThinkingOut(block.thinking, thinking_signature(block.thinking))
 
-    def _finish(self, stop_reason: str) -> bytes:
-        out = b"" if self._limiter.stopped else self._text_delta(self._limiter.flush())
-        self._stop_reason = self._limiter.cause or stop_reason
-        self._finished = True
-        out += self._close_block()
-        if not self.stream:
-            return out
-        stop_sequence = self._limiter.stop_sequence if self._stop_reason == "stop_sequence" else None
-        delta = _MessageDelta(_StopDelta(self._stop_reason, stop_sequence), self._final_usage())
-        return out + sse_event(b"message_delta", _json_encoder.encode(delta)) + _MESSAGE_STOP
-
-    def _final_usage(self) -> _UsageOut:
-        if self._usage is None or self._limiter.stopped:
-            output = estimate_tokens(self._limiter.sent_text) + estimate_tokens("".join(self._reasoning))
-            return _UsageOut(self._input_tokens, output)
-        return _UsageOut(self._usage.prompt_tokens, self._usage.completion_tokens)
-
-
-DIALECT: Final = FunctionDialect(NAME, parse, AnthropicRenderer, error_response)
+DIALECT: Final = FunctionDialect(NAME, parse, AnthropicWriter, error_response)

@@ -1,18 +1,21 @@
-"""What every dialect adapter provides, and the SSE framing they share. Pure: no I/O.
+"""The dialect contract: what every adapter provides, and the SSE framing they share. Pure: no I/O.
 
-A `Dialect` turns request bytes into a canonical `ChatRequest` and builds a `Renderer` per request. The
-gateway feeds the renderer canonical events and writes whatever bytes it returns, so the adapters decide every
-byte a client sees, and can be tested as tables of events in and bytes out.
+A `Dialect` parses request bytes into `Parsed`: the canonical `ChatRequest` (what Kimi is asked) and the
+`ReplyOptions` (what the reply needs besides it: stop sequences, token budget, usage, reasoning shown). Its
+`renderer` turns canonical events into the bytes a client sees; every dialect's renderer is the one
+`adapters.dispatch.Dispatcher` driving that dialect's small writer, so the adapters decide every byte and are
+tested as tables of events in and bytes out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+import msgspec
 
 from shared.errors import GatewayError
-from shared.schema import ChatRequest, Event, Message
+from shared.schema import ChatRequest, Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +28,33 @@ class RequestContext:
     #: Gemini `alt=sse`; OpenAI / Anthropic carry `stream` in the body.
     query: dict[str, str] = field(default_factory=dict)
     now_s: float = 0.0
-    #: Facts `parse` found in the body that only this dialect's renderer needs (OpenAI:
-    #: `stream_options.include_usage`). Written by `parse`, read by `renderer`; nothing else touches it.
-    hints: dict[str, object] = field(default_factory=dict)
+    #: The route's say on streaming (Gemini: `:streamGenerateContent` streams, `:generateContent` does not);
+    #: None where the body says it.
+    stream: bool | None = None
+
+
+class ReplyOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What the reply needs besides the canonical request, as the client asked it; written by `parse`."""
+
+    #: The answer ends before the first of these (OpenAI `stop`, Anthropic `stop_sequences`, Gemini
+    #: `stopSequences`): Kimi takes none, so the gateway cuts (adapters/shaping.py).
+    stop_sequences: tuple[str, ...] = ()
+    #: The answer's token budget (OpenAI `max_completion_tokens` / `max_tokens`, Anthropic `max_tokens`,
+    #: Gemini `maxOutputTokens`), enforced the same way.
+    max_tokens: int | None = None
+    #: Whether a stream reports usage at its end (OpenAI: only with `stream_options.include_usage`). When
+    #: false, a stream's reasoning text is not kept for counting.
+    stream_usage: bool = True
+    #: Whether reasoning reaches the client (Anthropic `thinking: disabled` hides it, Gemini shows it only with
+    #: `thinkingConfig.includeThoughts`); hidden reasoning still counts as output tokens.
+    show_reasoning: bool = True
+
+
+class Parsed(NamedTuple):
+    """What `Dialect.parse` returns: the job's request, and what the renderer needs besides it."""
+
+    request: ChatRequest
+    reply: ReplyOptions
 
 
 class Renderer(Protocol):
@@ -67,28 +94,14 @@ class Dialect(Protocol):
     """One client API. `error_response` returns (status, extra headers, body); the gateway adds
     `Content-Type: application/json`, `x-request-id` and, when `exc.retry_after_s` is set, `Retry-After`."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
-    def parse(self, body: bytes, ctx: RequestContext) -> ChatRequest: ...
+    def parse(self, body: bytes, ctx: RequestContext) -> Parsed: ...
 
-    def renderer(self, request: ChatRequest, ctx: RequestContext) -> Renderer: ...
+    def renderer(self, request: ChatRequest, reply: ReplyOptions, ctx: RequestContext) -> Renderer: ...
 
     def error_response(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]: ...
-
-
-def has_text(messages: list[Message]) -> bool:
-    """Whether any message carries text: a request with none would cost an account lease and a chat."""
-    return any(m.text().strip() for m in messages)
-
-
-@dataclass(slots=True)
-class FunctionDialect:
-    """A `Dialect` made of one adapter module's pure functions."""
-
-    name: str
-    parse: Callable[[bytes, RequestContext], ChatRequest]
-    renderer: Callable[[ChatRequest, RequestContext], Renderer]
-    error_response: Callable[[GatewayError, str], tuple[int, dict[str, str], bytes]]
 
 
 #: What a local (no job) route function returns: status, headers (Content-Type included), body.
@@ -104,6 +117,7 @@ class LocalRoute(Protocol):
 # ---------------------------------------------------------------- SSE framing
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json"
 
 
 def sse_data(payload: bytes) -> bytes:

@@ -22,24 +22,22 @@ from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 
-from adapters.base import SSE_CONTENT_TYPE, LocalReply, RequestContext, has_text, sse_data
-from adapters.shaping import LimitedRenderer, limiter_from_hints
-from shared.errors import BadRequest, GatewayError, ModelNotFound
-from shared.models import ModelSpec, listed_models, resolve_model
-from shared.schema import (
-    ChatOptions,
-    ChatRequest,
-    Message,
-    Role,
-    Usage,
+from adapters.base import (
+    JSON_CONTENT_TYPE,
+    SSE_CONTENT_TYPE,
+    LocalReply,
+    Parsed,
+    ReplyOptions,
+    RequestContext,
+    sse_data,
 )
-from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
+from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, prompt_tokens, require_text
+from adapters.dispatch import Ending, EndReason, FunctionDialect
+from shared.errors import BadRequest, GatewayError
+from shared.models import ModelSpec, listed_models
+from shared.schema import ChatRequest, Message, Role
 
 NAME: Final = "gemini"
-JSON_CONTENT_TYPE: Final = "application/json"
-HINT_STOP: Final = "stop_sequences"
-HINT_MAX_TOKENS: Final = "max_output_tokens"
-HINT_THOUGHTS: Final = "include_thoughts"
 
 # ---------------------------------------------------------------- wire request (unknown fields ignored)
 
@@ -104,22 +102,16 @@ def _camel_keys(value: Any) -> Any:
 
 
 def _decode(body: bytes, kind: type[_T]) -> _T:
-    if not body.strip():
-        raise BadRequest("The request body is empty; expected a JSON object.")
-    try:
-        return msgspec.convert(_camel_keys(msgspec.json.decode(body)), kind)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"Invalid JSON payload received. {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"Invalid JSON payload received. {exc}") from exc
+    def convert(raw: bytes) -> _T:
+        return msgspec.convert(_camel_keys(msgspec.json.decode(raw)), kind)
+
+    invalid = "Invalid JSON payload received. "
+    return decode_body(body, convert, invalid=invalid, malformed=invalid)
 
 
 def _resolve(ctx: RequestContext) -> ModelSpec:
     name = (ctx.path_model or "").strip()
-    spec = resolve_model(name)
-    if spec is None:
-        raise ModelNotFound(f"models/{name.removeprefix('models/')} is not found.", param="model")
-    return spec
+    return model_spec(name, f"models/{name.removeprefix('models/')} is not found.")
 
 
 def _model_id(ctx: RequestContext) -> str:
@@ -165,25 +157,36 @@ def _text(content: _Content, param: str) -> str:
     return "".join(texts)
 
 
-def _options(spec: ModelSpec) -> ChatOptions:
-    return ChatOptions(
-        search=spec.search,
-        silent=spec.silent,
-        thinking=spec.thinking,
-        research=spec.research,
-        math=spec.math,
-        k1=spec.k1,
+def parse(body: bytes, ctx: RequestContext) -> Parsed:
+    """The canonical request of a generateContent body; the route says whether it streams (`ctx.stream`)."""
+    spec = _resolve(ctx)
+    wire = _decode(body, _Request)
+    messages = _messages(wire)
+    param = f"contents[{len(wire.contents) - 1}].parts"
+    require_text(messages, param, f"* GenerateContentRequest.{param}: contents hold no text")
+    reply = _reply_options(wire.generation_config)
+    request = ChatRequest(
+        request_id=ctx.request_id,
+        model=_model_id(ctx),
+        messages=messages,
+        stream=bool(ctx.stream),
+        options=chat_options(spec),
+        dialect=NAME,
     )
+    return Parsed(request, reply)
 
 
-def _remember_config(config: _GenerationConfig | None, ctx: RequestContext) -> None:
+def _reply_options(config: _GenerationConfig | None) -> ReplyOptions:
     if config is None:
-        return
+        return ReplyOptions(show_reasoning=False)
     if config.candidate_count is not None and config.candidate_count > 1:
         raise BadRequest("Kimi returns one candidate; candidateCount must be 1.", param="candidate_count")
-    ctx.hints[HINT_STOP] = list(config.stop_sequences)
-    ctx.hints[HINT_MAX_TOKENS] = config.max_output_tokens
-    ctx.hints[HINT_THOUGHTS] = config.thinking_config is not None and config.thinking_config.include_thoughts
+    thinking = config.thinking_config
+    return ReplyOptions(
+        stop_sequences=tuple(config.stop_sequences),
+        max_tokens=config.max_output_tokens,
+        show_reasoning=thinking is not None and thinking.include_thoughts,
+    )
 
 
 # ---------------------------------------------------------------- count tokens, models
@@ -243,7 +246,7 @@ def count_tokens(body: bytes, ctx: RequestContext) -> LocalReply:
     if wire.contents is not None and wire.generate_content_request is not None:
         raise BadRequest("contents and generateContentRequest are mutually exclusive.", param="contents")
     request = wire.generate_content_request or _Request(contents=wire.contents or [])
-    tokens = estimate_prompt_tokens([m.text() for m in _messages(request)])
+    tokens = prompt_tokens(_messages(request))
     return 200, dict(_JSON_HEADERS), _json_encoder.encode(_TokenCount(tokens))
 
 
@@ -332,74 +335,70 @@ class _ResponseOut(msgspec.Struct, rename="camel", omit_defaults=True):
     response_id: str = ""
 
 
-_FINISH_REASON: Final = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
-_LIMIT_REASON: Final = {"stop_sequence": "STOP", "max_tokens": "MAX_TOKENS"}
-_KEEPALIVE: Final = b"\n"
+#: Gemini's finish reason of each ending.
+_FINISH_REASON: Final[dict[EndReason, str]] = {
+    "stop": "STOP",
+    "length": "MAX_TOKENS",
+    "content_filter": "SAFETY",
+    "stop_sequence": "STOP",
+    "max_tokens": "MAX_TOKENS",
+}
 
 
-class GeminiRenderer(LimitedRenderer):
-    """Bytes of one generateContent response: whole, SSE frames, or a progressively written JSON array."""
+def _finish_reason(reason: EndReason | None) -> str | None:
+    return None if reason is None else _FINISH_REASON.get(reason, "STOP")
 
-    def __init__(self, request: ChatRequest, ctx: RequestContext) -> None:
+
+def _usage_out(usage: ReplyUsage) -> _UsageOut:
+    prompt, completion, thoughts = usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens
+    return _UsageOut(prompt, completion - thoughts, prompt + completion, thoughts)
+
+
+class GeminiWriter:
+    """The pieces of one generateContent response: SSE frames, a progressively written JSON array, or one body."""
+
+    #: google-genai feeds every non-`data:` line to a JSON parser: an empty line is the only safe keep-alive.
+    keepalive: Final = b"\n"
+    echoes_keepalive: Final = True
+
+    def __init__(self, request: ChatRequest, reply: ReplyOptions, ctx: RequestContext) -> None:
         self.stream = request.stream
         self._sse = request.stream and ctx.query.get("alt") == "sse"
         self.content_type = SSE_CONTENT_TYPE if self._sse else JSON_CONTENT_TYPE
-        self._request = request
-        self._silent = request.options.silent
-        self._thoughts = bool(ctx.hints.get(HINT_THOUGHTS, False))
-        self._limiter = limiter_from_hints(ctx.hints, HINT_STOP, HINT_MAX_TOKENS)
-        self._input_tokens = estimate_prompt_tokens([m.text() for m in request.messages])
-        self._usage: Usage | None = None
-        self._reasoning: list[str] = []
+        self._model = request.model
+        self._response_id = request.request_id
+        self._show_thoughts = reply.show_reasoning
         self._chunks = 0
-        self._finish_reason: str | None = None
-        self._finished = False
 
     def head(self) -> bytes:
         return b"" if self._sse else b"["
 
-    def keepalive(self) -> bytes:
-        return _KEEPALIVE
+    def adopt(self, conversation_id: str) -> None:
+        """Nothing to adopt: a response's id is the gateway's own (the request id)."""
 
-    def _done(self, reason: str) -> bytes:
-        return self._finish(_FINISH_REASON.get(reason, "STOP"))
+    def answer(self, text: str) -> bytes:
+        return self._chunk([_PartOut(text)])
+
+    def reasoning(self, text: str) -> bytes:
+        return self._chunk([_PartOut(text, thought=True)]) if text else b""
+
+    def finish(self, ending: Ending, text: str) -> bytes:
+        """The last chunk: the last text, the finish reason and usage; `]` closes a JSON array."""
+        last = self._chunk([_PartOut(text)], _finish_reason(ending.reason), _usage_out(ending.usage))
+        return last if self._sse else last + b"]"
 
     def error(self, exc: GatewayError) -> bytes:
-        self._finished = True
         if self._sse:
             return sse_data(error_json(exc))
         return (b"," if self._chunks else b"") + error_json(exc) + b"]"
 
-    def body(self) -> bytes:
+    def body(self, ending: Ending, answer: str, reasoning: str) -> bytes:
         parts = []
-        if self._thoughts and self._reasoning:
-            parts.append(_PartOut("".join(self._reasoning), thought=True))
-        parts.append(_PartOut(self._limiter.sent_text))
-        return _json_encoder.encode(self._response(parts, self._finish_reason, self._final_usage()))
-
-    # -- pieces
-
-    def _answer(self, sent: str) -> bytes:
-        """Renders answer text the limiter let through, and the last chunk when it stopped."""
-        if self._limiter.cause is not None:
-            return self._finish(_LIMIT_REASON[self._limiter.cause], sent)
-        return self._chunk([_PartOut(sent)]) if sent else b""
-
-    def _thought(self, text: str) -> bytes:
-        self._reasoning.append(text)
-        if not self._thoughts or not text:
-            return b""
-        return self._chunk([_PartOut(text, thought=True)])
-
-    def _finish(self, reason: str, tail: str = "") -> bytes:
-        if not self._limiter.stopped:
-            tail += self._limiter.flush()
-        self._finish_reason = _LIMIT_REASON[self._limiter.cause] if self._limiter.cause else reason
-        self._finished = True
-        if not self.stream:
-            return b""
-        last = self._chunk([_PartOut(tail)], self._finish_reason, self._final_usage())
-        return last if self._sse else last + b"]"
+        if self._show_thoughts and reasoning:
+            parts.append(_PartOut(reasoning, thought=True))
+        parts.append(_PartOut(answer))
+        response = self._response(parts, _finish_reason(ending.reason), _usage_out(ending.usage))
+        return _json_encoder.encode(response)
 
     def _chunk(
         self, parts: list[_PartOut], reason: str | None = None, usage: _UsageOut | None = None
@@ -414,52 +413,7 @@ class GeminiRenderer(LimitedRenderer):
 
     def _response(self, parts: list[_PartOut], reason: str | None, usage: _UsageOut | None) -> _ResponseOut:
         candidate = _CandidateOut(_ContentOut(parts), 0, reason)
-        return _ResponseOut([candidate], usage, self._request.model, self._request.request_id)
-
-    def _final_usage(self) -> _UsageOut:
-        thoughts = estimate_tokens("".join(self._reasoning))
-        if self._usage is None or self._limiter.stopped:
-            prompt = self._usage.prompt_tokens if self._usage else self._input_tokens
-            answer = estimate_tokens(self._limiter.sent_text)
-        else:
-            prompt = self._usage.prompt_tokens
-            thoughts = min(thoughts, self._usage.completion_tokens)
-            answer = self._usage.completion_tokens - thoughts
-        return _UsageOut(prompt, answer, prompt + answer + thoughts, thoughts)
+        return _ResponseOut([candidate], usage, self._model, self._response_id)
 
 
-class GeminiDialect:
-    """The Gemini dialect; one instance per route, since the route (not the body) says whether to stream."""
-
-    name = NAME
-
-    def __init__(self, *, stream: bool) -> None:
-        self._stream = stream
-
-    def parse(self, body: bytes, ctx: RequestContext) -> ChatRequest:
-        """The canonical request of a generateContent body; raises BadRequest / ModelNotFound."""
-        spec = _resolve(ctx)
-        wire = _decode(body, _Request)
-        messages = _messages(wire)
-        if not has_text(messages):
-            param = f"contents[{len(wire.contents) - 1}].parts"
-            raise BadRequest(f"* GenerateContentRequest.{param}: contents hold no text", param=param)
-        _remember_config(wire.generation_config, ctx)
-        return ChatRequest(
-            request_id=ctx.request_id,
-            model=_model_id(ctx),
-            messages=messages,
-            stream=self._stream,
-            options=_options(spec),
-            dialect=NAME,
-        )
-
-    def renderer(self, request: ChatRequest, ctx: RequestContext) -> GeminiRenderer:
-        return GeminiRenderer(request, ctx)
-
-    def error_response(self, exc: GatewayError, request_id: str) -> tuple[int, dict[str, str], bytes]:
-        return error_response(exc, request_id)
-
-
-GENERATE: Final = GeminiDialect(stream=False)
-STREAM: Final = GeminiDialect(stream=True)
+DIALECT: Final = FunctionDialect(NAME, parse, GeminiWriter, error_response)

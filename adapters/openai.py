@@ -21,42 +21,27 @@ kimi-free-api extensions: `use_search`, `conversation_id`, model-name flags (see
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Annotated, Final
 
 import msgspec
 
 from adapters.base import (
+    JSON_CONTENT_TYPE,
     SSE_CONTENT_TYPE,
-    FunctionDialect,
     LocalReply,
+    Parsed,
+    ReplyOptions,
     RequestContext,
-    has_text,
     sse_comment,
 )
-from adapters.shaping import StopCause, limiter_from_hints
-from shared.errors import BadRequest, GatewayError, ModelNotFound
-from shared.models import ModelSpec, listed_models, resolve_model
-from shared.schema import (
-    ChatOptions,
-    ChatRequest,
-    Citation,
-    Done,
-    Event,
-    Message,
-    Part,
-    ReasoningDelta,
-    Role,
-    Start,
-    TextDelta,
-    TextPart,
-    Usage,
-)
-from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
+from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, require_text
+from adapters.dispatch import Ending, EndReason, FunctionDialect
+from shared.errors import BadRequest, GatewayError
+from shared.models import ModelSpec, listed_models
+from shared.schema import ChatRequest, Message, Part, Role, TextPart
 
 NAME: Final = "openai"
-JSON_CONTENT_TYPE: Final = "application/json"
 
 # ---------------------------------------------------------------- wire request (unknown fields ignored)
 
@@ -124,56 +109,40 @@ _ROLES: Final[dict[str, Role]] = {
     "tool": "tool",
     "function": "tool",
 }
-_NEW_CONVERSATION: Final = frozenset({"none", "null", "new", "undefined"})
-_AT_PATH: Final = re.compile(r"at `\$\.?(.*)`$")
 #: Parts the worker cannot send Kimi yet (it uploads no files): refused rather than silently dropped.
 _NOT_YET: Final = {
     "image_url": "Image content parts are not supported yet (file upload is not implemented).",
     "file": "File content parts are not supported yet (file upload is not implemented).",
 }
-HINT_INCLUDE_USAGE: Final = "include_usage"
-HINT_STOP: Final = "stop"
-HINT_MAX_TOKENS: Final = "max_tokens"
 
 
-def parse(body: bytes, ctx: RequestContext) -> ChatRequest:
+def parse(body: bytes, ctx: RequestContext) -> Parsed:
     """The canonical request of a `POST /v1/chat/completions` body; raises BadRequest / ModelNotFound."""
-    wire = _decode(body)
+    wire = decode_body(body, _request_decoder.decode)
+    if not wire.messages:
+        raise BadRequest("`messages` must hold at least one message.", param="messages")
     _refuse_unsupported(wire)
-    spec = resolve_model(wire.model)
-    if spec is None:
-        raise ModelNotFound(f"The model `{wire.model}` does not exist.", param="model")
-    if wire.stream_options is not None and wire.stream_options.include_usage:
-        ctx.hints[HINT_INCLUDE_USAGE] = True
-    ctx.hints[HINT_STOP] = [wire.stop] if isinstance(wire.stop, str) else list(wire.stop or ())
-    ctx.hints[HINT_MAX_TOKENS] = wire.max_completion_tokens or wire.max_tokens
+    spec = model_spec(wire.model, f"The model `{wire.model}` does not exist.")
     messages = [_message(m, i) for i, m in enumerate(wire.messages)]
-    if not has_text(messages):
-        param = f"messages[{len(messages) - 1}].content"
-        raise BadRequest("The messages hold no text; there is nothing to answer.", param=param)
-    return ChatRequest(
+    param = f"messages[{len(messages) - 1}].content"
+    require_text(messages, param, "The messages hold no text; there is nothing to answer.")
+    request = ChatRequest(
         request_id=ctx.request_id,
         model=wire.model.strip(),
         messages=messages,
         stream=bool(wire.stream),
-        options=_options(spec, wire),
+        options=chat_options(spec, search=bool(wire.use_search), conversation_id=wire.conversation_id),
         dialect=NAME,
     )
+    return Parsed(request, _reply_options(wire))
 
 
-def _decode(body: bytes) -> _Request:
-    if not body.strip():
-        raise BadRequest("The request body is empty; expected a JSON object.")
-    try:
-        wire = _request_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        match = _AT_PATH.search(str(exc))
-        raise BadRequest(f"Invalid request: {exc}", param=match.group(1) if match else None) from exc
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from exc
-    if not wire.messages:
-        raise BadRequest("`messages` must hold at least one message.", param="messages")
-    return wire
+def _reply_options(wire: _Request) -> ReplyOptions:
+    return ReplyOptions(
+        stop_sequences=(wire.stop,) if isinstance(wire.stop, str) else tuple(wire.stop or ()),
+        max_tokens=wire.max_completion_tokens or wire.max_tokens,
+        stream_usage=wire.stream_options is not None and bool(wire.stream_options.include_usage),
+    )
 
 
 def _refuse_unsupported(wire: _Request) -> None:
@@ -203,21 +172,6 @@ def _part(wire: _Part, param: str) -> Part:
     if wire.type in _NOT_YET:
         raise BadRequest(_NOT_YET[wire.type], param=param)
     raise BadRequest(f"Unsupported content part of type `{wire.type}`.", param=param)
-
-
-def _options(spec: ModelSpec, wire: _Request) -> ChatOptions:
-    conversation = (wire.conversation_id or "").strip()
-    keep = bool(conversation)
-    return ChatOptions(
-        search=spec.search or bool(wire.use_search),
-        silent=spec.silent,
-        thinking=spec.thinking,
-        research=spec.research,
-        math=spec.math,
-        k1=spec.k1,
-        conversation_id=conversation if keep and conversation.lower() not in _NEW_CONVERSATION else None,
-        keep_chat=keep,
-    )
 
 
 # ---------------------------------------------------------------- errors
@@ -295,151 +249,104 @@ class _CompletionOut(msgspec.Struct):
 
 
 _DONE_BYTES: Final = b"data: [DONE]\n\n"
-_KEEPALIVE_BYTES: Final = sse_comment(b"keep-alive")
-_LIMIT_REASON: Final[dict[StopCause, str]] = {"stop_sequence": "stop", "max_tokens": "length"}
+#: Finish reasons of a cut; every canonical finish reason keeps its name.
+_FINISH_REASON: Final[dict[EndReason | None, str]] = {
+    None: "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+}
 
 
-class OpenAIRenderer:
-    """Bytes of one chat completion response, streamed or whole. Not thread-safe; one per request."""
+def _finish_reason(reason: EndReason | None) -> str:
+    return _FINISH_REASON.get(reason) or str(reason)
 
-    content_type: str
 
-    def __init__(self, request: ChatRequest, ctx: RequestContext) -> None:
+def _usage_out(usage: ReplyUsage) -> _UsageOut:
+    return _UsageOut(
+        usage.prompt_tokens, usage.completion_tokens, usage.prompt_tokens + usage.completion_tokens
+    )
+
+
+class OpenAIWriter:
+    """The pieces of one chat completion: chunks built from byte heads and tails precomputed once, or one body."""
+
+    keepalive: Final = sse_comment(b"keep-alive")
+    #: The relay's timer pings an OpenAI stream; a worker's Keepalive writes nothing (so it commits no headers).
+    echoes_keepalive: Final = False
+
+    def __init__(self, request: ChatRequest, reply: ReplyOptions, ctx: RequestContext) -> None:
         self.stream = request.stream
         self.content_type = SSE_CONTENT_TYPE if request.stream else JSON_CONTENT_TYPE
-        self._request = request
-        self._include_usage = bool(ctx.hints.get(HINT_INCLUDE_USAGE)) and request.stream
+        self._model = request.model
+        self._usage_chunk = reply.stream_usage and request.stream
         self._created = int(ctx.now_s or time.time())
-        self._id = _conversation_or(request.options.conversation_id, request)
-        self._model_json = _json_encoder.encode(request.model)
-        self._silent = request.options.silent
-        #: Holds the answer text sent so far (the non-stream body, the usage estimate).
-        self._limiter = limiter_from_hints(ctx.hints, HINT_STOP, HINT_MAX_TOKENS)
-        self._prefix = b""
-        self._suffix = b""
+        kept = request.options.conversation_id if request.options.keep_chat else None
+        self._id = kept or f"chatcmpl-{request.request_id}"
         self._started = False
-        self._finished = False
-        self._finish_reason = "stop"
-        self._usage: Usage | None = None
-        #: Reasoning is kept for the non-stream body, or to estimate usage when the worker sent none.
-        self._keep_reasoning = not request.stream or self._include_usage
-        self._reasoning: list[str] = []
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
+        #: `data: {"id":…,"choices":`, then the heads of a content and a reasoning delta, and every delta's tail.
+        self._prefix = self._content = self._reasoning = self._delta_tail = self._suffix = b""
 
     def head(self) -> bytes:
         return b""
 
-    def keepalive(self) -> bytes:
-        return _KEEPALIVE_BYTES
+    def adopt(self, conversation_id: str) -> None:
+        """A kept chat answers with the Kimi chat id (kimi-free-api), until the first chunk fixed the id."""
+        if not self._started:
+            self._id = conversation_id
 
-    def feed(self, event: Event) -> bytes:
-        if self._finished:
+    def answer(self, text: str) -> bytes:
+        if not self.stream:
             return b""
-        match event:
-            case TextDelta(text=text):
-                return self._answer(self._limiter.feed(text))
-            case ReasoningDelta(text=text):
-                if self._keep_reasoning:
-                    self._reasoning.append(text)
-                return self._delta(b'{"reasoning_content":', text)
-            case Citation():
-                return b"" if self._silent else self._answer(self._limiter.feed_citation(event))
-            case Start(conversation_id=cid):
-                self._adopt(cid)
-                return b""
-            case Done(conversation_id=cid, finish_reason=reason):
-                self._adopt(cid)
-                return self._finish(reason)
-            case Usage():
-                self._usage = event
-                return b""
-            case _:
-                return b""
+        first = b"" if self._started else self._begin()
+        return first + self._content + _json_encoder.encode(text) + self._delta_tail
+
+    def reasoning(self, text: str) -> bytes:
+        if not self.stream:
+            return b""
+        first = b"" if self._started else self._begin()
+        return first + self._reasoning + _json_encoder.encode(text) + self._delta_tail
+
+    def finish(self, ending: Ending, text: str) -> bytes:
+        """The last text, the finish chunk, the usage chunk when asked, `[DONE]`."""
+        out = self.answer(text) if text else b""
+        if not self._started:
+            out += self._begin()
+        out += self._choice(b"{}", _json_encoder.encode(_finish_reason(ending.reason)))
+        if self._usage_chunk:
+            usage = _json_encoder.encode(_usage_out(ending.usage))
+            out += self._prefix + b'[],"usage":' + usage + b"}\n\n"
+        return out + _DONE_BYTES
 
     def error(self, exc: GatewayError) -> bytes:
-        self._finished = True
         return b"data: " + error_json(exc) + b"\n\n"
 
-    def body(self) -> bytes:
-        usage = self._final_usage()
-        message = _MessageOut("assistant", self._limiter.sent_text, "".join(self._reasoning) or None)
-        out = _CompletionOut(
-            id=self._id,
-            object="chat.completion",
-            created=self._created,
-            model=self._request.model,
-            choices=[_ChoiceOut(0, message, None, self._finish_reason)],
-            usage=usage,
-        )
+    def body(self, ending: Ending, answer: str, reasoning: str) -> bytes:
+        message = _MessageOut("assistant", answer, reasoning or None)
+        choice = _ChoiceOut(0, message, None, _finish_reason(ending.reason))
+        usage = _usage_out(ending.usage)
+        out = _CompletionOut(self._id, "chat.completion", self._created, self._model, [choice], usage)
         return _json_encoder.encode(out)
 
-    # -- stream pieces
-
     def _begin(self) -> bytes:
-        """The role chunk, once; builds the byte prefix every later chunk shares."""
+        """The role chunk, once; builds the bytes every later chunk shares (the id is fixed from here on)."""
         self._started = True
         head = b'{"id":' + _json_encoder.encode(self._id) + b',"object":"chat.completion.chunk","created":'
-        head += str(self._created).encode() + b',"model":' + self._model_json + b',"choices":'
+        head += (
+            str(self._created).encode() + b',"model":' + _json_encoder.encode(self._model) + b',"choices":'
+        )
         self._prefix = b"data: " + head
-        self._suffix = b',"usage":null}\n\n' if self._include_usage else b"}\n\n"
+        self._suffix = b',"usage":null}\n\n' if self._usage_chunk else b"}\n\n"
+        self._content = self._prefix + b'[{"index":0,"delta":{"content":'
+        self._reasoning = self._prefix + b'[{"index":0,"delta":{"reasoning_content":'
+        self._delta_tail = b'},"logprobs":null,"finish_reason":null}]' + self._suffix
         return self._choice(b'{"role":"assistant","content":""}', b"null")
 
     def _choice(self, delta: bytes, finish: bytes) -> bytes:
         choice = b'[{"index":0,"delta":' + delta + b',"logprobs":null,"finish_reason":' + finish + b"}]"
         return self._prefix + choice + self._suffix
 
-    def _adopt(self, conversation_id: str | None) -> None:
-        """A kept chat answers with the Kimi chat id (kimi-free-api), learned from Start or Done."""
-        if conversation_id and self._request.options.keep_chat and not self._started:
-            self._id = conversation_id
 
-    def _answer(self, sent: str) -> bytes:
-        """Answer text the limiter let through; the end of the response once the limiter stopped."""
-        out = self._delta(b'{"content":', sent) if sent else b""
-        if self._limiter.cause is not None:
-            out += self._finish(_LIMIT_REASON[self._limiter.cause])
-        return out
-
-    def _delta(self, key: bytes, text: str) -> bytes:
-        if not self.stream:
-            return b""
-        first = b"" if self._started else self._begin()
-        return first + self._choice(key + _json_encoder.encode(text) + b"}", b"null")
-
-    def _finish(self, reason: str) -> bytes:
-        """The held-back tail, the finish chunk, the usage chunk when asked, `[DONE]`."""
-        tail = "" if self._limiter.stopped else self._limiter.flush()
-        out = self._delta(b'{"content":', tail) if tail else b""
-        self._finished = True
-        self._finish_reason = _LIMIT_REASON[self._limiter.cause] if self._limiter.cause else reason
-        if not self.stream:
-            return b""
-        first = b"" if self._started else self._begin()
-        out += first + self._choice(b"{}", _json_encoder.encode(self._finish_reason))
-        if self._include_usage:
-            usage = _json_encoder.encode(self._final_usage())
-            out += self._prefix + b'[],"usage":' + usage + b"}\n\n"
-        return out + _DONE_BYTES
-
-    def _final_usage(self) -> _UsageOut:
-        if self._usage is not None and not self._limiter.stopped:
-            prompt, completion = self._usage.prompt_tokens, self._usage.completion_tokens
-        else:
-            prompt = estimate_prompt_tokens([m.text() for m in self._request.messages])
-            completion = estimate_tokens(self._limiter.sent_text) + estimate_tokens("".join(self._reasoning))
-        return _UsageOut(prompt, completion, prompt + completion)
-
-
-def _conversation_or(conversation_id: str | None, request: ChatRequest) -> str:
-    if conversation_id and request.options.keep_chat:
-        return conversation_id
-    return f"chatcmpl-{request.request_id}"
-
-
-DIALECT: Final = FunctionDialect(NAME, parse, OpenAIRenderer, error_response)
+DIALECT: Final = FunctionDialect(NAME, parse, OpenAIWriter, error_response)
 
 # ---------------------------------------------------------------- /v1/models
 
@@ -472,8 +379,6 @@ def list_models(body: bytes, ctx: RequestContext) -> LocalReply:
 def get_model(body: bytes, ctx: RequestContext) -> LocalReply:
     """`GET /v1/models/{model}`: one model, or 404 model_not_found."""
     model = ctx.path_model or ""
-    spec = resolve_model(model)
-    if spec is None:
-        raise ModelNotFound(f"The model `{model}` does not exist.", param="model")
+    spec = model_spec(model, f"The model `{model}` does not exist.")
     out = _ModelOut(model.strip(), "model", spec.created, spec.owned_by)
     return 200, dict(_JSON_HEADERS), _json_encoder.encode(out)

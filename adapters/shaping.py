@@ -12,11 +12,10 @@ is relayed whole, because a budget spent on thinking would leave a thinking mode
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
-from shared.errors import GatewayError, error_from_event
-from shared.schema import Citation, Done, ErrorEvent, Event, Keepalive, ReasoningDelta, TextDelta, Usage
+from shared.schema import Citation
 from shared.usage_estimate import estimate_tokens
 
 StopCause = Literal["stop_sequence", "max_tokens"]
@@ -118,70 +117,3 @@ class OutputLimiter:
                 high = mid
         self.cause = "max_tokens"
         return text[:low]
-
-
-def limiter_from_hints(hints: Mapping[str, object], stop_key: str, max_tokens_key: str) -> OutputLimiter:
-    """The limiter of a request whose `parse` left its stop sequences and token budget in `hints`."""
-    stops, max_tokens = hints.get(stop_key), hints.get(max_tokens_key)
-    return OutputLimiter(
-        [s for s in stops if isinstance(s, str)] if isinstance(stops, list) else (),
-        max_tokens if isinstance(max_tokens, int) else None,
-    )
-
-
-class LimitedRenderer:
-    """The event dispatch the Anthropic and Gemini renderers share; each renders the pieces its own way.
-
-    Answer text and citations pass through `_limiter` to `_answer`, reasoning goes to `_thought`, `Done` to
-    `_done`; the worker's `Usage` is kept, its `Keepalive` becomes the dialect's keep-alive bytes in a stream.
-    """
-
-    stream: bool
-    _finished: bool
-    _silent: bool
-    _limiter: OutputLimiter
-    _usage: Usage | None
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-    def feed(self, event: Event) -> bytes:
-        if self._finished:
-            return b""
-        match event:
-            case TextDelta(text=text):
-                return self._answer(self._limiter.feed(text))
-            case Citation():
-                return b"" if self._silent else self._answer(self._limiter.feed_citation(event))
-            case ReasoningDelta(text=text):
-                return self._thought(text)
-            case Usage():
-                self._usage = event
-                return b""
-            case Keepalive():
-                return self.keepalive() if self.stream else b""
-            case Done(finish_reason=reason):
-                return self._done(reason)
-            case ErrorEvent():
-                exc = error_from_event(event)
-                if not self.stream:
-                    raise exc
-                return self.error(exc)
-            case _:
-                return b""
-
-    def keepalive(self) -> bytes:
-        raise NotImplementedError
-
-    def error(self, exc: GatewayError) -> bytes:
-        raise NotImplementedError
-
-    def _answer(self, sent: str) -> bytes:
-        raise NotImplementedError
-
-    def _thought(self, text: str) -> bytes:
-        raise NotImplementedError
-
-    def _done(self, reason: str) -> bytes:
-        raise NotImplementedError

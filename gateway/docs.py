@@ -1,5 +1,6 @@
 """`GET /` (a docs page) and `GET /openapi.json` (a small OpenAPI document), both built from the app's own
-router, so every registered route appears; summaries come from `_SUMMARIES`."""
+router, so every registered route appears; summaries come from the route table (`ROUTE_SUMMARIES`, set by
+`create_app`) and, for the token service's routes, from `_SUMMARIES`."""
 
 from __future__ import annotations
 
@@ -12,27 +13,12 @@ from aiohttp import web
 
 from shared.models import listed_models
 
-#: One line per (method, path); the routes themselves come from the app's router, so none can be left out.
+#: The summaries of the gateway's route table (gateway/routes.py), keyed by (method, path).
+ROUTE_SUMMARIES: web.AppKey[dict[tuple[str, str], str]] = web.AppKey("route_summaries")
+
+#: One line per (method, path) of the routes `token_service.admin.add_admin_routes` registers; the routes
+#: themselves come from the app's router, so none can be left out.
 _SUMMARIES: dict[tuple[str, str], str] = {
-    ("POST", "/v1/chat/completions"): "OpenAI Chat Completions (stream and non-stream)",
-    ("GET", "/v1/models"): "Every model id, OpenAI list shape (Gemini's for a Gemini caller)",
-    ("GET", "/v1/models/{model}"): "One model (Gemini's shape for a Gemini caller)",
-    ("POST", "/v1/messages"): "Anthropic Messages",
-    ("POST", "/v1/messages/count_tokens"): "Anthropic token count (estimate)",
-    ("GET", "/v1beta/models"): "Gemini model list",
-    ("GET", "/v1beta/models/{model}"): "One Gemini model",
-    ("POST", "/v1beta/models/{model}:generateContent"): "Gemini",
-    ("POST", "/v1beta/models/{model}:streamGenerateContent"): "Gemini streaming (alt=sse for SSE)",
-    ("POST", "/v1beta/models/{model}:countTokens"): "Gemini token count (estimate)",
-    ("POST", "/v1/models/{model}:generateContent"): "Gemini (google-genai's default /v1 prefix)",
-    ("POST", "/v1/models/{model}:streamGenerateContent"): "Gemini streaming (google-genai's /v1 prefix)",
-    ("POST", "/v1/models/{model}:countTokens"): "Gemini token count (google-genai's /v1 prefix)",
-    ("GET", "/ping"): "pong",
-    ("GET", "/healthz"): "The process answers",
-    ("GET", "/readyz"): "503 while Redis is unreachable or no worker has a fresh heartbeat",
-    ("GET", "/metrics"): "Prometheus exposition",
-    ("GET", "/"): "This page",
-    ("GET", "/openapi.json"): "This document",
     ("POST", "/token/check"): "kimi-free-api: is a token live",
     ("POST", "/auth/extract"): "Find the kimi-auth token in a cookie string (admin)",
     ("POST", "/auth/save"): "Save a kimi-auth or refresh_token account (admin)",
@@ -51,12 +37,14 @@ _SUMMARIES: dict[tuple[str, str], str] = {
 
 def routes(app: web.Application) -> list[tuple[str, str, str]]:
     """(method, path template, summary) of every route registered on `app`; HEAD twins are left out."""
+    table = app[ROUTE_SUMMARIES]
+    summaries = {**_SUMMARIES, **table}
     out: list[tuple[str, str, str]] = []
     for route in app.router.routes():
         if route.resource is None or route.method in ("HEAD", "*"):
             continue
         path = route.resource.canonical
-        out.append((route.method, path, _SUMMARIES.get((route.method, path), "")))
+        out.append((route.method, path, summaries.get((route.method, path), "")))
     return out
 
 

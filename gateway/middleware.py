@@ -1,4 +1,4 @@
-"""One middleware renders every error through the dialect of the matched route (OpenAI for the rest)."""
+"""One middleware renders every error through the dialect of the matched route's row (OpenAI for the rest)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from adapters.base import Dialect
 from gateway.relay import REQUEST_ID
+from gateway.routes import Route
 from shared.errors import (
     BadRequest,
     GatewayError,
@@ -19,28 +20,25 @@ from shared.errors import (
 from shared.logging import get_logger
 
 log = get_logger("gateway.errors")
-#: Set by a handler whose errors take another dialect than its route's (Gemini callers of `/v1/models`).
-ERROR_DIALECT: web.RequestKey[Dialect] = web.RequestKey("error_dialect")
 
 
-def error_middleware(dialect_of: Mapping[tuple[str, str], Dialect], default: Dialect) -> Middleware:
-    """Render `GatewayError` (and aiohttp's own 404 / 405 / 413) in the route's dialect."""
+def error_middleware(rows: Mapping[tuple[str, str], Route], default: Dialect) -> Middleware:
+    """Render `GatewayError` (and aiohttp's own 404 / 405 / 413) in the dialect the route's row picks for the
+    caller (a row's variant may answer some callers in another dialect); `default` for every other route."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except GatewayError as exc:
-            return render(request, _dialect(request, dialect_of, default), exc)
+            return render(request, _dialect(request, rows, default), exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return render(request, _dialect(request, dialect_of, default), _translate(request, exc))
+            return render(request, _dialect(request, rows, default), _translate(request, exc))
         except Exception:
             log.exception("unhandled_error", path=request.path, request_id=request.get(REQUEST_ID))
-            return render(
-                request, _dialect(request, dialect_of, default), GatewayError("Internal server error.")
-            )
+            return render(request, _dialect(request, rows, default), GatewayError("Internal server error."))
 
     return middleware
 
@@ -54,16 +52,11 @@ def render(request: web.Request, dialect: Dialect, exc: GatewayError) -> web.Res
     return web.Response(status=status, headers=headers, body=body)
 
 
-def _dialect(
-    request: web.Request, dialect_of: Mapping[tuple[str, str], Dialect], default: Dialect
-) -> Dialect:
-    if ERROR_DIALECT in request:
-        return request[ERROR_DIALECT]
+def _dialect(request: web.Request, rows: Mapping[tuple[str, str], Route], default: Dialect) -> Dialect:
     route = request.match_info.route
     resource = route.resource
-    if resource is None:
-        return default
-    return dialect_of.get((route.method, resource.canonical), default)
+    row = rows.get((route.method, resource.canonical)) if resource is not None else None
+    return default if row is None else row.dialect_for(request.headers, request.query)
 
 
 def _translate(request: web.Request, exc: web.HTTPException) -> GatewayError:

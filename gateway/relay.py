@@ -18,11 +18,12 @@ import msgspec
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from adapters.base import Dialect, Renderer, RequestContext
+from adapters.base import Parsed, Renderer, RequestContext
 from gateway import metrics
 from gateway.auth import authenticate
 from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
+from gateway.routes import ChatRoute
 from shared.errors import (
     GatewayError,
     PayloadTooLarge,
@@ -92,19 +93,20 @@ async def redis_errors() -> AsyncIterator[None]:
         raise ServiceUnavailable("Redis is unreachable; try again shortly.") from exc
 
 
-async def handle_chat(request: web.Request, dialect: Dialect) -> web.StreamResponse:
-    """Authenticate, parse, enqueue and relay one chat request of `dialect`."""
+async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamResponse:
+    """Authenticate, parse, enqueue and relay one chat request of the route's dialect."""
     started = time.perf_counter()
     request_id = uuid.uuid4().hex
     request[REQUEST_ID] = request_id
-    outcome = RequestSummary(dialect=dialect.name)
+    outcome = RequestSummary(dialect=route.dialect.name)
     metrics.IN_FLIGHT.inc()
     try:
-        chat, ctx = await _prepare(request, dialect, request_id)
-        outcome.model = chat.model
-        spec = resolve_model(chat.model)
+        parsed, ctx = await _prepare(request, route, request_id)
+        outcome.model = parsed.request.model
+        spec = resolve_model(parsed.request.model)
         outcome.model_label = spec.label if spec is not None else "-"
-        return await Relay(request, dialect, chat, ctx, outcome, started).run()
+        renderer = route.dialect.renderer(parsed.request, parsed.reply, ctx)
+        return await Relay(request, parsed.request, renderer, outcome, started).run()
     except GatewayError as exc:
         outcome.status, outcome.error = exc.status, exc.kind
         raise
@@ -116,21 +118,18 @@ async def handle_chat(request: web.Request, dialect: Dialect) -> web.StreamRespo
         _finish(request_id, outcome, time.perf_counter() - started)
 
 
-async def _prepare(
-    request: web.Request, dialect: Dialect, request_id: str
-) -> tuple[ChatRequest, RequestContext]:
+async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> tuple[Parsed, RequestContext]:
     settings = request.app[SETTINGS]
     now_s = time.time()
-    ctx = RequestContext(
-        request_id, path_model=request.match_info.get("model"), query=dict(request.query), now_s=now_s
-    )
+    query, model = dict(request.query), request.match_info.get("model")
+    ctx = RequestContext(request_id, path_model=model, query=query, now_s=now_s, stream=route.stream)
     async with redis_errors():
         account_ids = await authenticate(request, settings, request.app[PASSTHROUGH])
-    chat = dialect.parse(await read_body(request, settings.max_body_bytes), ctx)
+    chat, reply = route.dialect.parse(await read_body(request, settings.max_body_bytes), ctx)
     chat = msgspec.structs.replace(
         chat, request_id=request_id, deadline_s=now_s + settings.request_timeout_s, account_ids=account_ids
     )
-    return chat, ctx
+    return Parsed(chat, reply), ctx
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -169,9 +168,8 @@ class Relay:
     def __init__(
         self,
         request: web.Request,
-        dialect: Dialect,
         chat: ChatRequest,
-        ctx: RequestContext,
+        renderer: Renderer,
         outcome: RequestSummary,
         started: float,
     ) -> None:
@@ -180,7 +178,7 @@ class Relay:
         self.outcome = outcome
         self.started = started
         self.settings = request.app[SETTINGS]
-        self.renderer: Renderer = dialect.renderer(chat, ctx)
+        self.renderer = renderer
         self.key = reply_key(chat.request_id)
         self.response: web.StreamResponse | None = None
         self.terminal = False

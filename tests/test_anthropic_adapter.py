@@ -11,7 +11,7 @@ from anthropic._streaming import SSEDecoder
 from anthropic.lib.streaming._messages import accumulate_event
 
 from adapters import anthropic
-from adapters.base import RequestContext
+from adapters.base import Parsed, Renderer, ReplyOptions, RequestContext
 from shared.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -24,7 +24,6 @@ from shared.errors import (
     UpstreamTimeout,
 )
 from shared.schema import (
-    ChatRequest,
     Citation,
     Done,
     ErrorEvent,
@@ -51,14 +50,17 @@ def _body(**fields: Any) -> bytes:
     return json.dumps(base).encode()
 
 
-def _parse(body: bytes) -> tuple[ChatRequest, RequestContext]:
-    ctx = RequestContext(request_id="req1")
-    return DIALECT.parse(body, ctx), ctx
+def _parse(body: bytes) -> Parsed:
+    return DIALECT.parse(body, RequestContext(request_id="req1"))
+
+
+def _renderer(body: bytes) -> Renderer:
+    request, reply = _parse(body)
+    return DIALECT.renderer(request, reply, RequestContext(request_id="req1"))
 
 
 def _render(body: bytes, events: list[Event]) -> bytes:
-    request, ctx = _parse(body)
-    renderer = DIALECT.renderer(request, ctx)
+    renderer = _renderer(body)
     out = renderer.head() if renderer.stream else b""
     for event in events:
         out += renderer.feed(event)
@@ -102,8 +104,8 @@ def test_parse_string_system_and_text_blocks() -> None:
     )
 
 
-def test_parse_system_blocks_and_hints() -> None:
-    """System blocks, stop_sequences, max_tokens and the thinking switch reach the renderer through hints."""
+def test_parse_system_blocks_and_reply_options() -> None:
+    """System blocks lead; stop_sequences, max_tokens and the thinking switch reach the renderer typed."""
     body = _body(
         system=[{"type": "text", "text": "A"}, {"type": "text", "text": "B"}],
         stop_sequences=["END"],
@@ -111,10 +113,10 @@ def test_parse_system_blocks_and_hints() -> None:
         stream=True,
         thinking={"type": "disabled"},
     )
-    request, ctx = _parse(body)
+    request, reply = _parse(body)
     assert request.messages[0] == Message(role="system", content=[TextPart(text="A"), TextPart(text="B")])
     assert request.stream is True
-    assert ctx.hints == {"stop_sequences": ["END"], "max_tokens": 7, "show_thinking": False}
+    assert reply == ReplyOptions(stop_sequences=("END",), max_tokens=7, show_reasoning=False)
 
 
 def test_parse_model_flags_become_options() -> None:
@@ -228,8 +230,7 @@ def test_error_response_status_and_type(exc: GatewayError, status: int, error_ty
 
 def test_in_band_error_event() -> None:
     """After the first byte an error is an `event: error` frame and the renderer is finished."""
-    request, ctx = _parse(_body(stream=True))
-    renderer = DIALECT.renderer(request, ctx)
+    renderer = _renderer(_body(stream=True))
     out = renderer.error(UpstreamOverloaded("Overloaded"))
     assert out == (
         b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
@@ -451,16 +452,14 @@ def test_non_stream_body_exact_bytes() -> None:
 
 def test_non_stream_error_event_raises() -> None:
     """An ErrorEvent fed to a non-stream renderer raises, so the error gets its real HTTP status."""
-    request, ctx = _parse(_body())
-    renderer = DIALECT.renderer(request, ctx)
+    renderer = _renderer(_body())
     with pytest.raises(UpstreamOverloaded):
         renderer.feed(ErrorEvent(kind="overloaded", message="busy"))
 
 
 def test_non_stream_usage_from_worker() -> None:
     """Without a cut, usage is the worker's Usage event, and the renderer is finished after Done."""
-    request, ctx = _parse(_body())
-    renderer = DIALECT.renderer(request, ctx)
+    renderer = _renderer(_body())
     for event in [TextDelta("Hello"), Usage(prompt_tokens=11, completion_tokens=22), Done()]:
         assert renderer.feed(event) == b""
     assert renderer.finished

@@ -9,7 +9,7 @@ import pytest
 from google.genai import types
 
 from adapters import gemini
-from adapters.base import RequestContext
+from adapters.base import Renderer, ReplyOptions, RequestContext
 from shared.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -40,15 +40,20 @@ def _body(**fields: Any) -> bytes:
     return json.dumps(base).encode()
 
 
-def _ctx(model: str = "kimi-k2.5-thinking", query: dict[str, str] | None = None) -> RequestContext:
-    return RequestContext(request_id="req1", path_model=model, query=query or {})
+def _ctx(
+    model: str = "kimi-k2.5-thinking", query: dict[str, str] | None = None, *, stream: bool = False
+) -> RequestContext:
+    """The context of a `:generateContent` route, or of `:streamGenerateContent` with `stream`."""
+    return RequestContext(request_id="req1", path_model=model, query=query or {}, stream=stream)
+
+
+def _renderer(body: bytes, ctx: RequestContext) -> Renderer:
+    request, reply = gemini.DIALECT.parse(body, ctx)
+    return gemini.DIALECT.renderer(request, reply, ctx)
 
 
 def _render(body: bytes, events: list[Event], *, stream: bool = True, alt: str | None = "sse") -> bytes:
-    ctx = _ctx(query={"alt": alt} if alt else {})
-    dialect = gemini.STREAM if stream else gemini.GENERATE
-    request = dialect.parse(body, ctx)
-    renderer = dialect.renderer(request, ctx)
+    renderer = _renderer(body, _ctx(query={"alt": alt} if alt else {}, stream=stream))
     out = renderer.head() if renderer.stream else b""
     for event in events:
         out += renderer.feed(event)
@@ -77,8 +82,7 @@ def test_parse_contents_roles_and_system_instruction() -> None:
         systemInstruction={"parts": [{"text": "Be brief."}]},
         generationConfig={"temperature": 0.3, "topK": 4},
     )
-    ctx = _ctx()
-    request = gemini.GENERATE.parse(body, ctx)
+    request = gemini.DIALECT.parse(body, _ctx()).request
     assert request.messages == [
         Message(role="system", content="Be brief."),
         Message(role="user", content="Hi there"),
@@ -104,13 +108,12 @@ def test_parse_snake_case_fields_and_models_prefix() -> None:
             "thinking_config": {"include_thoughts": True},
         },
     )
-    ctx = _ctx(model="models/kimi-search")
-    request = gemini.STREAM.parse(body, ctx)
+    request, reply = gemini.DIALECT.parse(body, _ctx(model="models/kimi-search", stream=True))
     assert request.model == "kimi-search"
     assert request.stream is True
     assert request.options.search is True
     assert request.messages[0] == Message(role="system", content="S")
-    assert ctx.hints == {"stop_sequences": ["END"], "max_output_tokens": 9, "include_thoughts": True}
+    assert reply == ReplyOptions(stop_sequences=("END",), max_tokens=9, show_reasoning=True)
 
 
 @pytest.mark.parametrize(
@@ -159,7 +162,7 @@ def test_parse_refuses_with_clear_errors(
 ) -> None:
     """Unknown models, empty contents, media parts and bad JSON are refused with a precise message."""
     with pytest.raises(error) as info:
-        gemini.GENERATE.parse(body, _ctx(model=model))
+        gemini.DIALECT.parse(body, _ctx(model=model))
     assert type(info.value) is error
     assert info.value.message == message
 
@@ -175,11 +178,11 @@ def test_parse_refuses_with_clear_errors(
 def test_parse_refuses_a_request_without_text(contents: list[Any], param: str | None) -> None:
     """A request with no text anywhere is a 400 naming the last content's parts; an empty turn is fine."""
     if param is None:
-        request = gemini.GENERATE.parse(_body(contents=contents), _ctx())
+        request = gemini.DIALECT.parse(_body(contents=contents), _ctx()).request
         assert request.messages[-1] == Message("assistant", "")
         return
     with pytest.raises(BadRequest) as info:
-        gemini.GENERATE.parse(_body(contents=contents), _ctx())
+        gemini.DIALECT.parse(_body(contents=contents), _ctx())
     assert (info.value.status, info.value.param) == (400, param)
     assert info.value.message == f"* GenerateContentRequest.{param}: contents hold no text"
 
@@ -243,7 +246,7 @@ def test_model_list_and_get() -> None:
 )
 def test_error_response_google_rpc_status(exc: GatewayError, status: int, rpc_status: str) -> None:
     """Each error kind answers its HTTP status and the google.rpc.Status shape."""
-    got, headers, body = gemini.STREAM.error_response(exc, "req1")
+    got, headers, body = gemini.DIALECT.error_response(exc, "req1")
     assert (got, headers) == (status, {})
     expected = {"error": {"code": status, "message": exc.message, "status": rpc_status}}
     assert body == json.dumps(expected, separators=(",", ":")).encode()
@@ -251,7 +254,7 @@ def test_error_response_google_rpc_status(exc: GatewayError, status: int, rpc_st
 
 def test_rate_limit_error_carries_retry_info() -> None:
     """A 429 says RESOURCE_EXHAUSTED with a RetryInfo detail when the delay is known."""
-    _, _, body = gemini.GENERATE.error_response(RateLimited("slow down", retry_after_s=30.4), "r")
+    _, _, body = gemini.DIALECT.error_response(RateLimited("slow down", retry_after_s=30.4), "r")
     assert body == (
         b'{"error":{"code":429,"message":"slow down","status":"RESOURCE_EXHAUSTED","details":'
         b'[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"30s"}]}}'
@@ -331,13 +334,11 @@ def test_stream_cuts_and_finish_reasons(
 def test_citations_render_as_text_unless_silent() -> None:
     """A citation becomes a text line, the next text starting on a new line; -silent drops it."""
     events: list[Event] = [Citation(index=1, title="T", url="https://u"), TextDelta("A"), Done()]
-    ctx = _ctx(model="kimi-search", query={"alt": "sse"})
-    renderer = gemini.STREAM.renderer(gemini.STREAM.parse(_body(), ctx), ctx)
+    renderer = _renderer(_body(), _ctx(model="kimi-search", query={"alt": "sse"}, stream=True))
     loud = b"".join(renderer.feed(e) for e in events)
     texts = [json.loads(f)["candidates"][0]["content"]["parts"][0]["text"] for f in loud.split(b"data: ")[1:]]
     assert texts == ["【检索 1】 [T](https://u)\n", "\nA", ""]
-    ctx = _ctx(model="kimi-search-silent", query={"alt": "sse"})
-    renderer = gemini.STREAM.renderer(gemini.STREAM.parse(_body(), ctx), ctx)
+    renderer = _renderer(_body(), _ctx(model="kimi-search-silent", query={"alt": "sse"}, stream=True))
     assert "检索".encode() not in b"".join(renderer.feed(e) for e in events)
 
 
@@ -351,8 +352,7 @@ def test_citations_render_as_text_unless_silent() -> None:
 )
 def test_in_band_error(alt: str | None, before: list[Event], expected: bytes) -> None:
     """After the first byte an error is a frame (SSE) or the array's last element; the renderer finishes."""
-    ctx = _ctx(query={"alt": alt} if alt else {})
-    renderer = gemini.STREAM.renderer(gemini.STREAM.parse(_body(), ctx), ctx)
+    renderer = _renderer(_body(), _ctx(query={"alt": alt} if alt else {}, stream=True))
     renderer.head()
     for event in before:
         renderer.feed(event)
@@ -380,8 +380,7 @@ def test_non_stream_body_parses_with_the_sdk_types() -> None:
 
 def test_non_stream_error_event_raises() -> None:
     """An ErrorEvent fed to a non-stream renderer raises, so the error gets its real HTTP status."""
-    ctx = _ctx()
-    renderer = gemini.GENERATE.renderer(gemini.GENERATE.parse(_body(), ctx), ctx)
+    renderer = _renderer(_body(), _ctx())
     assert renderer.content_type == "application/json"
     with pytest.raises(UpstreamOverloaded):
         renderer.feed(ErrorEvent(kind="overloaded", message="busy"))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adapters.base import RequestContext
+from adapters.base import Parsed, Renderer, ReplyOptions, RequestContext
 from adapters.openai import DIALECT, get_model, list_models
 from shared.errors import BadRequest, GatewayError, ModelNotFound, RateLimited, UpstreamProtocolError
 from shared.models import listed_models
@@ -15,7 +15,9 @@ from shared.schema import (
     ChatRequest,
     Citation,
     Done,
+    ErrorEvent,
     Event,
+    Keepalive,
     Message,
     ReasoningDelta,
     Start,
@@ -31,14 +33,17 @@ def ctx() -> RequestContext:
     return RequestContext("r1", now_s=CREATED)
 
 
-def parse(body: dict[str, object]) -> tuple[ChatRequest, RequestContext]:
-    context = ctx()
-    return DIALECT.parse(json.dumps(body).encode(), context), context
+def parse(body: dict[str, object]) -> Parsed:
+    return DIALECT.parse(json.dumps(body).encode(), ctx())
+
+
+def renderer_for(body: dict[str, object]) -> Renderer:
+    request, reply = parse(body)
+    return DIALECT.renderer(request, reply, ctx())
 
 
 def render(body: dict[str, object], events: list[Event]) -> bytes:
-    request, context = parse(body)
-    renderer = DIALECT.renderer(request, context)
+    renderer = renderer_for(body)
     return b"".join(renderer.feed(e) for e in events) + (b"" if renderer.stream else renderer.body())
 
 
@@ -126,7 +131,26 @@ USER_HI = {"model": "kimi", "messages": [{"role": "user", "content": "hi"}]}
 )
 def test_parse_builds_the_canonical_request(body: dict[str, object], expected: ChatRequest) -> None:
     """Wire bodies map to canonical requests: roles, parts, model flags, use_search, conversation_id."""
-    assert parse(body)[0] == expected
+    assert parse(body).request == expected
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, ReplyOptions(stream_usage=False)),
+        (
+            {"stop": "END", "max_tokens": 9, "stream_options": {"include_usage": True}},
+            ReplyOptions(stop_sequences=("END",), max_tokens=9),
+        ),
+        (
+            {"stop": ["a", "b"], "max_tokens": 9, "max_completion_tokens": 3},
+            ReplyOptions(stop_sequences=("a", "b"), max_tokens=3, stream_usage=False),
+        ),
+    ],
+)
+def test_parse_returns_the_reply_options(extra: dict[str, object], expected: ReplyOptions) -> None:
+    """`stop`, the token budget (max_completion_tokens first) and include_usage reach the renderer typed."""
+    assert parse({**USER_HI, **extra}).reply == expected
 
 
 @pytest.mark.parametrize(
@@ -312,11 +336,28 @@ def test_non_stream_body() -> None:
 
 def test_keepalive_is_an_sse_comment_and_head_is_empty() -> None:
     """The keep-alive is a comment line the SDK ignores; nothing precedes the first chunk."""
-    request, context = parse({**USER_HI, "stream": True})
-    renderer = DIALECT.renderer(request, context)
+    renderer = renderer_for({**USER_HI, "stream": True})
     assert renderer.head() == b""
     assert renderer.keepalive() == b": keep-alive\n\n"
     assert renderer.content_type == "text/event-stream; charset=utf-8"
+
+
+def test_worker_keepalive_writes_nothing_in_a_stream() -> None:
+    """A worker Keepalive adds no bytes to an OpenAI stream: only the relay's timer pings, so headers wait."""
+    assert render({**USER_HI, "stream": True}, [Keepalive(), TextDelta("A"), Keepalive(), Done()]) == (
+        chunk(ROLE) + chunk('{"content":"A"}') + chunk("{}", '"stop"') + b"data: [DONE]\n\n"
+    )
+
+
+def test_error_event_fed_renders_in_band_or_raises() -> None:
+    """An ErrorEvent fed to a stream is the in-band error and finishes it; fed to a non-stream one, it raises."""
+    renderer = renderer_for({**USER_HI, "stream": True})
+    out = renderer.feed(TextDelta("A")) + renderer.feed(ErrorEvent(kind="protocol", message="cut"))
+    error = b'{"error":{"message":"cut","type":"server_error","param":null,"code":"upstream_protocol_error"}}'
+    assert out == chunk(ROLE) + chunk('{"content":"A"}') + b"data: " + error + b"\n\n"
+    assert renderer.finished
+    with pytest.raises(UpstreamProtocolError):
+        renderer_for(USER_HI).feed(ErrorEvent(kind="protocol", message="cut"))
 
 
 @pytest.mark.parametrize(
@@ -353,8 +394,7 @@ def test_errors_in_band_and_before_the_first_byte(
     exc: GatewayError, status: int, error: dict[str, object]
 ) -> None:
     """Errors render as OpenAI's error object: with a status before the first byte, as a data line after."""
-    request, context = parse({**USER_HI, "stream": True})
-    renderer = DIALECT.renderer(request, context)
+    renderer = renderer_for({**USER_HI, "stream": True})
     in_band = renderer.error(exc)
     assert in_band.startswith(b"data: ") and in_band.endswith(b"\n\n")
     assert json.loads(in_band[6:]) == {"error": error}
@@ -387,8 +427,7 @@ DONE_LINE = b"data: [DONE]\n\n"
 
 def test_stop_string_cuts_the_stream_before_done() -> None:
     """`stop` as a string: the text ends before it (a possible prefix is held back), finish_reason stop, [DONE]."""
-    request, context = parse({**USER_HI, "stream": True, "stop": "END"})
-    renderer = DIALECT.renderer(request, context)
+    renderer = renderer_for({**USER_HI, "stream": True, "stop": "END"})
     out = renderer.feed(TextDelta("abcE")) + renderer.feed(TextDelta("ND and more"))
     assert renderer.finished
     assert renderer.feed(TextDelta("late")) + renderer.feed(Done()) == b""

@@ -109,12 +109,13 @@ def test_every_dialect_shows_the_same_answer_text_for_citations() -> None:
             None,
             _claude_text,
         ),
-        (gemini.GENERATE, {"contents": [{"parts": [{"text": "x"}]}]}, "kimi-search", _gemini_text),
+        (gemini.DIALECT, {"contents": [{"parts": [{"text": "x"}]}]}, "kimi-search", _gemini_text),
     ]
     texts = []
     for dialect, body, path_model, text_of in cases:
         ctx = RequestContext("r1", path_model=path_model)
-        renderer = dialect.renderer(dialect.parse(json.dumps(body).encode(), ctx), ctx)
+        request, reply = dialect.parse(json.dumps(body).encode(), ctx)
+        renderer = dialect.renderer(request, reply, ctx)
         for event in events:
             renderer.feed(event)
         texts.append(text_of(json.loads(renderer.body())))
