@@ -17,6 +17,7 @@ from .files import connect_file_ids, note_items, referenced_files
 from .state import Chat, InvalidToken, SimAccount, SimFile, StreamRecord, StreamStatus, iso_time
 from .streaming import FrameWriter, run_stream
 from .tokens import new_xid
+from .utf8 import split_utf8_chunks, whole
 
 CONNECT_JSON = "application/connect+json"
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
@@ -219,7 +220,7 @@ class ConnectScript:
             await self._tool()
         ended = await self._text()
         self.chat.messages.append(
-            {"id": assistant_id, "role": "assistant", "content": self.text_sent, "parent_id": user_id}
+            {"id": assistant_id, "role": "assistant", "content": whole(self.text_sent), "parent_id": user_id}
         )
         if ended is not None:
             return ended
@@ -287,6 +288,8 @@ class ConnectScript:
             "createTime": now,
         }
         await self.event("set", "message", message=assistant)
+        if (unknown := self.faults.get("unknown_event")) is not None:
+            await self.event(None, None, **{str(unknown.get("kind", "simFutureEvent")): {"n": 1}})
         return user_id, assistant_id
 
     def _has_search(self) -> bool:
@@ -320,11 +323,17 @@ class ConnectScript:
                 "append", "block.search.webPages", block={"id": "0_0", "search": {"webPages": [page]}}
             )
 
+    def _chunks(self, text: str) -> list[str]:
+        """The text's pieces, one per event; `split_utf8_events` cuts characters between events."""
+        if "split_utf8_events" in self.faults:
+            return split_utf8_chunks(text, self.config.chunk_count)
+        return answers.split_chunks(text, self.config.chunk_count)
+
     async def _think(self) -> None:
         reasoning = answers.reasoning_for(self.prompt)
         if self.tool is not None and self.tool.reasoning is not None:
             reasoning = self.tool.reasoning
-        pieces = answers.split_chunks(reasoning, self.config.chunk_count)
+        pieces = self._chunks(reasoning)
         for index, piece in enumerate(pieces):
             op, mask = ("set", "block.think") if index == 0 else ("append", "block.think.content")
             await self.event(op, mask, block={"id": "1", "think": {"content": piece}})
@@ -351,10 +360,14 @@ class ConnectScript:
             chunks = tools.tool_chunks(self.tool.text, self.config.tool_chunk_chars)
         else:
             text = answers.answer_for(self.prompt) + answers.attachments_note(note_items(self.files))
-            chunks = answers.split_chunks(text, self.config.chunk_count)
+            chunks = self._chunks(text)
+        unknown = self.faults.get("unknown_event")
         for index, piece in enumerate(chunks, 1):
             op, mask = ("set", "block.text") if index == 1 else ("append", "block.text.content")
-            await self.event(op, mask, block={"id": "2", "text": {"content": piece}})
+            block_text: dict[str, Any] = {"content": piece}
+            if unknown is not None and index == 1:
+                block_text[str(unknown.get("field", "simFutureField"))] = 1
+            await self.event(op, mask, block={"id": "2", "text": block_text})
             self.text_sent += piece
             if index == 1 and "malformed_event" in self.faults:
                 await self.writer.send(frame(b'{"op":"append","mask":'))

@@ -26,6 +26,8 @@ STREAM_FAULTS = (
     "tool_call_variant",
     "tool_call_error",
     "no_tool_call",
+    "split_utf8_events",
+    "unknown_event",
 )
 #: Faults the upload handlers take (a failed upload; the next uploaded file's parse fails or never ends), matched
 #: against the path of the call that uploads (REST `/api/file`, Connect `/apiv2-files/file/upload`).

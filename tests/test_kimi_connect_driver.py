@@ -182,11 +182,13 @@ async def test_done_then_error_still_streams_text_first(
     assert not [e for e in seen if isinstance(e, Done)]
 
 
-@pytest.mark.parametrize("fault", ["split_utf8", "split_frames", "coalesce_frames", "malformed_event"])
+@pytest.mark.parametrize(
+    "fault", ["split_utf8", "split_utf8_events", "split_frames", "coalesce_frames", "malformed_event"]
+)
 async def test_transport_faults_keep_exact_text(
     kimi_sim: SimServer, session: aiohttp.ClientSession, fault: str
 ) -> None:
-    """Split characters, split or coalesced frames and a malformed event still give the exact answer."""
+    """Characters cut across writes or events, split or coalesced frames, a malformed event: the exact answer."""
     kimi_sim.state.faults.arm(fault, path=CHAT)
     events = await collect(ConnectDriver(session, kimi_sim.url, FAST), call_for(creds_for(kimi_sim)))
     assert text_of(events) == answer_for("hello")
