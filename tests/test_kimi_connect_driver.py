@@ -109,6 +109,45 @@ async def test_agent_lane(kimi_sim: SimServer, session: aiohttp.ClientSession) -
     assert (body["kimiplusId"], body["agentMode"]) == ("ok-computer", "TYPE_NORMAL")
 
 
+@pytest.mark.parametrize(
+    ("model", "scenario", "options", "agent_mode"),
+    [
+        ("kimi-k3", "SCENARIO_OK_COMPUTER", ("k3-agent", "REASONING_EFFORT_HIGH"), "TYPE_NORMAL"),
+        ("kimi-k3-max", "SCENARIO_OK_COMPUTER", ("k3-agent", "REASONING_EFFORT_MAX"), "TYPE_NORMAL"),
+        (
+            "kimi-k3-swarm",
+            "SCENARIO_OK_COMPUTER_SWARM",
+            ("k3-agent-swarm", "REASONING_EFFORT_HIGH"),
+            "TYPE_ULTRA",
+        ),
+        (
+            "kimi-k2.8-low",
+            "SCENARIO_OK_COMPUTER",
+            ("k28-agent-preview", "REASONING_EFFORT_LOW"),
+            "TYPE_NORMAL",
+        ),
+        ("kimi-k2.6-instant", "SCENARIO_CHAT", ("k2d6-chat", "REASONING_EFFORT_NONE"), None),
+    ],
+)
+async def test_2026_models_reach_kimi_with_their_entry(
+    kimi_sim: SimServer,
+    session: aiohttp.ClientSession,
+    model: str,
+    scenario: str,
+    options: tuple[str, str],
+    agent_mode: str | None,
+) -> None:
+    """A 2026 model id sends its scenario, catalogue entry (options.model), effort and agent mode; the answer is exact."""
+    events = await collect(ConnectDriver(session, kimi_sim.url, FAST), call_for(creds_for(kimi_sim), model))
+    assert text_of(events) == answer_for("hello")
+    body = chat_bodies(kimi_sim)[0]
+    assert body["scenario"] == scenario and body["message"]["scenario"] == scenario  # type: ignore[index]
+    sent = body["options"]
+    assert (sent["model"], sent["reasoning_effort"]) == options  # type: ignore[index]
+    assert body.get("agentMode") == agent_mode
+    assert body.get("kimiplusId") == ("ok-computer" if agent_mode else None)
+
+
 async def test_continuation(kimi_sim: SimServer, session: aiohttp.ClientSession) -> None:
     """The second turn sends chat_id and the first turn's assistant id as parent_id, and only the new text."""
     creds = creds_for(kimi_sim)
