@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from .config import K1_KIMIPLUS_ID, SimConfig
 from .faults import Faults
+from .official_state import OfficialState
 from .tokens import decode_claims, mint_jwt, new_digits, new_xid
 
 AccountKind = Literal["refresh_token", "kimi_auth"]
@@ -186,6 +187,8 @@ class SimState:
         self.presigned: dict[str, str] = {}
         #: REST `/api/file` register key (object name or pre-sign file id) → the file id it created.
         self.registered: dict[str, str] = {}
+        #: Official API keys (kimi_sim/official.py).
+        self.official = OfficialState()
         self.faults.disarm_all()
 
     # -- accounts and tokens -------------------------------------------------------------------------
