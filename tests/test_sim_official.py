@@ -125,7 +125,8 @@ async def test_tool_call_streamed_in_fragments_then_answered(client: AsyncOpenAI
         "type": "function",
         "function": {"name": "get_weather", "arguments": '{"city":"巴黎"}'},
     }
-    follow = messages + [
+    follow = [
+        *messages,
         {"role": "assistant", "content": "", "reasoning_content": "r", "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "get_weather:0", "content": '{"temp_c":18}'},
     ]
