@@ -11,6 +11,7 @@ from aiohttp import web
 
 from . import answers, tools
 from .common import bearer, json_response, pick, state_of
+from .config import SimConfig
 from .envelope import FLAG_DATA, FLAG_END_STREAM, frame, json_frame, split_frames
 from .faults import CONNECT_STREAM_FAULTS
 from .files import connect_file_ids, note_items, referenced_files
@@ -133,6 +134,9 @@ async def chat(request: web.Request, account: SimAccount) -> web.StreamResponse:
             "resource_exhausted", "Long-text quota exhausted", "REASON_LONG_TEXT_QUOTA_EXCEEDED"
         )
         return trailer_response(error, [HEARTBEAT])
+    if account.plan == "free" and _refused_for_free(state.config, parsed):
+        error = error_body("resource_exhausted", OVERLOADED, "REASON_SERVER_OVERLOADED_FOR_FREE_USER")
+        return trailer_response(error, [HEARTBEAT])
     scenario = str(parsed.get("scenario") or message.get("scenario") or "SCENARIO_K2D5")
     kimiplus_id = str(pick(parsed, "kimiplus_id", "kimiplusId") or "")
     target = existing or state.new_chat(account.sub, "connect", kimiplus_id or "kimi", "Untitled Chat")
@@ -143,6 +147,13 @@ async def chat(request: web.Request, account: SimAccount) -> web.StreamResponse:
         state.research_used[account.sub] += 1
     script = ConnectScript(request, target, parsed, prompt, scenario, faults, existing is None, files)
     return await script.run(record)
+
+
+def _refused_for_free(config: SimConfig, parsed: dict[str, Any]) -> bool:
+    """A free account asking for a gated model (`options.model`), or any model at peak hours (§4.4)."""
+    options = parsed.get("options")
+    model = str(options.get("model") or "") if isinstance(options, dict) else ""
+    return config.peak_hours or (bool(model) and model in config.paid_models.split(","))
 
 
 def busy() -> web.Response:

@@ -108,11 +108,19 @@ def _bad_request(message: str) -> web.Response:
 async def add_account(request: web.Request) -> web.StreamResponse:
     data = await _json(request)
     try:
-        account = state_of(request).add_account(data.get("kind", "refresh_token"), data.get("exp_in_s"))
+        account = state_of(request).add_account(
+            data.get("kind", "refresh_token"), data.get("exp_in_s"), data.get("plan", "free")
+        )
     except ValueError as exc:
         return _bad_request(str(exc))
     return json_response(
-        {"kind": account.kind, "token": account.token, "sub": account.sub, "exp": account.exp}
+        {
+            "kind": account.kind,
+            "token": account.token,
+            "sub": account.sub,
+            "exp": account.exp,
+            "plan": account.plan,
+        }
     )
 
 

@@ -39,6 +39,8 @@ class SimAccount:
     device_id: str
     ssid: str
     revoked: bool = False
+    #: "free" or "paid": free accounts are refused the gated models (`SimConfig.paid_models`, `peak_hours`).
+    plan: str = "free"
 
 
 @dataclass
@@ -193,11 +195,15 @@ class SimState:
 
     # -- accounts and tokens -------------------------------------------------------------------------
 
-    def add_account(self, kind: AccountKind, exp_in_s: int | None = None) -> SimAccount:
+    def add_account(self, kind: AccountKind, exp_in_s: int | None = None, plan: str = "free") -> SimAccount:
         """A new user; its `token` is a refresh token or a kimi-auth JWT, expiring in `exp_in_s` seconds."""
         if kind not in ("refresh_token", "kimi_auth"):
             raise ValueError(f"unknown account kind {kind!r}")
-        account = SimAccount(kind, "", new_xid(), 0, new_xid(), new_xid(), new_digits(), new_digits())
+        if plan not in ("free", "paid"):
+            raise ValueError(f"unknown plan {plan!r}")
+        account = SimAccount(
+            kind, "", new_xid(), 0, new_xid(), new_xid(), new_digits(), new_digits(), plan=plan
+        )
         if kind == "refresh_token":
             ttl = self.config.refresh_ttl_s if exp_in_s is None else exp_in_s
             account.token = self.mint_refresh(account, ttl)

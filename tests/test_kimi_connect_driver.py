@@ -35,8 +35,8 @@ from upstream_worker.kimi import ConnectDriver, Creds, UpstreamCall
 CHAT = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 
 
-def creds_for(sim: SimServer) -> Creds:
-    account = sim.state.add_account("kimi_auth")
+def creds_for(sim: SimServer, plan: str = "free") -> Creds:
+    account = sim.state.add_account("kimi_auth", plan=plan)
     return Creds(
         account_id=account.sub[:12],
         kind="kimi_auth",
@@ -138,7 +138,8 @@ async def test_2026_models_reach_kimi_with_their_entry(
     agent_mode: str | None,
 ) -> None:
     """A 2026 model id sends its scenario, catalogue entry (options.model), effort and agent mode; the answer is exact."""
-    events = await collect(ConnectDriver(session, kimi_sim.url, FAST), call_for(creds_for(kimi_sim), model))
+    creds = creds_for(kimi_sim, plan="paid")
+    events = await collect(ConnectDriver(session, kimi_sim.url, FAST), call_for(creds, model))
     assert text_of(events) == answer_for("hello")
     body = chat_bodies(kimi_sim)[0]
     assert body["scenario"] == scenario and body["message"]["scenario"] == scenario  # type: ignore[index]
@@ -146,6 +147,22 @@ async def test_2026_models_reach_kimi_with_their_entry(
     assert (sent["model"], sent["reasoning_effort"]) == options  # type: ignore[index]
     assert body.get("agentMode") == agent_mode
     assert body.get("kimiplusId") == ("ok-computer" if agent_mode else None)
+
+
+async def test_free_account_refused_k3_and_peak_hours(
+    kimi_sim: SimServer, session: aiohttp.ClientSession
+) -> None:
+    """A free account asking for K3 gets the overload trailer (UpstreamOverloaded); at peak hours on every model."""
+    driver = ConnectDriver(session, kimi_sim.url, FAST)
+    free = creds_for(kimi_sim)
+    with pytest.raises(UpstreamOverloaded):
+        await collect(driver, call_for(free, "kimi-k3-swarm"))
+    assert text_of(await collect(driver, call_for(free, "kimi-k2.8"))) == answer_for("hello")
+    kimi_sim.state.config = kimi_sim.state.config.replace({"peak_hours": True})
+    with pytest.raises(UpstreamOverloaded):
+        await collect(driver, call_for(free, "kimi-k2.6-instant"))
+    paid = creds_for(kimi_sim, plan="paid")
+    assert text_of(await collect(driver, call_for(paid, "kimi-k3"))) == answer_for("hello")
 
 
 async def test_continuation(kimi_sim: SimServer, session: aiohttp.ClientSession) -> None:
