@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from shared.errors import GatewayError
 from shared.schema import Event, ReasoningDelta, TextDelta
 from upstream_worker.kimi.connect_events import ConnectStream
 from upstream_worker.kimi.envelope import EnvelopeDecoder, encode_envelope
@@ -200,3 +201,11 @@ def test_connect_incomplete_character_flushed_at_done() -> None:
     ) + encode_envelope(b'{"done":{}}')
     out, _ = _connect_events([body])
     assert _texts(out) == "a\ufffd"
+
+
+def test_rest_error_text_with_a_cut_byte_is_encodable() -> None:
+    """An error event whose text holds a stray byte raises with U+FFFD in its message, never a surrogate."""
+    stream = RestStream(silent=False)
+    with pytest.raises(GatewayError) as info:
+        stream.feed('{"event":"error","text":"累' + _escaped(b"\xe4") + '"}')
+    assert info.value.message.endswith("累\ufffd")

@@ -17,7 +17,7 @@ from shared.schema import Citation, Event, ReasoningDelta, TextDelta
 from upstream_worker.drift import Drift, lenient_decode, shape_of
 from upstream_worker.kimi.failures import stream_error_event
 from upstream_worker.kimi.sse import DONE_SENTINEL
-from upstream_worker.kimi.utf8 import Utf8Joiner
+from upstream_worker.kimi.utf8 import Utf8Joiner, clean
 
 #: Every kind of kimi-web-rest.md §5.2; any other is noted as drift (`event:<kind>`) and skipped.
 KNOWN_KINDS = frozenset(
@@ -165,4 +165,4 @@ def _error(event: RestEvent) -> Exception:
     err = event.error
     if isinstance(err, _StreamError):
         return stream_error_event(err.error_type, err.message)
-    return stream_error_event("", err or event.text)
+    return stream_error_event("", err or clean(event.text))

@@ -23,6 +23,11 @@ _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 REPLACEMENT = "\ufffd"
 
 
+def clean(text: str) -> str:
+    """`text` with any surrogate (an escaped byte that no joiner saw) as U+FFFD: safe to encode."""
+    return _SURROGATE.sub(REPLACEMENT, text)
+
+
 class Utf8Joiner:
     """push(text) → the text whose characters are complete; the first bytes of a cut one wait for the rest."""
 
