@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from typing import Any
 
@@ -29,10 +28,10 @@ from shared.errors import (
 )
 from shared.models import resolve_model
 from shared.schema import (
+    AttachmentPart,
     ChatRequest,
     Done,
     Event,
-    ImagePart,
     Keepalive,
     Message,
     ReasoningDelta,
@@ -197,12 +196,12 @@ async def test_parallel_calls_and_their_limit(
 async def test_vision_image_reaches_the_model(
     kimi_sim: SimServer, key: ApiKey, driver: MoonshotDriver
 ) -> None:
-    """A data-URL image on a vision model is answered by its size and sha256 prefix, and counted 256 tokens."""
-    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
-    message = Message(role="user", content=[TextPart("what is this?"), ImagePart(url=url)])
-    events = await collect(
-        driver, call_for(creds_for(kimi_sim, key), "moonshot-v1-8k-vision-preview", [message])
-    )
+    """An image attachment reaches a vision model inline: answered by its size and sha256 prefix, 256 tokens."""
+    sha256 = hashlib.sha256(PNG).hexdigest()
+    image = AttachmentPart(sha256, "image/png", "a.png", len(PNG), "image", "inline")
+    message = Message(role="user", content=[TextPart("what is this?"), image])
+    call = call_for(creds_for(kimi_sim, key), "moonshot-v1-8k-vision-preview", [message])
+    events = await collect(driver, KeyCall(call.request, call.spec, call.creds, {sha256: PNG}))
     note = f"[image 1: {len(PNG)} bytes, sha256:{hashlib.sha256(PNG).hexdigest()[:16]}] "
     assert text_of(events) == note + answer_for("what is this?")
     usage = next(e for e in events if isinstance(e, Usage))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -12,6 +13,7 @@ from shared.errors import (
     ContentFiltered,
     GatewayError,
     ModelNotFound,
+    ServiceUnavailable,
     UpstreamAuthError,
     UpstreamError,
     UpstreamOverloaded,
@@ -21,9 +23,8 @@ from shared.errors import (
 )
 from shared.models import resolve_model
 from shared.schema import (
+    AttachmentPart,
     ChatRequest,
-    FilePart,
-    ImagePart,
     Message,
     TextPart,
     ToolCall,
@@ -35,14 +36,25 @@ from upstream_worker.moonshot.errors import http_error, redact
 from upstream_worker.moonshot.request import build_request, encode_request
 
 WEATHER = ToolSpec(name="get_weather", description="Weather", parameters='{"type":"object"}')
-DATA_URL = "data:image/png;base64,iVBORw0KGgo="
+PNG = b"\x89PNG\r\n\x1a\n\x00"
+IMAGE = AttachmentPart(
+    sha256=hashlib.sha256(PNG).hexdigest(),
+    mime="image/png",
+    name="a.png",
+    size=len(PNG),
+    kind="image",
+    source="inline",
+)
+PDF = AttachmentPart(sha256="0" * 64, mime="application/pdf", name="a.pdf", size=4, kind="file", source="url")
 
 
-def body_for(model: str, messages: list[Message], **fields: Any) -> dict[str, Any]:
+def body_for(
+    model: str, messages: list[Message], images: dict[str, bytes] | None = None, **fields: Any
+) -> dict[str, Any]:
     spec = resolve_model(model)
     assert spec is not None
     request = ChatRequest(request_id="r", model=model, messages=messages, **fields)
-    decoded: dict[str, Any] = json.loads(encode_request(build_request(request, spec)))
+    decoded: dict[str, Any] = json.loads(encode_request(build_request(request, spec, images)))
     return decoded
 
 
@@ -195,27 +207,32 @@ def test_allowed_tools_filter_the_declared_ones() -> None:
 
 
 def test_images_on_a_vision_model() -> None:
-    """Text and data-URL image parts become the API's content parts on a vision model."""
-    content = [TextPart("what is this?"), ImagePart(url=DATA_URL)]
-    body = body_for("kimi-k3", [Message(role="user", content=content)])
+    """An image attachment becomes a base64 data URL of its bytes, after the text part, on a vision model."""
+    content = [TextPart("what is this?"), IMAGE]
+    body = body_for("kimi-k3", [Message(role="user", content=content)], {IMAGE.sha256: PNG})
     assert body["messages"][0]["content"] == [
         {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": DATA_URL}},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgoA"}},
     ]
 
 
 @pytest.mark.parametrize(
     ("model", "part", "param_text"),
     [
-        ("moonshot-v1-8k", ImagePart(url=DATA_URL), "takes no images"),
-        ("kimi-k3", ImagePart(url="https://example.com/a.png"), "base64 data URLs"),
-        ("kimi-k3", FilePart(url=DATA_URL, name="a.pdf"), "documents"),
+        ("moonshot-v1-8k", IMAGE, "takes no images"),
+        ("kimi-k3", PDF, "documents"),
     ],
 )
-def test_parts_refused_before_any_call(model: str, part: ImagePart | FilePart, param_text: str) -> None:
-    """Images on a text-only model, image links and documents are the caller's mistake, refused with 400."""
+def test_parts_refused_before_any_call(model: str, part: AttachmentPart, param_text: str) -> None:
+    """Images on a text-only model and documents are refused with 400 before any call."""
     with pytest.raises(BadRequest, match=param_text):
-        body_for(model, [Message(role="user", content=[TextPart("x"), part])])
+        body_for(model, [Message(role="user", content=[TextPart("x"), part])], {IMAGE.sha256: PNG})
+
+
+def test_image_bytes_gone() -> None:
+    """An image whose bytes the call does not hold is a 503 asking to send it again, not a silent text-only turn."""
+    with pytest.raises(ServiceUnavailable, match="send it again"):
+        body_for("kimi-k3", [Message(role="user", content=[TextPart("x"), IMAGE])], {})
 
 
 def test_web_only_model_is_refused() -> None:

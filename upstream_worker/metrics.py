@@ -80,6 +80,7 @@ def count_drift(protocol: str, counts: Mapping[str, int]) -> None:
                 names.add(label)
         DRIFT.labels(protocol, label).inc(count)
 
+
 #: Uploads run from a second (an image) to about a minute (a long PDF read by Kimi).
 _UPLOAD_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 ATTACHMENTS = Counter(

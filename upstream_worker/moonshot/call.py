@@ -8,7 +8,8 @@ regional, moonshot-official-api.md §1), never `KIMI_BASE_URL`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared.models import ModelSpec
@@ -42,6 +43,11 @@ class MoonshotCall(Protocol):
     @property
     def creds(self) -> MoonshotCredentials: ...
 
+    #: The bytes of the request's image attachments, by sha256 (the job's bytes in Redis,
+    #: `shared.attachments.AttachmentStore`); empty when it has none.
+    @property
+    def images(self) -> Mapping[str, bytes]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class KeyCreds:
@@ -59,6 +65,7 @@ class KeyCall:
     request: ChatRequest
     spec: ModelSpec
     creds: MoonshotCredentials
+    images: Mapping[str, bytes] = field(default_factory=dict)
 
 
 def api_root(base_url: str) -> str:

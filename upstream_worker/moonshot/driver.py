@@ -43,7 +43,7 @@ class MoonshotDriver:
 
     async def chat(self, call: MoonshotCall) -> AsyncIterator[Event]:
         """The canonical events of one turn; failures raise `shared.errors` exceptions."""
-        body = build_request(call.request, call.spec)
+        body = build_request(call.request, call.spec, call.images)
         stream = CompletionStream(max_calls=None if call.request.parallel_tool_calls else 1)
         try:
             if body.stream:

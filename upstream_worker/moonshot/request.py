@@ -1,7 +1,10 @@
 """The official API's chat request (moonshot-official-api.md §3.1, §5, §6), built from the canonical request.
 
 Messages keep their roles: system, user, assistant (with its native `tool_calls`), tool (with its
-`tool_call_id`). Text-only models get string content; a vision model gets parts when the message has images.
+`tool_call_id`). Text-only models get string content; a vision model gets parts when the message has images,
+each image inlined as a base64 data URL from the bytes the call carries (`images`, by sha256: the job's
+attachment bytes, which the platform needs inline: K3 and the vision previews refuse links, §4.2). Documents
+would need the platform's file-extract flow (§7) and are refused for now.
 The model's row (`ModelSpec.api`) says what else the platform needs: its model id, `thinking.type` for the
 models that take it (K2.6, K2.5; never for K3 or K2.7 Code), K3's `reasoning_effort`. Thinking models must get
 `reasoning_content` back on every assistant tool-call message (§6); the canonical history does not keep it, so
@@ -13,11 +16,14 @@ decoder enforces it instead.
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
+
 import msgspec
 
-from shared.errors import BadRequest
+from shared.errors import BadRequest, ServiceUnavailable
 from shared.models import ApiModel, ModelSpec
-from shared.schema import ChatRequest, FilePart, ImagePart, Message, Part, TextPart, ToolCall, ToolSpec
+from shared.schema import AttachmentPart, ChatRequest, Message, Part, TextPart, ToolCall, ToolSpec
 
 #: Moonshot's migration guide for models without `tool_choice: required` (LiteLLM sends the same).
 REQUIRED_TOOL_NUDGE = "Please select a tool to handle the current issue."
@@ -113,9 +119,12 @@ def api_model(spec: ModelSpec) -> ApiModel:
     return spec.api
 
 
-def build_request(request: ChatRequest, spec: ModelSpec) -> ChatBody:
+def build_request(
+    request: ChatRequest, spec: ModelSpec, images: Mapping[str, bytes] | None = None
+) -> ChatBody:
+    """The API request of one turn; `images` holds the bytes of its image attachments by sha256."""
     api = api_model(spec)
-    messages = [_message(m, api) for m in request.messages]
+    messages = [_message(m, api, images or {}) for m in request.messages]
     tools = _tools(request)
     choice = _tool_choice(request, api) if tools else None
     if tools and request.tool_choice.mode == "required" and choice is None:
@@ -136,12 +145,12 @@ def encode_request(body: ChatBody) -> bytes:
     return _encoder.encode(body)
 
 
-def _message(message: Message, api: ApiModel) -> ApiMessage:
+def _message(message: Message, api: ApiModel, images: Mapping[str, bytes]) -> ApiMessage:
     calls = [_call(c) for c in message.tool_calls or []] or None
     reasoning = MISSING_REASONING if calls and api.thinks and message.role == "assistant" else None
     return ApiMessage(
         role=message.role,
-        content=_content(message, api),
+        content=_content(message, api, images),
         reasoning_content=reasoning,
         tool_calls=calls,
         tool_call_id=message.tool_call_id if message.role == "tool" else None,
@@ -149,35 +158,37 @@ def _message(message: Message, api: ApiModel) -> ApiMessage:
     )
 
 
-def _content(message: Message, api: ApiModel) -> str | list[ContentPart]:
+def _content(message: Message, api: ApiModel, images: Mapping[str, bytes]) -> str | list[ContentPart]:
     """String content, unless the message carries images for a vision model (§3.1)."""
     if isinstance(message.content, str):
         return message.content
-    if any(isinstance(p, FilePart) for p in message.content):
-        raise BadRequest("documents are not sent through official API keys yet", param="messages")
-    if not any(isinstance(p, ImagePart) for p in message.content):
+    attachments = [p for p in message.content if isinstance(p, AttachmentPart)]
+    if not attachments:
         return message.text()
+    if any(p.kind != "image" for p in attachments):
+        raise BadRequest("documents are not sent through official API keys yet", param="messages")
     if not api.vision:
         raise BadRequest(f"the model {api.model!r} takes no images through an API key", param="messages")
-    return [_part(p) for p in message.content if not isinstance(p, FilePart)]
+    return [_part(p, images) for p in message.content]
 
 
-def _part(part: Part) -> ContentPart:
+def _part(part: Part, images: Mapping[str, bytes]) -> ContentPart:
     if isinstance(part, TextPart):
         return TextContent(part.text)
-    assert isinstance(part, ImagePart)
-    return image_part(part)
+    data = images.get(part.sha256)
+    if data is None:
+        raise ServiceUnavailable("an image of this request is no longer held; send it again")
+    return image_part(part, data)
 
 
-def image_part(part: ImagePart) -> ImageContent:
-    """The one place an image becomes the API's `image_url` part: connect the canonical attachment here.
+def image_part(part: AttachmentPart, data: bytes) -> ImageContent:
+    """The one place an image becomes the API's `image_url` part: a base64 data URL of its bytes.
 
-    The platform takes base64 data URLs (or `ms://` file ids) and refuses public URLs on K3 and the vision
-    previews (§4.2), so an http(s) image must be fetched and inlined before it reaches this driver.
+    The platform takes base64 data URLs (or `ms://` ids of files uploaded with purpose `image`) and refuses
+    public URLs on K3 and the vision previews (§4.2), so the bytes travel inline.
     """
-    if not part.url.startswith(("data:", "ms://")):
-        raise BadRequest("images reach official API keys as base64 data URLs, not links", param="messages")
-    return ImageContent(ImageUrl(part.url))
+    url = f"data:{part.mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return ImageContent(ImageUrl(url))
 
 
 def _call(call: ToolCall) -> Call:
