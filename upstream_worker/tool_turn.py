@@ -40,6 +40,7 @@ from upstream_worker.toolcalls import (
     build_continuation,
     build_prompt,
     correction_message,
+    markup,
 )
 
 
@@ -132,7 +133,7 @@ class ToolTurn:
 
 def failure_message(failure: ToolCallFailure, *, repaired: bool) -> str:
     """The client's error: the failure's kind and tool, never the call itself."""
-    tool = f" of {failure.tool}" if failure.tool else ""
+    tool = f" of {markup.split_native_id(failure.tool)[0]}" if failure.tool else ""
     when = " after one correction" if repaired else ""
     return f"Kimi's answer had no usable tool call{when} ({failure.kind}{tool}): {failure.message}"
 
