@@ -28,7 +28,9 @@ from shared.schema import (
     ToolCallEvent,
     ToolChoice,
     ToolSpec,
+    Usage,
 )
+from shared.usage_estimate import estimate_tokens
 from tests.test_worker_support import add_accounts, enqueue, reply_events, run_burst, text_of
 
 WEATHER = ToolSpec(
@@ -126,6 +128,8 @@ async def test_single_call(redis, redis_url: str, kimi_sim: SimServer, lane: Lan
     assert isinstance(events[-1], Done) and events[-1].finish_reason == "tool_calls"
     assert events.index(call) < len(events) - 2  # Usage, then Done
     assert tool_metric("parsed", "native") == parsed_before + 1
+    [usage] = [e for e in events if isinstance(e, Usage)]
+    assert usage.completion_tokens == estimate_tokens(prose("get_weather") + 'get_weather{"city":"Paris"}')
     assert "# Tools" in prompts(sim)[-1] and "namespace functions {" in prompts(sim)[-1]
 
 
