@@ -18,8 +18,12 @@ trace cleanup comes last.
 
 One attempt is: credentials → call → stream. Work an attempt needs per account before the call (uploading
 attachments) belongs between the credentials and the stream, so that its failures fail over like the call's.
-A retry on the same account with a changed request (repairing a malformed answer before any content left)
-is one more failure type for `RetryBudget`, answered with that account pinned.
+
+Tools on a web lane (a protocol of `drivers.PROMPTED_TOOLS`; docs/TOOLS.md): the attempt's `ToolTurn`
+(upstream_worker/tool_turn.py) gives the driver the prompt protocol's messages and reads the calls out of the
+answer text. An answer whose calls are unusable is repaired once inside the same attempt, on the same lease
+(`_settle_tools`): the correction as the kept chat's next turn, else a new chat; a second failure is an
+`UpstreamProtocolError`, never failed over (the calls, like content, end the failover window).
 
 A kept chat's conversation record is written from the turn's `Start` on, in the pipeline of the XADD that
 carries `Start` (upstream_worker/conversations.py), and again when the turn learns its assistant message id:
@@ -278,7 +282,7 @@ async def _settle_tools(
     """Publish a tool answer's calls; on a failure, first the one repair on the same account. The last call
     and the Done to end with."""
     result = turn.finish()
-    if result.failure is not None:
+    if result.failure is not None and not _past(turn.request.deadline_s):
         call = _repair_call(turn, call, result.failure)
         calls.append(call)
         turn.answer.attempt = Attempt(call, protocol, call.parent_id, call.chat_id is not None)
@@ -324,6 +328,11 @@ def _repair_call(turn: ToolTurn, failed: UpstreamCall, failure: ToolCallFailure)
         keep_chat=failed.keep_chat,
         files=[] if same_chat else list(failed.files),
     )
+
+
+def _past(deadline_s: float) -> bool:
+    """The job's deadline has passed (0: none): no repair is worth starting."""
+    return bool(deadline_s) and time.time() >= deadline_s
 
 
 def _log_retry(job_id: str, account_id: str, exc: UpstreamError) -> None:
