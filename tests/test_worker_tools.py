@@ -361,17 +361,29 @@ async def test_call_written_only_while_thinking_is_not_a_call(
 async def test_kept_chat_is_repaired_in_the_same_chat(
     redis, redis_url: str, kimi_sim: SimServer, lane: Lane
 ) -> None:
-    """In a kept chat the correction is the chat's next turn (with the rules), and the chat is not deleted."""
+    """In a kept chat the correction is the chat's next turn (with the rules), the chat is kept, and the next
+    turn continues after the repaired answer with its call's result."""
     sim = await lane_sim(redis, kimi_sim, lane)
     sim.state.faults.arm("tool_call_error", count=1, kind="malformed_json")
     events = await run(redis, redis_url, sim, tool_request(lane, PARIS, options={"keep_chat": True}))
     assert calls_of(events) == [(0, "get_weather", '{"city":"Paris"}')]
+    [call] = [e.call for e in events if isinstance(e, ToolCallEvent)]
     done = events[-1]
     assert isinstance(done, Done) and done.conversation_id and sim.state.deleted_chats == []
     repair = prompts(sim)[1]
     assert repair.startswith("Your previous answer had an unusable function call")
     assert "# Tools" not in repair and "The next call index is 0." in repair
     assert len([m for m in sim.state.chats[done.conversation_id].messages if m["role"] == "user"]) == 2
+    follow_up = tool_request(
+        lane,
+        PARIS,
+        Message(role="assistant", content="", tool_calls=[call]),
+        Message(role="tool", content="rain", tool_call_id=call.id),
+        options={"conversation_id": done.conversation_id},
+    )
+    events = await run(redis, redis_url, sim, follow_up)
+    assert text_of(events) == "Tool results received. 工具结果如下：\nfunctions.get_weather:0 returned: rain"
+    assert prompts(sim)[-1].startswith("## Return of functions.get_weather:0\nrain\n\n")
 
 
 @LANES

@@ -192,7 +192,7 @@ class KimiRunner:
             answer.attempt = Attempt(call, protocol, sent_parent_id, conversation is not None)
             done = await _stream(driver, call, turn.take if turn else answer.take, protocol)
             if turn is not None:
-                call, done = await _settle_tools(turn, call, done, driver, protocol, calls)
+                done = await _settle_tools(turn, call, done, driver, protocol, calls)
             answer.end(call, done)
         except asyncio.CancelledError as exc:
             failure = exc
@@ -278,9 +278,9 @@ async def _stream(driver: Driver, call: UpstreamCall, take: Callable[[Event], No
 
 async def _settle_tools(
     turn: ToolTurn, call: UpstreamCall, done: Done, driver: Driver, protocol: str, calls: list[UpstreamCall]
-) -> tuple[UpstreamCall, Done]:
-    """Publish a tool answer's calls; on a failure, first the one repair on the same account. The last call
-    and the Done to end with."""
+) -> Done:
+    """Publish a tool answer's calls; on a failure, first the one repair on the same account (its call is
+    added to `calls`, for the cleanup). The Done to end with."""
     result = turn.finish()
     if result.failure is not None and not _past(turn.request.deadline_s):
         call = _repair_call(turn, call, result.failure)
@@ -289,7 +289,7 @@ async def _settle_tools(
         log.info("tool_call_repair", request_id=turn.request.request_id, kind=result.failure.kind)
         done = await _stream_repair(driver, call, turn, protocol)
         result = turn.finish()
-    return call, turn.publish(result, done)
+    return turn.publish(result, done)
 
 
 async def _stream_repair(driver: Driver, call: UpstreamCall, turn: ToolTurn, protocol: str) -> Done:
