@@ -52,10 +52,11 @@ class Lane:
     kind: str
     model: str
     thinking_model: str
+    chat_path: str
 
 
-REST = Lane("refresh_token", "kimi", "kimi-thinking")
-CONNECT = Lane("kimi_auth", "kimi-k2.5-instant", "kimi-k2.5-thinking")
+REST = Lane("refresh_token", "kimi", "kimi-thinking", "/completion/stream")
+CONNECT = Lane("kimi_auth", "kimi-k2.5-instant", "kimi-k2.5-thinking", ".ChatService/Chat")
 LANES = pytest.mark.parametrize("lane", [REST, CONNECT], ids=["rest", "connect"])
 
 
@@ -425,3 +426,17 @@ async def test_continued_tool_turn_sends_only_the_new_results(
     assert "The next call index is 1." in prompts(sim)[-1]
     stored = await redis.hget(keys.conversation_key(chat_id), "tools")
     assert f'"call_{third.request_id}_0":"functions.get_time:1"'.encode() in stored
+
+
+@LANES
+async def test_tool_turn_fails_over_before_any_content(
+    redis, redis_url: str, kimi_sim: SimServer, lane: Lane
+) -> None:
+    """A 429 before any content moves the tool turn to another account, which sends the same prompt and call."""
+    await add_accounts(redis, kimi_sim, 2, kind=lane.kind)
+    kimi_sim.state.faults.arm("http_429", count=1, path=lane.chat_path)
+    events = await run(redis, redis_url, kimi_sim, tool_request(lane, PARIS))
+    assert calls_of(events) == [(0, "get_weather", '{"city":"Paris"}')]
+    assert text_of(events) == prose("get_weather")
+    first, second = prompts(kimi_sim)
+    assert first == second and "# Tools" in first
