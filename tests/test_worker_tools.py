@@ -32,6 +32,9 @@ from shared.schema import (
 )
 from shared.usage_estimate import estimate_tokens
 from tests.test_worker_support import add_accounts, enqueue, reply_events, run_burst, text_of
+from upstream_worker import conversations
+from upstream_worker.conversations import Conversation
+from upstream_worker.toolcalls import ToolState
 
 WEATHER = ToolSpec(
     "get_weather",
@@ -440,3 +443,15 @@ async def test_tool_turn_fails_over_before_any_content(
     assert text_of(events) == prose("get_weather")
     first, second = prompts(kimi_sim)
     assert first == second and "# Tools" in first
+
+
+async def test_record_keeps_the_tool_state(redis) -> None:
+    """A conversation record stores its ToolState as JSON and loads it back; an unreadable one loads as None."""
+    state = ToolState({"call_x_0": "functions.get_weather:0"}, 1, ["functions.get_weather:0"], "abc")
+    pipe = redis.pipeline(transaction=False)
+    conversations.fill(pipe, "c1", Conversation("a1", "connect", "c1", "p1", state))
+    await pipe.execute()
+    assert await conversations.load(redis, "c1") == Conversation("a1", "connect", "c1", "p1", state)
+    await redis.hset(keys.conversation_key("c1"), "tools", '{"next_index": "one"}')
+    loaded = await conversations.load(redis, "c1")
+    assert loaded is not None and loaded.tools is None
