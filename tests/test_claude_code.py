@@ -30,7 +30,9 @@ async def stack(stack_factory: StackFactory) -> Stack:
 
 
 async def _claude(stack: Stack, home: Path, prompt: str, model: str) -> tuple[int, str, str]:
-    """`claude -p <prompt>` against the gateway, in `home` (its HOME and working directory): status, out, err."""
+    """`claude -p <prompt>` against the gateway, in `home` (its HOME and working directory): status, out, err.
+
+    No permission flag: Claude Code runs Read on a file inside its working directory without asking."""
     claude = require_agent("claude")
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -46,8 +48,6 @@ async def _claude(stack: Stack, home: Path, prompt: str, model: str) -> tuple[in
         prompt,
         "--model",
         model,
-        "--allowedTools",
-        "Read",
         cwd=home,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
