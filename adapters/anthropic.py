@@ -40,6 +40,7 @@ from adapters.base import (
     sse_event,
 )
 from adapters.common import (
+    ChoiceMode,
     ReplyUsage,
     arguments_object,
     chat_options,
@@ -54,8 +55,6 @@ from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec
 from shared.schema import ChatRequest, Message, Part, TextPart, ToolCall, ToolChoice, ToolSpec
-
-ChoiceMode = Literal["auto", "none", "required", "named"]
 
 NAME: Final = "anthropic"
 
@@ -262,16 +261,14 @@ def _system(system: str | list[_Text]) -> Message | None:
 
 def _turn(message: _Message, index: int, names: dict[str, str]) -> list[Message]:
     """One wire message as canonical messages: its tool results first (as `tool` messages), then a system text
-    it carries (`mid_conv_system`), then its own role's text and calls."""
+    it carries (`mid_conv_system`), then its own role's content and calls."""
+    content = _content(message.content, index)
     if isinstance(message.content, str):
-        return [Message(role=message.role, content=message.content)]
+        return [Message(role=message.role, content=content)]
     out: list[Message] = []
-    parts: list[Part] = []
     calls: list[ToolCall] = []
-    for j, block in enumerate(message.content):
+    for block in message.content:
         match block:
-            case _Text(text=text):
-                parts.append(TextPart(text=text))
             case _ToolUse():
                 names[block.id] = block.name
                 calls.append(ToolCall(block.id, block.name, compact_json(block.input)))
@@ -279,11 +276,21 @@ def _turn(message: _Message, index: int, names: dict[str, str]) -> list[Message]
                 out.append(_result(block, names))
             case _MidConvSystem(content=blocks):
                 out.append(Message(role="system", content=[TextPart(text=b.text) for b in blocks]))
-            case _ if type(block) in _UNSUPPORTED:
-                raise BadRequest(_UNSUPPORTED[type(block)], param=f"messages.{index}.content.{j}")
-    if parts or calls or not out:
-        out.append(Message(role=message.role, content=parts, tool_calls=calls or None))
+    if content or calls or not out:
+        out.append(Message(role=message.role, content=content, tool_calls=calls or None))
     return out
+
+
+def _content(content: str | list[_Block], index: int) -> str | list[Part]:
+    if isinstance(content, str):
+        return content
+    parts: list[Part] = []
+    for j, block in enumerate(content):
+        if isinstance(block, _Text):
+            parts.append(TextPart(text=block.text))
+        elif type(block) in _UNSUPPORTED:
+            raise BadRequest(_UNSUPPORTED[type(block)], param=f"messages.{index}.content.{j}")
+    return parts
 
 
 def _result(block: _ToolResult, names: dict[str, str]) -> Message:

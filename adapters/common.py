@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
@@ -20,6 +20,8 @@ from shared.schema import ChatOptions, Message, ToolSpec, Usage
 from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
 
 T = TypeVar("T")
+#: `ToolChoice.mode`, for the dialects' tables of their own choice names.
+ChoiceMode = Literal["auto", "none", "required", "named"]
 
 EMPTY_BODY: Final = "The request body is empty; expected a JSON object."
 #: kimi-free-api's spellings of "start a new conversation" in `conversation_id`.

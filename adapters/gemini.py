@@ -26,7 +26,7 @@ of `args` / `response` stay as the client wrote them. A call is answered as a wh
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 
@@ -40,6 +40,7 @@ from adapters.base import (
     sse_data,
 )
 from adapters.common import (
+    ChoiceMode,
     ReplyUsage,
     arguments_object,
     chat_options,
@@ -54,8 +55,6 @@ from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec, listed_models
 from shared.schema import ChatRequest, Message, Role, ToolCall, ToolChoice, ToolSpec
-
-ChoiceMode = Literal["auto", "none", "required", "named"]
 
 NAME: Final = "gemini"
 

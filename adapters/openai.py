@@ -27,7 +27,7 @@ kimi-free-api extensions: `use_search`, `conversation_id`, model-name flags (see
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -41,6 +41,7 @@ from adapters.base import (
     sse_comment,
 )
 from adapters.common import (
+    ChoiceMode,
     ReplyUsage,
     chat_options,
     check_named_tool,
@@ -53,8 +54,6 @@ from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec, listed_models
 from shared.schema import ChatRequest, Message, Part, Role, TextPart, ToolCall, ToolChoice, ToolSpec
-
-ChoiceMode = Literal["auto", "none", "required", "named"]
 
 NAME: Final = "openai"
 
