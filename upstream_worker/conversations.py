@@ -1,10 +1,10 @@
 """Kept conversations: which account and upstream ids a client's `conversation_id` continues.
 
 A record lives in `kimi:conv:<id>` (hash: account_id, protocol, chat_id, parent_id, tools) for
-CONVERSATION_TTL_S and is refreshed by every turn. `tools` is the chat's `ToolState` as JSON (the call ids Kimi
-knows, the next call index, the declarations it has seen; docs/TOOLS.md), empty while no turn used tools. `<id>` is the id the client sees: the Kimi chat id of the conversation's first
-turn, as in kimi-free-api (`chat_id` differs only when that turn failed over to another account after Kimi
-had accepted it).
+CONVERSATION_TTL_S and is refreshed by every turn. `<id>` is the id the client sees: the Kimi chat id of the
+conversation's first turn, as in kimi-free-api (`chat_id` differs only when that turn failed over to another
+account after Kimi had accepted it). `tools` is the chat's `ToolState` as JSON (the call ids Kimi knows, the
+next call index, the declarations it has seen; docs/TOOLS.md), empty while no turn of the chat used tools.
 
 A turn keeps its record current with a `RecordTracker` from the moment Kimi accepts it (`Start`): the write
 rides in the pipeline of the reply stream's next XADD, before it, so the id a client can read is always
@@ -124,7 +124,8 @@ def fill(
 
 
 def _tool_state(text: str) -> ToolState | None:
-    """The stored state; None when absent, or unreadable (a record an older worker wrote)."""
+    """The stored state; None when absent or unreadable (another version's fields): the next turn then
+    renders its history from scratch, as for a chat that never used tools."""
     if not text:
         return None
     try:

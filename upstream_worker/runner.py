@@ -18,8 +18,12 @@ trace cleanup comes last.
 
 One attempt is: credentials → call → stream. Work an attempt needs per account before the call (uploading
 attachments) belongs between the credentials and the stream, so that its failures fail over like the call's.
-A retry on the same account with a changed request (repairing a malformed answer before any content left)
-is one more failure type for `RetryBudget`, answered with that account pinned.
+
+Tools on a web lane (a protocol of `drivers.PROMPTED_TOOLS`; docs/TOOLS.md): the attempt's `ToolTurn`
+(upstream_worker/tool_turn.py) gives the driver the prompt protocol's messages and reads the calls out of the
+answer text. An answer whose calls are unusable is repaired once inside the same attempt, on the same lease
+(`_settle_tools`): the correction as the kept chat's next turn, else a new chat; a second failure is an
+`UpstreamProtocolError`, never failed over (the calls, like content, end the failover window).
 
 A kept chat's conversation record is written from the turn's `Start` on, in the pipeline of the XADD that
 carries `Start` (upstream_worker/conversations.py), and again when the turn learns its assistant message id:
@@ -188,7 +192,7 @@ class KimiRunner:
             answer.attempt = Attempt(call, protocol, sent_parent_id, conversation is not None)
             done = await _stream(driver, call, turn.take if turn else answer.take, protocol)
             if turn is not None:
-                call, done = await _settle_tools(turn, call, done, driver, protocol, calls)
+                done = await _settle_tools(turn, call, done, driver, protocol, calls)
             answer.end(call, done)
         except asyncio.CancelledError as exc:
             failure = exc
@@ -274,18 +278,18 @@ async def _stream(driver: Driver, call: UpstreamCall, take: Callable[[Event], No
 
 async def _settle_tools(
     turn: ToolTurn, call: UpstreamCall, done: Done, driver: Driver, protocol: str, calls: list[UpstreamCall]
-) -> tuple[UpstreamCall, Done]:
-    """Publish a tool answer's calls; on a failure, first the one repair on the same account. The last call
-    and the Done to end with."""
+) -> Done:
+    """Publish a tool answer's calls; on a failure, first the one repair on the same account (its call is
+    added to `calls`, for the cleanup). The Done to end with."""
     result = turn.finish()
-    if result.failure is not None:
+    if result.failure is not None and not _past(turn.request.deadline_s):
         call = _repair_call(turn, call, result.failure)
         calls.append(call)
         turn.answer.attempt = Attempt(call, protocol, call.parent_id, call.chat_id is not None)
         log.info("tool_call_repair", request_id=turn.request.request_id, kind=result.failure.kind)
         done = await _stream_repair(driver, call, turn, protocol)
         result = turn.finish()
-    return call, turn.publish(result, done)
+    return turn.publish(result, done)
 
 
 async def _stream_repair(driver: Driver, call: UpstreamCall, turn: ToolTurn, protocol: str) -> Done:
@@ -324,6 +328,11 @@ def _repair_call(turn: ToolTurn, failed: UpstreamCall, failure: ToolCallFailure)
         keep_chat=failed.keep_chat,
         files=[] if same_chat else list(failed.files),
     )
+
+
+def _past(deadline_s: float) -> bool:
+    """The job's deadline has passed (0: none): no repair is worth starting."""
+    return bool(deadline_s) and time.time() >= deadline_s
 
 
 def _log_retry(job_id: str, account_id: str, exc: UpstreamError) -> None:

@@ -15,6 +15,7 @@ held, dropped when its calls come, published only when it answers without any ca
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import msgspec
@@ -25,6 +26,7 @@ from shared.schema import (
     Citation,
     Done,
     Event,
+    Keepalive,
     Message,
     ReasoningDelta,
     TextDelta,
@@ -40,7 +42,11 @@ from upstream_worker.toolcalls import (
     build_continuation,
     build_prompt,
     correction_message,
+    markup,
 )
+
+#: How often a repair whose text is held publishes a Keepalive (well under the gateway's idle timeout).
+QUIET_PING_S = 5.0
 
 
 @dataclass(slots=True)
@@ -59,6 +65,8 @@ class ToolTurn:
     #: The repair runs after content reached the client: its text is held, not streamed.
     quiet: bool = False
     held: list[str] = field(default_factory=list)
+    #: When the quiet repair last showed the client it is alive (monotonic seconds).
+    pinged_s: float = 0.0
 
     @classmethod
     def begin(cls, request: ChatRequest, answer: Answer, kept: ToolState | None) -> ToolTurn:
@@ -120,10 +128,14 @@ class ToolTurn:
         return done
 
     def _text(self, text: str) -> None:
-        if self.quiet:
-            self.held.append(text)
-        else:
+        if not self.quiet:
             self._release(text)
+            return
+        self.held.append(text)
+        # The client sees nothing of a quiet repair's text: a ping now and then keeps its idle timer quiet.
+        if time.monotonic() - self.pinged_s >= QUIET_PING_S:
+            self.pinged_s = time.monotonic()
+            self.answer.take(Keepalive())
 
     def _release(self, text: str) -> None:
         if text:
@@ -132,7 +144,7 @@ class ToolTurn:
 
 def failure_message(failure: ToolCallFailure, *, repaired: bool) -> str:
     """The client's error: the failure's kind and tool, never the call itself."""
-    tool = f" of {failure.tool}" if failure.tool else ""
+    tool = f" of {markup.split_native_id(failure.tool)[0]}" if failure.tool else ""
     when = " after one correction" if repaired else ""
     return f"Kimi's answer had no usable tool call{when} ({failure.kind}{tool}): {failure.message}"
 
