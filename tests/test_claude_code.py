@@ -74,6 +74,6 @@ async def test_claude_code_reads_a_file_through_the_gateway(stack: Stack, tmp_pa
     prompt = "Read the note.\ncall Read " + json.dumps({"file_path": str(note)})
     status, out, err = await _claude(stack, home, prompt, "kimi-k2.5-instant")
     assert status == 0, f"claude exited {status}\nstdout: {out}\nstderr: {err}"
-    assert "Tool results received." in out
-    assert CONTENT in out
+    # Claude Code's Read numbers the lines (`1\t…`); the simulated Kimi quotes the result of its call whole.
+    assert out.startswith("Tool results received. 工具结果如下：\nfunctions.Read:0 returned: 1\t" + CONTENT)
     assert "<|tool_call" not in out
