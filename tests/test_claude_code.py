@@ -22,11 +22,15 @@ CLAUDE_TIMEOUT_S = 90.0
 CONTENT = "The launch code is 7481-kiwi."
 
 
-@pytest_asyncio.fixture
-async def stack(stack_factory: StackFactory) -> Stack:
+@pytest_asyncio.fixture(
+    params=[("kimi_auth", "kimi-k2.5-instant"), ("refresh_token", "kimi")], ids=["connect", "rest"]
+)
+async def lane(request: pytest.FixtureRequest, stack_factory: StackFactory) -> tuple[Stack, str]:
+    """A stack with one account of the lane's kind, and the model id that lane serves."""
+    kind, model = request.param
     stack = await stack_factory()
-    await stack.add("kimi_auth")
-    return stack
+    await stack.add(kind)
+    return stack, model
 
 
 async def _claude(stack: Stack, home: Path, prompt: str, model: str) -> tuple[int, str, str]:
@@ -65,14 +69,14 @@ async def _claude(stack: Stack, home: Path, prompt: str, model: str) -> tuple[in
 
 
 @pytest.mark.timeout(CLAUDE_TIMEOUT_S + 30)
-async def test_claude_code_reads_a_file_through_the_gateway(stack: Stack, tmp_path: Path) -> None:
+async def test_claude_code_reads_a_file_through_the_gateway(lane: tuple[Stack, str], tmp_path: Path) -> None:
     """`claude -p` runs the Read call the simulated Kimi makes and prints the answer that quotes the file."""
     home = tmp_path / "home"
     home.mkdir()
     note = home / "note.txt"
     note.write_text(CONTENT + "\n")
     prompt = "Read the note.\ncall Read " + json.dumps({"file_path": str(note)})
-    status, out, err = await _claude(stack, home, prompt, "kimi-k2.5-instant")
+    status, out, err = await _claude(lane[0], home, prompt, lane[1])
     assert status == 0, f"claude exited {status}\nstdout: {out}\nstderr: {err}"
     # Claude Code's Read numbers the lines (`1\t…`); the simulated Kimi quotes the result of its call whole.
     assert out.startswith("Tool results received. 工具结果如下：\nfunctions.Read:0 returned: 1\t" + CONTENT)
