@@ -95,9 +95,17 @@ class _SearchResult(_Wire, tag="search_result"):
     pass
 
 
+class _ToolReference(_Wire, tag="tool_reference"):
+    pass
+
+
+class _BrowserState(_Wire, tag="browser_state"):
+    pass
+
+
 class _ToolResult(_Wire, tag="tool_result"):
     tool_use_id: str
-    content: str | list[_Text | _Image | _Document | _SearchResult] = ""
+    content: str | list[_Text | _Image | _Document | _SearchResult | _ToolReference | _BrowserState] = ""
     is_error: bool = False
 
 
@@ -105,11 +113,37 @@ class _MidConvSystem(_Wire, tag="mid_conv_system"):
     content: list[_Text] = msgspec.field(default_factory=list)
 
 
+# Blocks of Anthropic's own server tools and containers, sent back in a history: accepted and left out (Kimi
+# ran none of them).
 class _ServerToolUse(_Wire, tag="server_tool_use"):
     pass
 
 
 class _WebSearchToolResult(_Wire, tag="web_search_tool_result"):
+    pass
+
+
+class _WebFetchToolResult(_Wire, tag="web_fetch_tool_result"):
+    pass
+
+
+class _CodeExecutionToolResult(_Wire, tag="code_execution_tool_result"):
+    pass
+
+
+class _BashCodeExecutionToolResult(_Wire, tag="bash_code_execution_tool_result"):
+    pass
+
+
+class _TextEditorCodeExecutionToolResult(_Wire, tag="text_editor_code_execution_tool_result"):
+    pass
+
+
+class _ToolSearchToolResult(_Wire, tag="tool_search_tool_result"):
+    pass
+
+
+class _ContainerUpload(_Wire, tag="container_upload"):
     pass
 
 
@@ -122,9 +156,15 @@ _Block = (
     | _ToolUse
     | _ToolResult
     | _MidConvSystem
+    | _SearchResult
     | _ServerToolUse
     | _WebSearchToolResult
-    | _SearchResult
+    | _WebFetchToolResult
+    | _CodeExecutionToolResult
+    | _BashCodeExecutionToolResult
+    | _TextEditorCodeExecutionToolResult
+    | _ToolSearchToolResult
+    | _ContainerUpload
 )
 
 
@@ -178,6 +218,8 @@ _RESULT_PLACEHOLDER: Final[dict[type[_Wire], str]] = {
     _Image: "[image]",
     _Document: "[document]",
     _SearchResult: "[search result]",
+    _ToolReference: "[tool reference]",
+    _BrowserState: "[browser state]",
 }
 _CHOICE_MODE: Final[dict[str, ChoiceMode]] = {
     "auto": "auto",

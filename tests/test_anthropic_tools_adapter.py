@@ -333,3 +333,40 @@ def test_the_sdk_accumulator_rebuilds_the_non_stream_message() -> None:
     assert snapshot is not None
     assert [b.model_dump() for b in snapshot.content] == [b.model_dump() for b in whole.content]
     assert snapshot.stop_reason == whole.stop_reason == "tool_use"
+
+
+def test_server_tool_blocks_in_the_history_are_left_out() -> None:
+    """Blocks of Anthropic's server tools in a history are accepted and left out; a tool_reference inside a
+    tool_result reads as a placeholder."""
+    messages = [
+        {"role": "user", "content": "search"},
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "server_tool_use",
+                    "id": "srvtoolu_1",
+                    "name": "web_search",
+                    "input": {"query": "x"},
+                },
+                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+                {"type": "text", "text": "Found."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "content": [{"type": "tool_reference", "tool_name": "x"}],
+                },
+                {"type": "container_upload", "file_id": "f1"},
+            ],
+        },
+    ]
+    assert _parse(messages=messages, tools=[TIME]).request.messages[1:] == [
+        Message("assistant", [TextPart("Found.")], tool_calls=[ToolCall("toolu_1", "get_time", "{}")]),
+        Message("tool", [TextPart("[tool reference]")], tool_call_id="toolu_1", name="get_time"),
+    ]
