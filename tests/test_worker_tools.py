@@ -32,6 +32,9 @@ from shared.schema import (
 )
 from shared.usage_estimate import estimate_tokens
 from tests.test_worker_support import add_accounts, enqueue, reply_events, run_burst, text_of
+from upstream_worker import conversations
+from upstream_worker.conversations import Conversation
+from upstream_worker.toolcalls import ToolState
 
 WEATHER = ToolSpec(
     "get_weather",
@@ -52,10 +55,11 @@ class Lane:
     kind: str
     model: str
     thinking_model: str
+    chat_path: str
 
 
-REST = Lane("refresh_token", "kimi", "kimi-thinking")
-CONNECT = Lane("kimi_auth", "kimi-k2.5-instant", "kimi-k2.5-thinking")
+REST = Lane("refresh_token", "kimi", "kimi-thinking", "/completion/stream")
+CONNECT = Lane("kimi_auth", "kimi-k2.5-instant", "kimi-k2.5-thinking", ".ChatService/Chat")
 LANES = pytest.mark.parametrize("lane", [REST, CONNECT], ids=["rest", "connect"])
 
 
@@ -425,3 +429,29 @@ async def test_continued_tool_turn_sends_only_the_new_results(
     assert "The next call index is 1." in prompts(sim)[-1]
     stored = await redis.hget(keys.conversation_key(chat_id), "tools")
     assert f'"call_{third.request_id}_0":"functions.get_time:1"'.encode() in stored
+
+
+@LANES
+async def test_tool_turn_fails_over_before_any_content(
+    redis, redis_url: str, kimi_sim: SimServer, lane: Lane
+) -> None:
+    """A 429 before any content moves the tool turn to another account, which sends the same prompt and call."""
+    await add_accounts(redis, kimi_sim, 2, kind=lane.kind)
+    kimi_sim.state.faults.arm("http_429", count=1, path=lane.chat_path)
+    events = await run(redis, redis_url, kimi_sim, tool_request(lane, PARIS))
+    assert calls_of(events) == [(0, "get_weather", '{"city":"Paris"}')]
+    assert text_of(events) == prose("get_weather")
+    first, second = prompts(kimi_sim)
+    assert first == second and "# Tools" in first
+
+
+async def test_record_keeps_the_tool_state(redis) -> None:
+    """A conversation record stores its ToolState as JSON and loads it back; an unreadable one loads as None."""
+    state = ToolState({"call_x_0": "functions.get_weather:0"}, 1, ["functions.get_weather:0"], "abc")
+    pipe = redis.pipeline(transaction=False)
+    conversations.fill(pipe, "c1", Conversation("a1", "connect", "c1", "p1", state))
+    await pipe.execute()
+    assert await conversations.load(redis, "c1") == Conversation("a1", "connect", "c1", "p1", state)
+    await redis.hset(keys.conversation_key("c1"), "tools", '{"next_index": "one"}')
+    loaded = await conversations.load(redis, "c1")
+    assert loaded is not None and loaded.tools is None
