@@ -427,9 +427,10 @@ def protocol_for(kind_name: str, spec: ModelSpec) -> str:
     return protocol
 
 
-def upstream_of(kind_name: str) -> Upstream:
-    """The public name of a kind (`kimi_web`, `api_key`)."""
-    return kind_named(kind_name).upstream
+def upstream_of(kind_name: str) -> Upstream | None:
+    """The public name of a kind (`kimi_web`, `api_key`); None for a kind this process does not know."""
+    kind = _BY_NAME.get(kind_name)
+    return kind.upstream if kind is not None else None
 
 
 def kinds_serving(spec: ModelSpec) -> dict[Upstream, frozenset[str]]:
