@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from kimi_sim.answers import answer_for
 from kimi_sim.server import SimServer
+from shared import keys
 from shared.errors import RateLimited, ServiceUnavailable
 from shared.models import resolve_model
 from shared.schema import ErrorEvent, Start, Usage
@@ -26,6 +27,9 @@ from tests.test_worker_support import (
 )
 from token_service.accounts import Accounts
 from upstream_worker import metrics
+from upstream_worker.answer import Answer, Attempt
+from upstream_worker.kimi.call import Creds, UpstreamCall
+from upstream_worker.publisher import ReplyPublisher
 from upstream_worker.routing import Route, policy_for, route_for
 
 WEB = frozenset({"kimi_auth", "refresh_token"})
@@ -194,3 +198,21 @@ async def test_an_api_only_model_with_only_web_accounts_is_a_clear_503(
         '{"token": "<kimi-auth, refresh_token or sk-… API key>"}',
     )
     assert [r for r in kimi_sim.state.requests if "/chat" in r.path] == []
+
+
+async def test_an_attempt_on_another_kind_sends_start_again_naming_it(redis: aioredis.Redis) -> None:
+    """A web attempt accepted then failed before content, retried on a key: a second Start names the key's kind;
+    a retry on the same kind sends none."""
+    publisher = ReplyPublisher(redis, keys.reply_key("kinds-1"))
+    answer = Answer(publisher)
+    request = chat_request("x", model="kimi-k2.6")
+    for account_id, kind in (("web1", "kimi_auth"), ("web2", "refresh_token"), ("key1", "api_key")):
+        answer.begin()
+        call = UpstreamCall(request, spec("kimi-k2.6"), Creds(account_id, kind, "secret"))
+        answer.attempt = Attempt(call, "connect", None, False)
+        answer.take(Start())
+    await publisher.aclose()
+    assert [e for e in await reply_events(redis, "kinds-1") if isinstance(e, Start)] == [
+        Start(account_id="web1", kind="kimi_web"),
+        Start(account_id="key1", kind="api_key"),
+    ]
