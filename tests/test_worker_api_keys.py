@@ -27,7 +27,7 @@ from shared.schema import (
 from shared.settings import PoolSettings
 from tests.test_worker_support import chat_request, enqueue, reply_events, text_of, worker_settings
 from token_service.accounts import Accounts
-from upstream_worker.drivers import DRIVERS, KeyLane, native_tools, open_drivers
+from upstream_worker.drivers import DRIVERS, PROMPTED_TOOLS, KeyLane, open_drivers
 from upstream_worker.resources import open_worker
 
 WEATHER = ToolSpec(
@@ -55,16 +55,12 @@ async def run_worker(redis_url: str, sim: SimServer, **overrides: Any) -> None:
 async def test_the_registry_serves_moonshot_with_native_tools(
     redis: aioredis.Redis, kimi_sim: SimServer
 ) -> None:
-    """`moonshot` is a registry entry whose driver sends tools natively; the web drivers do not."""
+    """`moonshot` is a registry entry (KeyLane) whose tools are not emulated in the prompt; the web lanes' are."""
     async with aiohttp.ClientSession() as session:
         drivers = open_drivers(session, worker_settings("redis://unused", kimi_sim.url), redis)
     assert set(drivers) == set(DRIVERS) == {"rest", "connect", "moonshot"}
     assert isinstance(drivers["moonshot"], KeyLane)
-    assert {name: native_tools(driver) for name, driver in drivers.items()} == {
-        "rest": False,
-        "connect": False,
-        "moonshot": True,
-    }
+    assert {"rest", "connect"} == PROMPTED_TOOLS
 
 
 async def test_a_key_answers_with_the_apis_exact_usage(redis, redis_url: str, kimi_sim: SimServer) -> None:

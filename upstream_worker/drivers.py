@@ -7,8 +7,8 @@ client are closed by `upstream_worker/resources.py`, so nothing is left to close
 
     rest, connect   Kimi's web chat (upstream_worker/kimi), with a web account's credentials
     moonshot        the official API (upstream_worker/moonshot) with an API key, through `KeyLane`: real usage,
-                    native tool calls (`native_tools`: the runner sends the tools as they are, no prompt
-                    emulation), images inlined from the job's attachment bytes
+                    native tool calls (not in `PROMPTED_TOOLS`: the runner sends the tools as they are, no
+                    prompt emulation), images inlined from the job's attachment bytes
 """
 
 from __future__ import annotations
@@ -50,9 +50,6 @@ class KeyLane:
     credentials, the request's images from the job's attachment bytes. It yields the API's real `Usage`
     (`estimated=False`, which the runner keeps) and native `ToolCallEvent`s."""
 
-    #: Tools go to the API as declared: the runner must not emulate them in the prompt on this lane.
-    native_tools = True
-
     def __init__(self, driver: MoonshotDriver, attachments: AttachmentStore, default_base_url: str) -> None:
         self._driver = driver
         self._attachments = attachments
@@ -79,11 +76,6 @@ class KeyLane:
         parts = [part for part in request_attachments(call.request.messages) if part.kind == "image"]
         job_id = call.request.request_id
         return {part.sha256: await self._attachments.get(job_id, part.sha256) for part in parts}
-
-
-def native_tools(driver: Driver) -> bool:
-    """Whether the driver sends tools to its upstream as declared (no prompt emulation of tool calls)."""
-    return bool(getattr(driver, "native_tools", False))
 
 
 #: Builds one protocol's driver from the process's shared session, the worker's settings and its Redis client.
