@@ -216,3 +216,26 @@ async def test_an_attempt_on_another_kind_sends_start_again_naming_it(redis: aio
         Start(account_id="web1", kind="kimi_web"),
         Start(account_id="key1", kind="api_key"),
     ]
+
+
+def test_the_policy_settings_are_read_and_checked_from_the_environment() -> None:
+    """UPSTREAM_POLICY and UPSTREAM_POLICY_MODELS parse from the environment; an unknown policy is refused."""
+    loaded = WorkerSettings.from_env(
+        {
+            "UPSTREAM_POLICY": "Keys_First",
+            "UPSTREAM_POLICY_MODELS": " moonshot-v1-* = web_only ,kimi-k3=keys_only",
+        }
+    )
+    assert (loaded.upstream_policy, loaded.upstream_policy_models) == (
+        "keys_first",
+        ("moonshot-v1-*=web_only", "kimi-k3=keys_only"),
+    )
+    assert WorkerSettings.from_env({}).upstream_policy == "web_first"
+    with pytest.raises(ValueError) as unknown:
+        WorkerSettings.from_env({"UPSTREAM_POLICY": "cheapest"})
+    assert str(unknown.value) == (
+        "UPSTREAM_POLICY must be one of web_first, keys_first, web_only, keys_only, got 'cheapest'"
+    )
+    with pytest.raises(ValueError) as malformed:
+        WorkerSettings.from_env({"UPSTREAM_POLICY_MODELS": "kimi-k3"})
+    assert str(malformed.value) == "UPSTREAM_POLICY_MODELS entries read MODEL_PATTERN=POLICY, got 'kimi-k3'"
