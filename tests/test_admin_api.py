@@ -187,7 +187,7 @@ async def test_expired_and_garbage_tokens_get_clear_400s(client: Client) -> None
     assert body == {
         "success": False,
         "error": "unsupported token type 'id': expected a kimi-auth (typ=access, app_id=kimi) or a refresh_token"
-        " (typ=refresh)",
+        " (typ=refresh) or an official API key (sk-…)",
         "type": "invalid_request",
         "param": "token",
     }

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from kimi_sim.answers import answer_for
 from kimi_sim.server import SimServer
@@ -139,8 +140,8 @@ class _UsageReporting:
         return await self._inner.cleanup(call)
 
 
-def _reporting(session: aiohttp.ClientSession, settings: WorkerSettings) -> Driver:
-    return _UsageReporting(DRIVERS["connect"](session, settings))
+def _reporting(session: aiohttp.ClientSession, settings: WorkerSettings, redis: aioredis.Redis) -> Driver:
+    return _UsageReporting(DRIVERS["connect"](session, settings, redis))
 
 
 async def test_drivers_own_usage_goes_out_unchanged(redis, redis_url: str, kimi_sim: SimServer) -> None:

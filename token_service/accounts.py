@@ -39,8 +39,9 @@ class Accounts(AccountPool):
         self.passthrough = PassThroughAccounts(redis, settings)
 
     async def add(self, text: str) -> tuple[Account, bool]:
-        """Save the credential in pasted text (BadRequest when no kind recognises it or it has expired)."""
-        return await self.store.save(admit(text))
+        """Save the credential in pasted text (BadRequest when no kind recognises it or it has expired); what
+        the text left out (an API key's base URL) comes from the settings."""
+        return await self.store.save(admit(text).with_defaults(self.settings))
 
     async def add_ephemeral(self, tokens: Sequence[str]) -> list[str]:
         """Pass-through tokens as accounts with a TTL, as the gateway stores them."""

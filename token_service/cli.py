@@ -1,7 +1,7 @@
 """Operator CLI on Redis directly: `python -m token_service accounts list|add|import|remove|probe`.
 
 accounts list                 one line per account: id, kind, state, user, expiry, hours left
-accounts add TOKEN            a credential of any kind (a kimi-auth JWT, a refresh_token, a pasted cookie)
+accounts add TOKEN            a credential of any kind (kimi-auth, refresh_token, cookie, API key sk-…[@base])
 accounts import FILE          one token per line (`-` reads stdin); blank lines and `#` comments skipped
 accounts remove ID
 accounts probe [ID]           one account, or every account that is not disabled

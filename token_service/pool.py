@@ -76,9 +76,15 @@ class AccountPool:
         self._leased_fields: dict[str, dict[str, str]] = {}
 
     async def lease(
-        self, *, exclude: set[str] | None = None, only: set[str] | None = None, wait_s: float = 0.0
+        self,
+        *,
+        exclude: set[str] | None = None,
+        only: set[str] | None = None,
+        kinds: frozenset[str] | None = None,
+        wait_s: float = 0.0,
     ) -> Lease:
-        """The best usable account; waits up to `wait_s` while every one is at its concurrency cap."""
+        """The best usable account (of `kinds`, when given: names of the kind registry); waits up to `wait_s`
+        while every one is at its concurrency cap."""
         deadline = time.monotonic() + wait_s
         while True:
             picked = await self.scripts.take(
@@ -87,6 +93,7 @@ class AccountPool:
                 exclude=exclude or set(),
                 only=only,
                 fields=IN_USE_FIELDS,
+                kinds=kinds,
             )
             if picked.lease is not None:
                 self._leased_fields[picked.lease.lease_id] = dict(picked.fields)

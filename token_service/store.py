@@ -112,6 +112,8 @@ class Account(msgspec.Struct, frozen=True):
     access_exp: int | None = None
     cooling_until_ms: int = 0
     last_used_ms: int = 0
+    #: Where calls as the account go when its credential names its own host (an API key's platform); "" else.
+    base_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +345,7 @@ def _fields_of(credential: Credential, *, ephemeral: bool) -> Fields:
         "ephemeral": "1" if ephemeral else "0",
         "created_ms": str(now_ms()),
         "preview": mask(credential.secret),
+        "base_url": credential.origin() or "",
         "device_id": identity.device_id or _random_19_digits(),
         "session_id": identity.session_id or _random_19_digits(),
     }
@@ -385,6 +388,7 @@ def _account_from(account_id: str, h: dict[str, str]) -> Account:
         access_exp=_opt_int(h.get("access_exp")),
         cooling_until_ms=cooling_ms,
         last_used_ms=_opt_int(h.get("last_used_ms")) or 0,
+        base_url=h.get("base_url", ""),
     )
 
 

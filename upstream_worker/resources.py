@@ -39,7 +39,7 @@ async def open_worker(
     try:
         async with _session(settings) as session:
             pool = AccountPool(redis, settings.pool, session, common.kimi_base_url)
-            runner = KimiRunner(settings, redis, pool, open_drivers(session, settings, drivers))
+            runner = KimiRunner(settings, redis, pool, open_drivers(session, settings, redis, drivers))
             yield Worker(settings, redis, blocking, runner, pool)
     finally:
         await blocking.aclose()
