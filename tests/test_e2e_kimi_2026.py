@@ -1,0 +1,123 @@
+"""Kimi web 2026 end to end through the official SDKs (issue 13): the K3 lane reaches the simulator as the
+catalogue says, a character cut between upstream events arrives whole on both lanes, and the worker's own
+`/metrics` counts an event kind no client knows."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import openai
+import pytest
+import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
+
+from kimi_sim.answers import answer_for
+from shared.redis_server import free_port
+from shared.settings import PoolSettings
+from tests.stack import Stack, StackFactory, stack_factory
+from token_service.accounts import Accounts
+
+__all__ = ["stack_factory"]
+
+PROMPT = "你好，世界 — naïve café ☕ 🚀"
+CHAT_PATH = "ChatService/Chat"
+#: One lane of each web protocol: a refresh_token account on the REST family, a kimi-auth on Connect.
+LANES = [("refresh_token", "kimi"), ("kimi_auth", "kimi-k2.5-instant")]
+
+
+@pytest_asyncio.fixture
+async def stack(stack_factory: StackFactory) -> Stack:
+    return await stack_factory(keepalive_interval_s=0.2, idle_timeout_s=10.0, request_timeout_s=20.0)
+
+
+@pytest_asyncio.fixture
+async def client(stack: Stack) -> AsyncIterator[openai.AsyncOpenAI]:
+    client = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="sk-local", max_retries=0, timeout=15)
+    yield client
+    await client.close()
+
+
+async def _add_paid(stack: Stack, kind: str) -> str:
+    """A simulator account on a paid plan, saved in the pool; its account id."""
+    token = stack.sim.state.add_account(kind, plan="paid").token  # type: ignore[arg-type]
+    async with aiohttp.ClientSession() as session:
+        account, _ = await Accounts(stack.redis, PoolSettings(), session, stack.sim.url).add(token)
+    return account.id
+
+
+async def _ask(client: openai.AsyncOpenAI, model: str, stream: bool) -> str:
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": PROMPT}]
+    if not stream:
+        completion = await client.chat.completions.create(model=model, messages=messages)
+        return completion.choices[0].message.content or ""
+    text = ""
+    async for chunk in await client.chat.completions.create(model=model, messages=messages, stream=True):
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+    return text
+
+
+@pytest.mark.timeout(30)
+async def test_k3_reaches_the_simulator_with_its_scenario(stack: Stack, client: openai.AsyncOpenAI) -> None:
+    """`kimi-k3` is sent as the catalogue's K3 entry (OK_COMPUTER lane, `options.model` k3-agent, HIGH effort)."""
+    await _add_paid(stack, "kimi_auth")
+    assert await _ask(client, "kimi-k3", stream=False) == answer_for(PROMPT)
+    [logged] = await stack.sim_requests(CHAT_PATH)
+    body = logged["body"]
+    assert body["scenario"] == body["message"]["scenario"] == "SCENARIO_OK_COMPUTER"
+    assert body["options"]["model"] == "k3-agent"
+    assert body["options"]["reasoning_effort"] == "REASONING_EFFORT_HIGH"
+    assert body["kimiplusId"] == "ok-computer" and body["agentMode"] == "TYPE_NORMAL"
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
+@pytest.mark.parametrize(("kind", "model"), LANES, ids=["rest", "connect"])
+async def test_a_character_cut_between_events_arrives_whole(
+    stack: Stack, client: openai.AsyncOpenAI, kind: str, model: str, stream: bool
+) -> None:
+    """Kimi cutting multi-byte characters between two events changes nothing the client reads, on either lane."""
+    await stack.add(kind)
+    await stack.arm("split_utf8_events")
+    assert await _ask(client, model, stream) == answer_for(PROMPT)
+    assert (await stack.sim_state())["streams"][-1]["status"] == "completed"
+
+
+def _drift(metrics_text: str) -> dict[tuple[str, str], float]:
+    return {
+        (sample.labels["protocol"], sample.labels["kind"]): sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        if family.name == "kimi_upstream_drift"
+        for sample in family.samples
+        if sample.name == "kimi_upstream_drift_total"
+    }
+
+
+async def _metrics(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+@pytest.mark.timeout(60)
+async def test_worker_metrics_count_an_unknown_event(stack_factory: StackFactory) -> None:
+    """An event kind and a field no client knows are skipped, and the worker's /metrics counts each by name."""
+    port = free_port()
+    stack = await stack_factory(worker_processes=1, worker_env={"WORKER_METRICS_PORT": str(port)})
+    await stack.add("kimi_auth")
+    await stack.arm("unknown_event")
+    client = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="sk-local", max_retries=0, timeout=15)
+    async with client:
+        assert await _ask(client, "kimi-k2.5-instant", stream=True) == answer_for(PROMPT)
+    url = f"http://127.0.0.1:{port}/metrics"
+    for _ in range(50):  # the driver counts drift when the call ends, just after the last event
+        drift = _drift(await _metrics(url))
+        if drift:
+            break
+        await asyncio.sleep(0.1)
+    assert drift == {
+        ("connect", "event:simFutureEvent"): 1.0,
+        ("connect", "field:block.text.simFutureField"): 1.0,
+    }
