@@ -121,3 +121,37 @@ async def test_worker_metrics_count_an_unknown_event(stack_factory: StackFactory
         ("connect", "event:simFutureEvent"): 1.0,
         ("connect", "field:block.text.simFutureField"): 1.0,
     }
+
+
+async def _states(stack: Stack) -> dict[str, str]:
+    async with aiohttp.ClientSession() as session:
+        accounts = await Accounts(stack.redis, PoolSettings(), session, stack.sim.url).list()
+    return {a.id: a.state for a in accounts}
+
+
+@pytest.mark.timeout(30)
+async def test_a_free_account_refused_k3_hands_it_to_a_paid_one(
+    stack: Stack, client: openai.AsyncOpenAI
+) -> None:
+    """K3 refused to a free account is served by a paid one; the free account is neither cooled nor blamed."""
+    paid = await _add_paid(stack, "kimi_auth")
+    assert await _ask(client, "kimi-k2.6-instant", stream=False) == answer_for(PROMPT)  # the paid one is used
+    free = await stack.add("kimi_auth")  # so the never-used free account is leased first
+    assert await _ask(client, "kimi-k3", stream=True) == answer_for(PROMPT)
+    k3_calls = [
+        r for r in await stack.sim_requests(CHAT_PATH) if r["body"]["options"].get("model") == "k3-agent"
+    ]
+    assert len(k3_calls) == 2
+    assert await _states(stack) == {paid: "active", free: "active"}
+
+
+@pytest.mark.timeout(30)
+async def test_k3_with_only_free_accounts_is_403_paid_plan(stack: Stack, client: openai.AsyncOpenAI) -> None:
+    """When no account's plan may use K3 the client gets 403 saying so, and every account stays active."""
+    ids = {await stack.add("kimi_auth"), await stack.add("kimi_auth")}
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        await _ask(client, "kimi-k3", stream=False)
+    assert info.value.status_code == 403
+    assert "kimi-k3 needs a paid Kimi plan" in info.value.message
+    assert len(await stack.sim_requests(CHAT_PATH)) == 2
+    assert await _states(stack) == dict.fromkeys(ids, "active")

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from shared.errors import GatewayError
+from shared.errors import GatewayError, UpstreamOverloaded
 from shared.logging import get_logger
 from shared.schema import Done, Event, Keepalive
 from shared.settings import UpstreamTimeouts
@@ -23,7 +23,7 @@ from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
 from upstream_worker.kimi.connect_events import ConnectStream
 from upstream_worker.kimi.connect_request import build_request, encode_request
 from upstream_worker.kimi.envelope import EnvelopeDecoder
-from upstream_worker.kimi.failures import truncated
+from upstream_worker.kimi.failures import plan_gated, plan_required, truncated
 from upstream_worker.kimi.headers import FallbackIds, connect_headers
 from upstream_worker.kimi.transport import open_stream, read_chunks, request_json
 
@@ -92,6 +92,10 @@ class ConnectDriver:
             for event in out:
                 yield event
             yield Done(finish_reason="stop", conversation_id=stream.chat_id)
+        except UpstreamOverloaded as exc:
+            if not plan_gated(call.spec):
+                raise
+            raise plan_required(call.spec, exc) from exc
         finally:
             metrics.count_drift(self.protocol, stream.drift.drain())
 
