@@ -1,7 +1,7 @@
 """The admin token API, served by the token service alone (`add_admin_routes(app)`); the gateway forwards
 every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
 
-    POST /auth/extract        {"cookies": …}            → {success, token (masked), token_info}
+    POST /auth/extract        {"cookies": …}            → {success, token (whole), token_info}
     POST /auth/save           {"cookies"|"token": …}    → {success, account_id, token_info}
     GET  /auth/status                                   → {has_token, accounts: […]}
     POST /auth/clear (GET kept for compatibility)       → {success, removed}
@@ -15,7 +15,9 @@ The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx,
 Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a
 key only loopback callers are served (others get 401): a loopback peer that sent no Forwarded /
 X-Forwarded-For / X-Real-IP header, so a remote caller relayed by a proxy on this host (the gateway adds the
-caller's address) is never taken for a local one. No response ever holds a whole token: previews are masked.
+caller's address) is never taken for a local one. Only /auth/extract answers a whole token (its purpose is to hand
+the admin back the token found in what they pasted, as kimi-free-api-fix does); every other response shows masked
+previews.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from aiohttp import web
 
 from shared.errors import AuthenticationFailed, BadRequest, GatewayError, PayloadTooLarge
 from shared.logging import get_logger
-from shared.secret import Secret, mask
+from shared.secret import Secret
 from token_service import prober
 from token_service.accounts import Accounts
 from token_service.jwt_info import decode_claims, extract_jwt, token_info
@@ -88,11 +90,12 @@ def add_admin_routes(app: web.Application) -> None:
 
 
 async def extract(request: web.Request) -> web.Response:
+    """The token found in pasted cookies, whole (kimi-web-connect.md §4.6): the admin asked for it back."""
     body = await _body(request, ExtractBody)
     token = extract_jwt(body.cookies)
     if token is None:
         return _ok({"success": False, "error": "No kimi-auth token found in the provided cookies string"})
-    return _ok({"success": True, "token": mask(token), "token_info": _info_or_error(token)})
+    return _ok({"success": True, "token": token, "token_info": _info_or_error(token)})
 
 
 async def save(request: web.Request) -> web.Response:
