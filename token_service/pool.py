@@ -68,7 +68,7 @@ class AccountPool:
         kimi_base_url: str,
     ) -> None:
         self.settings = settings
-        self.auth = KimiAuthClient(session, kimi_base_url)
+        self.auth = KimiAuthClient(session, kimi_base_url, rest_fallback=settings.refresh_rest_fallback)
         self.scripts = LeaseScripts(redis, max_in_flight(settings))
         self.store = AccountStore(redis, SecretBox(settings.token_encryption_key), self.scripts)
         self.refresher = Refresher(redis, self.store, self.auth, settings.refresh_margin_s)

@@ -28,9 +28,9 @@ from token_service.kimi_auth import TIMEOUT_S, KimiAuthClient
 from token_service.kinds import kind_of
 from token_service.store import AccountStore, now_ms
 
-#: The lock outlives one refresh call (its own timeout) so it is never lost mid-call, and frees itself
-#: when its holder crashes.
-LOCK_TTL_MS = int((TIMEOUT_S + 5) * 1000)
+#: The lock outlives one refresh (a Connect call and its REST fallback, each with its own timeout) so it is
+#: never lost mid-refresh, and frees itself when its holder crashes.
+LOCK_TTL_MS = int((2 * TIMEOUT_S + 5) * 1000)
 #: Waiters re-read the account this often.
 POLL_S = 0.02
 _UNLOCK = """
