@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import openai
@@ -155,3 +156,60 @@ async def test_k3_with_only_free_accounts_is_403_paid_plan(stack: Stack, client:
     assert "kimi-k3 needs a paid Kimi plan" in info.value.message
     assert len(await stack.sim_requests(CHAT_PATH)) == 2
     assert await _states(stack) == dict.fromkeys(ids, "active")
+
+
+async def _admin(stack: Stack, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, stack.url + path, **kwargs) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+    return body
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize(("kind", "model"), LANES, ids=["rest", "connect"])
+async def test_a_global_account_is_called_on_its_own_host(
+    stack: Stack, client: openai.AsyncOpenAI, kind: str, model: str
+) -> None:
+    """A www.kimi.ai account (its token says so) is refreshed and called on the international host only."""
+    account_id = await stack.add(kind, region="global")
+    assert await _ask(client, model, stream=True) == answer_for(PROMPT)
+    paths = [r["path"] for r in await stack.sim_requests()]
+    assert paths and all(p.startswith("/kimi-ai/") for p in paths), paths
+    if kind == "refresh_token":
+        assert "/kimi-ai/api/account.gateway.v1.AuthService/RefreshToken" in paths
+    [shown] = (await _admin(stack, "GET", "/admin/accounts"))["accounts"]
+    assert (shown["id"], shown["region"], shown["base_url"], shown["origin"]) == (
+        account_id,
+        "global",
+        "",
+        stack.sim.global_url,
+    )
+
+
+@pytest.mark.timeout(40)
+async def test_an_account_sent_to_the_other_region_is_refused(
+    stack: Stack, client: openai.AsyncOpenAI
+) -> None:
+    """An operator's base_url wins over the token's region: a www.kimi.ai token sent to www.kimi.com gets 401."""
+    token = stack.sim.state.add_account("kimi_auth", region="global").token
+    added = await _admin(
+        stack, "POST", "/admin/accounts", json={"token": token, "base_url": stack.sim.url + "/"}
+    )
+    [listed] = (await _admin(stack, "GET", "/admin/accounts"))["accounts"]
+    assert (listed["id"], listed["region"], listed["base_url"], listed["origin"]) == (
+        added["added"][0]["account_id"],
+        "global",
+        stack.sim.url,
+        stack.sim.url,
+    )
+    with pytest.raises(openai.APIStatusError) as info:
+        await _ask(client, "kimi-k2.5-instant", stream=False)
+    assert info.value.status_code == 503
+    assert [r["path"] for r in await stack.sim_requests(CHAT_PATH)] == [
+        "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
+    ]
+    [after] = (await _admin(stack, "GET", "/admin/accounts"))["accounts"]
+    assert after["state"] == "invalid"

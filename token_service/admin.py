@@ -2,12 +2,12 @@
 every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
 
     POST /auth/extract        {"cookies": …}            → {success, token (whole), token_info}
-    POST /auth/save           {"cookies"|"token": …}    → {success, account_id, token_info}
+    POST /auth/save           {"cookies"|"token": …, "base_url"?} → {success, account_id, token_info}
     GET  /auth/status                                   → {has_token, accounts: […]}
     POST /auth/clear (GET kept for compatibility)       → {success, removed}
     POST /token/check         {"token": …}              → {"live": bool}   (not admin-protected)
     GET  /admin/accounts                                → {accounts: […]}
-    POST /admin/accounts      {"token"|"tokens"|"text"} → {added: […], errors: […]}
+    POST /admin/accounts      {"token"|"tokens"|"text", "base_url"?} → {added: […], errors: […]}
     DELETE /admin/accounts/{id};  POST /admin/accounts/{id}/enable | /disable | /probe
     POST /admin/accounts/probe                          → {results: {id: verdict}}
 
@@ -64,6 +64,8 @@ class ExtractBody(msgspec.Struct, forbid_unknown_fields=False):
 class SaveBody(msgspec.Struct, forbid_unknown_fields=False):
     cookies: str | None = None
     token: str | None = None
+    #: The account's own Kimi origin (token_service/regions.py); absent: its region's.
+    base_url: str | None = None
 
 
 class CheckBody(msgspec.Struct, forbid_unknown_fields=False):
@@ -74,6 +76,7 @@ class AddBody(msgspec.Struct, forbid_unknown_fields=False):
     token: str | None = None
     tokens: list[str] | None = None
     text: str | None = None
+    base_url: str | None = None
 
 
 _json = msgspec.json.Encoder()
@@ -103,7 +106,7 @@ async def save(request: web.Request) -> web.Response:
     raw = body.token or body.cookies
     if not raw:
         raise BadRequest("give the token as `token` or `cookies`", param="token")
-    account, created = await _ctx(request).accounts.add(raw)
+    account, created = await _ctx(request).accounts.add(raw, body.base_url)
     info = _info_or_error(extract_jwt(raw) or raw.strip())
     return _ok({"success": True, "account_id": account.id, "created": created, "token_info": info})
 
@@ -137,7 +140,7 @@ async def add_accounts(request: web.Request) -> web.Response:
     errors: list[dict[str, Any]] = []
     for line, candidate in enumerate(candidates, start=1):
         try:
-            account, created = await _ctx(request).accounts.add(candidate)
+            account, created = await _ctx(request).accounts.add(candidate, body.base_url)
             added.append({"account_id": account.id, "created": created, "kind": account.kind})
         except BadRequest as exc:
             errors.append({"line": line, "error": exc.message})

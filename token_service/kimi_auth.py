@@ -27,6 +27,7 @@ import msgspec
 
 from shared.errors import UpstreamAuthError, UpstreamError, UpstreamRateLimited, UpstreamUnavailable
 from shared.logging import get_logger
+from token_service.regions import Origins
 
 #: Connect's refresh RPC, on the region's auth host (the path the current web app calls).
 REFRESH_PATH = "/api/account.gateway.v1.AuthService/RefreshToken"
@@ -72,8 +73,10 @@ class KimiAuthClient:
         timeout_s: float = TIMEOUT_S,
         *,
         rest_fallback: bool = True,
+        origins: Origins | None = None,
     ) -> None:
         self.session = session
+        self.origins = origins
         self.base_url = base_url.rstrip("/")
         self.auth_url = auth_origin(self.base_url)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -82,9 +85,15 @@ class KimiAuthClient:
 
     def at(self, base_url: str | None) -> KimiAuthClient:
         """The same client for another origin (an account of the other region); itself for None or its own."""
-        if base_url is None or base_url.rstrip("/") == self.base_url:
+        if not base_url or base_url.rstrip("/") == self.base_url:
             return self
-        return KimiAuthClient(self.session, base_url, self.timeout_s, rest_fallback=self.rest_fallback)
+        return KimiAuthClient(
+            self.session, base_url, self.timeout_s, rest_fallback=self.rest_fallback, origins=self.origins
+        )
+
+    def for_region(self, region: str) -> KimiAuthClient:
+        """The client of a region's origin ("" or no configured origins: this one)."""
+        return self.at(self.origins.for_account(region)) if self.origins and region else self
 
     async def refresh(self, refresh_token: str) -> RefreshResult:
         """Connect `RefreshToken` first; the REST refresh only when Connect gave no verdict on the token."""

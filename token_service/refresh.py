@@ -104,8 +104,9 @@ class Refresher:
         refresh = kind_of(credential).refresh
         if refresh is None:
             raise ServiceUnavailable(f"account {account_id}: its kind does not refresh")
+        auth = self.auth.at(await self.store.origin(account_id))  # its region's hosts
         try:
-            result = await refresh(self.auth, credential)
+            result = await refresh(auth, credential)
         except UpstreamError as exc:
             await self._failed(account_id, exc)
             raise
