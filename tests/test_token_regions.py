@@ -101,3 +101,13 @@ async def test_probes_and_token_check_use_the_accounts_region(
         "/kimi-ai/apiv2/kimi.gateway.account.v1.UserService/GetCurrentUser"
     }
     assert await check_live(pool.auth.at(kimi_sim.url), token) is True  # its region decides, not the client's
+
+
+async def test_a_bad_base_url_is_refused_and_nothing_is_saved(
+    redis: aioredis.Redis, kimi_sim: SimServer, session: aiohttp.ClientSession
+) -> None:
+    """Saving with a base_url that is not an http(s) origin is a 400 on `base_url`, and no account is stored."""
+    pool = Accounts(redis, PoolSettings(**sim_regions(kimi_sim)), session, kimi_sim.url)
+    with pytest.raises(BadRequest) as info:
+        await pool.add(kimi_sim.state.add_account("kimi_auth").token, base_url="www.kimi.ai")
+    assert (info.value.param, await pool.list()) == ("base_url", [])
