@@ -119,3 +119,20 @@ async def test_one_holder_refreshes_and_the_rotation_is_persisted(
         account.id, force=True
     )  # the stored (rotated) token still works
     assert sim.state.account_for_access(fresh).sub == (await pool.get(account.id)).user_id
+
+
+async def test_a_second_holder_logs_the_gateway_out(
+    redis: aioredis.Redis, kimi_sim_factory: SimFactory, session: aiohttp.ClientSession
+) -> None:
+    """The README's warning: when the browser refreshes the same session first, the gateway's next refresh is
+    refused and the account becomes invalid (`refresh_rejected`), not retried on REST or the other region."""
+    sim = await kimi_sim_factory(rotate_refresh_tokens=True)
+    pool = Accounts(redis, PoolSettings(), session, sim.url)
+    token = sim.state.add_account("refresh_token").token
+    account, _ = await pool.add(token)
+    await KimiAuthClient(session, sim.url).refresh(token)  # the browser tab, still open, refreshes first
+    with pytest.raises(UpstreamAuthError):
+        await pool.credentials(await pool.lease())
+    invalid = await pool.get(account.id)
+    assert (invalid.state, invalid.state_reason) == ("invalid", "refresh_rejected")
+    assert refresh_calls(sim) == [REFRESH_PATH, REFRESH_PATH]
