@@ -107,4 +107,7 @@ def _print_accounts(accounts: Sequence[Account]) -> None:
     for a in accounts:
         hours = f"{a.hours_left:.1f}h" if a.hours_left is not None else "-"
         user = a.user_id or "-"
-        print(f"{a.id}  {a.kind:<13}  {a.state:<8}  {user:<20}  {a.expires_at or '-'}  {hours}  {a.preview}")
+        print(
+            f"{a.id}  {a.kind:<13}  {a.state:<8}  {user:<20}  {a.expires_at or '-'}  {hours}  {a.preview}"
+            f"  {a.origin or '-'}"
+        )
