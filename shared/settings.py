@@ -196,6 +196,24 @@ class PoolSettings(SettingsGroup):
     api_key_quota_cooldown_s: int = setting(
         "API_KEY_QUOTA_COOLDOWN_S", 600, "an API key's cooling after `exceeded_current_quota_error`"
     )
+    #: kimi-web-2026.md §8: Connect's AuthService/RefreshToken first, the legacy REST refresh only behind a flag.
+    refresh_rest_fallback: bool = setting(
+        "KIMI_REFRESH_REST_FALLBACK", True, "after a failed Connect refresh, try GET /api/auth/token/refresh"
+    )
+    #: Accounts and tokens are bound to one region (kimi-web-2026.md §1): each region's web origin. An account
+    #: whose token names no region is called on KIMI_BASE_URL; an account may also name its own origin.
+    cn_base_url: str = setting(
+        "KIMI_CN_BASE_URL",
+        "https://www.kimi.com",
+        "web origin of China-region accounts (token aud kimi.com)",
+        normalize=lambda url: url.rstrip("/"),
+    )
+    global_base_url: str = setting(
+        "KIMI_GLOBAL_BASE_URL",
+        "https://www.kimi.ai",
+        "web origin of international accounts (token aud kimi.ai or region overseas)",
+        normalize=lambda url: url.rstrip("/"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from shared.settings import PoolSettings
 from token_service import api_keys
 from token_service.jwt_info import account_id_for, decode_claims, extract_jwt, iso, looks_like_jwt
 from token_service.kimi_auth import KimiAuthClient
+from token_service.regions import region_of
 
 # -- states -------------------------------------------------------------------------------------------------
 
@@ -68,6 +69,8 @@ class Identity(msgspec.Struct, frozen=True):
     #: Kimi's per-device ids; empty when the credential carries none (the store then draws stable ones).
     device_id: str = ""
     session_id: str = ""
+    #: The Kimi region the credential names (token_service/regions.py), "" when it names none.
+    region: str = ""
 
 
 class CredentialBase(msgspec.Struct, frozen=True, tag_field="kind", forbid_unknown_fields=True):
@@ -106,6 +109,7 @@ class _KimiJwt(CredentialBase, frozen=True):
             iat=claims.iat,
             device_id=claims.device_id,
             session_id=claims.ssid,
+            region=region_of(claims) or "",
         )
 
 
