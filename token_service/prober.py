@@ -15,7 +15,7 @@ import contextlib
 import time
 from typing import Any, Literal
 
-from shared.errors import BadRequest, UpstreamAuthError, UpstreamError, UpstreamRateLimited
+from shared.errors import GatewayError, UpstreamAuthError, UpstreamError, UpstreamRateLimited
 from shared.logging import get_logger
 from token_service import metrics
 from token_service.accounts import Accounts
@@ -99,7 +99,7 @@ async def check_live(auth: KimiAuthClient, text: str) -> bool:
         if kind.refresh is not None:
             bearer = (await kind.refresh(auth, credential)).access_token
         await kind.probe(auth, credential, bearer)
-    except (BadRequest, UpstreamError):
+    except (GatewayError, ValueError):  # never a 500: an odd token is simply not live
         return False
     return True
 

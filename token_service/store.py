@@ -191,6 +191,9 @@ class AccountStore:
         raw = await self.redis.hgetall(account_key(account_id))
         return _account_from(account_id, {_str(k): _str(v) for k, v in raw.items()}) if raw else None
 
+    async def indexed(self, account_id: str) -> bool:
+        return bool(await self.redis.sismember(ACCOUNT_INDEX, account_id))
+
     async def ids(self) -> list[str]:
         return sorted(_str(m) for m in await self.redis.smembers(ACCOUNT_INDEX))
 
