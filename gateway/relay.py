@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from adapters.base import Parsed, Renderer, RequestContext
 from gateway import metrics
-from gateway.auth import authenticate
+from gateway.auth import check_client, store_passthrough
 from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from gateway.routes import ChatRoute
@@ -123,9 +123,10 @@ async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> t
     now_s = time.time()
     query, model = dict(request.query), request.match_info.get("model")
     ctx = RequestContext(request_id, path_model=model, query=query, now_s=now_s, stream=route.stream)
-    async with redis_errors():
-        account_ids = await authenticate(request, settings, request.app[PASSTHROUGH])
+    tokens = check_client(request, settings)
     chat, reply = route.dialect.parse(await read_body(request, settings.max_body_bytes), ctx)
+    async with redis_errors():  # a client's own tokens are stored only for a request that parsed
+        account_ids = await store_passthrough(tokens, request.app[PASSTHROUGH])
     chat = msgspec.structs.replace(
         chat, request_id=request_id, deadline_s=now_s + settings.request_timeout_s, account_ids=account_ids
     )

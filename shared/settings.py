@@ -99,6 +99,16 @@ def _parse(hint: Any, name: str, raw: str) -> Any:
     raise TypeError(f"no parser for {name} of type {hint!r}")
 
 
+def _tristate(name: str, raw: str) -> str:
+    """`auto`, or a boolean spelled any way the loader accepts, as `true` / `false`."""
+    lowered = raw.lower()
+    if lowered == "auto":
+        return lowered
+    if lowered in _TRUE or lowered in _FALSE:
+        return "true" if lowered in _TRUE else "false"
+    raise ValueError(f"{name} must be auto, true or false, got {raw!r}")
+
+
 def _default_log_format() -> str:
     return "console" if sys.stderr.isatty() else "json"
 
@@ -150,6 +160,13 @@ class PoolSettings(SettingsGroup):
     quota_window_s: int = setting("QUOTA_WINDOW_S", 3 * 3600, "cooling after the long-text quota is used up")
     ephemeral_ttl_s: int = setting(
         "EPHEMERAL_ACCOUNT_TTL_S", 3600, "pass-through Bearer T1,T2 tokens live this long as accounts"
+    )
+    #: kimi-free-api clients send a handful of tokens; dozens in one bearer is a flood, not failover.
+    passthrough_max_tokens: int = setting(
+        "PASSTHROUGH_MAX_TOKENS", 8, "Kimi tokens one pass-through bearer may hold (Bearer T1,…,Tn)"
+    )
+    passthrough_max_accounts: int = setting(
+        "PASSTHROUGH_MAX_ACCOUNTS", 1000, "pass-through accounts held at once; new ones beyond it get 503"
     )
     token_encryption_key: Secret | None = setting(
         "TOKEN_ENCRYPTION_KEY", None, "Fernet key (or passphrase) encrypting tokens at rest"
@@ -212,9 +229,13 @@ class GatewaySettings(SettingsGroup):
     api_keys: tuple[Secret, ...] = setting(
         "GATEWAY_API_KEYS", (), "comma-separated client keys; unset = open gateway"
     )
-    #: Accept `Bearer <kimi token>[,<kimi token>…]` from clients as ephemeral accounts.
-    allow_passthrough: bool = setting(
-        "ALLOW_PASSTHROUGH_TOKENS", True, "serve clients that bring their own Kimi tokens"
+    #: Accept `Bearer <kimi token>[,<kimi token>…]` from clients as ephemeral accounts: `auto` (only while
+    #: no client key is configured), `true` or `false`.
+    allow_passthrough: str = setting(
+        "ALLOW_PASSTHROUGH_TOKENS",
+        "auto",
+        "serve clients that bring their own Kimi tokens: auto (only without GATEWAY_API_KEYS), true, false",
+        normalize=lambda raw: _tristate("ALLOW_PASSTHROUGH_TOKENS", raw),
     )
     max_body_bytes: int = setting("MAX_BODY_BYTES", 32 * 1024 * 1024, "largest request body")
     #: Overall deadline of one request, queue wait included.
@@ -232,6 +253,13 @@ class GatewaySettings(SettingsGroup):
         "the token service the gateway forwards admin routes to",
         normalize=lambda url: url.rstrip("/"),
     )
+
+    @property
+    def passthrough_enabled(self) -> bool:
+        """Pass-through is on when asked for, or (auto) while the gateway has no client keys."""
+        if self.allow_passthrough == "auto":
+            return not self.api_keys
+        return self.allow_passthrough == "true"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,24 @@ Redis (a scripted worker stands in for the upstream where the test is about the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import secrets
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
+from kimi_sim.server import SimServer
+from kimi_sim.tokens import mint_jwt
+from shared.errors import BadRequest, ServiceUnavailable
+from shared.keys import ACCOUNT_INDEX, JOBS_STREAM
+from shared.schema import Done, Start, TextDelta
 from shared.secret import Secret
-from tests.test_gateway_relay import ClientFactory, gateway
+from shared.settings import PoolSettings
+from tests.test_gateway_relay import HI, ClientFactory, gateway, worker
+from token_service.accounts import Accounts
+from token_service.client import PassThroughAccounts
+from token_service.prober import probe_due
 
 __all__ = ["gateway"]
 
@@ -31,3 +44,116 @@ async def test_a_client_key_with_invalid_utf8_is_401(gateway: ClientFactory, hea
     client = await gateway(api_keys=(KEY,))
     request = b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\nConnection: close\r\n\r\n"
     assert await raw_status(client.port, request) == 401
+
+
+def kimi_auth(sub: str | None = None, jti: str | None = None) -> str:
+    """A kimi-auth-shaped JWT (the signature is the simulator's, irrelevant to the gateway)."""
+    claims = {"typ": "access", "app_id": "kimi", "exp": 4_102_444_800}
+    claims |= {"sub": sub or secrets.token_hex(10), "jti": jti or secrets.token_hex(10)}
+    return mint_jwt(claims)
+
+
+def forged(token: str) -> str:
+    """The same header and payload under a garbage signature."""
+    header, payload, _ = token.split(".")
+    return f"{header}.{payload}.Z2FyYmFnZQ"
+
+
+async def index_size(redis: aioredis.Redis) -> int:
+    return int(await redis.scard(ACCOUNT_INDEX))
+
+
+async def test_a_forged_token_never_reaches_the_stored_account(
+    gateway: ClientFactory, redis: aioredis.Redis, kimi_sim: SimServer
+) -> None:
+    """A token copying a stored account's sub and jti under another signature gets its own throwaway account;
+    only the stored token itself is served by the stored account."""
+    token = kimi_auth(sub="victim", jti="j1")
+    async with aiohttp.ClientSession() as session:
+        stored, _ = await Accounts(redis, PoolSettings(), session, kimi_sim.url).add(token)
+    client = await gateway(api_keys=(KEY,), allow_passthrough="true")
+    used = []
+    for bearer in (forged(token), token):
+        task = worker(redis, [Start(), TextDelta("x"), Done()])
+        resp = await client.post(
+            "/v1/chat/completions", json=HI, headers={"Authorization": f"Bearer {bearer}"}
+        )
+        assert resp.status == 200
+        used.append((await task).request.account_ids)
+        await redis.delete(JOBS_STREAM)  # the scripted worker reads the stream from its start
+    [[throwaway], [real]] = used
+    assert real == stored.id
+    assert throwaway != stored.id and throwaway.startswith("t") and len(throwaway) == 12
+
+
+async def test_passthrough_is_off_once_client_keys_are_set(gateway: ClientFactory) -> None:
+    """With GATEWAY_API_KEYS and ALLOW_PASSTHROUGH_TOKENS unset (auto), a bearer of Kimi tokens is a 401."""
+    client = await gateway(api_keys=(KEY,))
+    resp = await client.get("/v1/models", headers={"Authorization": f"Bearer {kimi_auth()}"})
+    assert (resp.status, (await resp.json())["error"]["message"]) == (401, "Incorrect API key provided.")
+    opened = await gateway(api_keys=(KEY,), allow_passthrough="true")
+    assert (await opened.get("/v1/models", headers={"Authorization": f"Bearer {kimi_auth()}"})).status == 200
+
+
+async def test_a_bearer_of_too_many_tokens_is_a_400_and_stores_nothing(
+    gateway: ClientFactory, redis: aioredis.Redis
+) -> None:
+    """`Bearer T1,…,T30` is a 400 naming the bearer and PASSTHROUGH_MAX_TOKENS; no account is stored."""
+    client = await gateway()
+    bearer = ",".join(kimi_auth() for _ in range(30))
+    resp = await client.post("/v1/chat/completions", json=HI, headers={"Authorization": f"Bearer {bearer}"})
+    error = (await resp.json())["error"]
+    assert (resp.status, error["param"]) == (400, "authorization")
+    assert error["message"] == (
+        "a pass-through bearer holds at most 8 Kimi tokens (PASSTHROUGH_MAX_TOKENS); got 30"
+    )
+    assert await index_size(redis) == 0
+
+
+async def test_passthrough_tokens_are_stored_only_after_the_body_parses(
+    gateway: ClientFactory, redis: aioredis.Redis
+) -> None:
+    """A request whose body does not parse stores none of its pass-through tokens."""
+    client = await gateway()
+    resp = await client.post(
+        "/v1/chat/completions", data=b"{not json", headers={"Authorization": f"Bearer {kimi_auth()}"}
+    )
+    assert resp.status == 400
+    assert await index_size(redis) == 0
+
+
+async def test_throwaway_accounts_are_bounded_in_number(redis: aioredis.Redis) -> None:
+    """Beyond PASSTHROUGH_MAX_ACCOUNTS live throwaway accounts a new token gets 503; a known one is renewed."""
+    accounts = PassThroughAccounts(redis, PoolSettings(passthrough_max_accounts=2))
+    first, second, third = kimi_auth(), kimi_auth(), kimi_auth()
+    ids = [*await accounts.add([first]), *await accounts.add([second])]
+    with pytest.raises(ServiceUnavailable, match="PASSTHROUGH_MAX_ACCOUNTS"):
+        await accounts.add([third])
+    assert await accounts.add([first]) == ids[:1]
+    assert await index_size(redis) == 2
+    with pytest.raises(BadRequest, match="at most 2 Kimi tokens"):
+        await PassThroughAccounts(redis, PoolSettings(passthrough_max_tokens=2)).add([first, second, third])
+
+
+async def test_the_prober_never_calls_kimi_with_a_throwaway_account(
+    redis: aioredis.Redis, kimi_sim: SimServer
+) -> None:
+    """An invalid pass-through account is left alone by the background prober (Kimi never hears of it)."""
+    async with aiohttp.ClientSession() as session:
+        accounts = Accounts(redis, PoolSettings(), session, kimi_sim.url)
+        [account_id] = await accounts.add_ephemeral([kimi_sim.state.add_account("kimi_auth").token])
+        await accounts.store.transition(account_id, "invalid", "test")
+        calls = len(kimi_sim.state.requests)
+        assert await probe_due(accounts) == {}
+        assert len(kimi_sim.state.requests) == calls
+
+
+def test_settings_spell_the_passthrough_switch() -> None:
+    """ALLOW_PASSTHROUGH_TOKENS is auto by default: on without client keys, off with them."""
+    from shared.settings import GatewaySettings
+
+    assert GatewaySettings().passthrough_enabled
+    assert not dataclasses.replace(GatewaySettings(), api_keys=(KEY,)).passthrough_enabled
+    assert GatewaySettings.from_env(
+        {"ALLOW_PASSTHROUGH_TOKENS": "1", "GATEWAY_API_KEYS": "k"}
+    ).passthrough_enabled

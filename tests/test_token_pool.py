@@ -431,7 +431,8 @@ async def test_background_refresher_renews_recently_used_tokens(
 async def test_passthrough_of_a_stored_account_never_gives_it_a_ttl(
     redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
 ) -> None:
-    """A stored account passed as a Bearer token keeps no TTL; saving an ephemeral one makes it permanent."""
+    """A stored account passed as a Bearer token keeps no TTL; once a pass-through token is saved, the next
+    pass-through of it is served by the saved account."""
     pool = make_pool(redis, session, kimi_sim.url, ephemeral_ttl_s=50)
     stored, passed = (
         kimi_sim.state.add_account("kimi_auth").token,
@@ -441,6 +442,8 @@ async def test_passthrough_of_a_stored_account_never_gives_it_a_ttl(
     assert await pool.add_ephemeral([stored]) == [account.id]
     assert await redis.ttl(account_key(account.id)) == -1
     [ephemeral_id] = await pool.add_ephemeral([passed])
+    assert 0 < await redis.ttl(account_key(ephemeral_id)) <= 50
     saved, created = await pool.add(passed)
-    assert (saved.id, created, saved.ephemeral) == (ephemeral_id, False, False)
-    assert await redis.ttl(account_key(ephemeral_id)) == -1
+    assert (created, saved.ephemeral) == (True, False) and saved.id != ephemeral_id
+    assert await pool.add_ephemeral([passed]) == [saved.id]
+    assert await redis.ttl(account_key(saved.id)) == -1

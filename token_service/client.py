@@ -10,6 +10,7 @@ Workers (upstream_worker/resources.py, runner.py):
     protocol_for(lease.kind, spec)                            # the driver that serves this model
 The gateway (gateway/auth.py, gateway/admin_proxy.py):
     passthrough_tokens(credential)                            # `Bearer T1,T2` → the tokens, or None
+    check_passthrough_count(tokens, max_tokens)               # BadRequest: more than PASSTHROUGH_MAX_TOKENS
     check_passthrough(tokens)                                 # routes that need no job: checked, not stored
     await PassThroughAccounts(redis, settings.pool).add(tokens)   # ephemeral accounts → their ids
     ADMIN_ROUTES, ADMIN_MAX_BODY_BYTES                        # what it forwards to the token service
@@ -22,6 +23,7 @@ from token_service.admin import ADMIN_ROUTES as _ADMIN_ROUTES
 from token_service.kinds import protocol_for
 from token_service.leases import Lease
 from token_service.passthrough import PassThroughAccounts, check_passthrough, passthrough_tokens
+from token_service.passthrough import check_count as check_passthrough_count
 from token_service.pool import BUSY_POLL_S, AccountPool, Credentials, ReleaseOutcome
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "PassThroughAccounts",
     "ReleaseOutcome",
     "check_passthrough",
+    "check_passthrough_count",
     "passthrough_tokens",
     "protocol_for",
 ]

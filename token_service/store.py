@@ -23,6 +23,7 @@ from shared.errors import ServiceUnavailable
 from shared.keys import (
     ACCOUNT_COOLING,
     ACCOUNT_INDEX,
+    ACCOUNT_PASSTHROUGH,
     ACCOUNT_READY,
     account_key,
     lease_key,
@@ -142,10 +143,15 @@ class AccountStore:
         self._transition = redis.register_script(_TRANSITION)
 
     async def save(
-        self, credential: Credential, *, ephemeral_ttl_s: int | None = None
+        self,
+        credential: Credential,
+        *,
+        ephemeral_ttl_s: int | None = None,
+        account_id: str | None = None,
     ) -> tuple[Account, bool]:
-        """Store (or replace the credential of) an account; returns it and whether it is new."""
-        account_id = credential.identity().account_id
+        """Store (or replace the credential of) an account; returns it and whether it is new. Its id is the
+        credential's own unless given (a pass-through account's keyed id)."""
+        account_id = account_id or credential.identity().account_id
         key = account_key(account_id)
         created = not await self.redis.exists(key)
         fields = _fields_of(credential, ephemeral=ephemeral_ttl_s is not None)
@@ -269,6 +275,7 @@ class AccountStore:
             pipe.srem(ACCOUNT_INDEX, account_id)
             pipe.zrem(ACCOUNT_READY, account_id)
             pipe.zrem(ACCOUNT_COOLING, account_id)
+            pipe.zrem(ACCOUNT_PASSTHROUGH, account_id)
             deleted, *_ = await pipe.execute()
         if deleted:
             log.info("account_removed", account_id=account_id)
