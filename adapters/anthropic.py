@@ -30,7 +30,16 @@ from adapters.base import (
     RequestContext,
     sse_event,
 )
-from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, prompt_tokens, require_text
+from adapters.common import (
+    ANTHROPIC_BOUNDS,
+    ReplyUsage,
+    chat_options,
+    check_bounds,
+    decode_body,
+    model_spec,
+    prompt_tokens,
+    require_text,
+)
 from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec
@@ -118,6 +127,13 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     messages = _messages(wire)
     param = f"messages.{len(wire.messages) - 1}.content"
     require_text(messages, param, f"{param}: the messages hold no text; there is nothing to answer")
+    check_bounds(
+        ANTHROPIC_BOUNDS,
+        wire.stop_sequences,
+        messages,
+        stop_param="stop_sequences",
+        messages_param="messages",
+    )
     request = ChatRequest(
         request_id=ctx.request_id,
         model=wire.model.strip(),

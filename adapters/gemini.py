@@ -31,7 +31,16 @@ from adapters.base import (
     RequestContext,
     sse_data,
 )
-from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, prompt_tokens, require_text
+from adapters.common import (
+    GEMINI_BOUNDS,
+    ReplyUsage,
+    chat_options,
+    check_bounds,
+    decode_body,
+    model_spec,
+    prompt_tokens,
+    require_text,
+)
 from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec, listed_models
@@ -165,6 +174,13 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     param = f"contents[{len(wire.contents) - 1}].parts"
     require_text(messages, param, f"* GenerateContentRequest.{param}: contents hold no text")
     reply = _reply_options(wire.generation_config)
+    check_bounds(
+        GEMINI_BOUNDS,
+        reply.stop_sequences,
+        messages,
+        stop_param="generationConfig.stopSequences",
+        messages_param="contents",
+    )
     request = ChatRequest(
         request_id=ctx.request_id,
         model=_model_id(ctx),

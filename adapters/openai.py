@@ -35,7 +35,15 @@ from adapters.base import (
     RequestContext,
     sse_comment,
 )
-from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, require_text
+from adapters.common import (
+    OPENAI_BOUNDS,
+    ReplyUsage,
+    chat_options,
+    check_bounds,
+    decode_body,
+    model_spec,
+    require_text,
+)
 from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec, listed_models
@@ -126,6 +134,8 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     messages = [_message(m, i) for i, m in enumerate(wire.messages)]
     param = f"messages[{len(messages) - 1}].content"
     require_text(messages, param, "The messages hold no text; there is nothing to answer.")
+    reply = _reply_options(wire)
+    check_bounds(OPENAI_BOUNDS, reply.stop_sequences, messages, stop_param="stop", messages_param="messages")
     request = ChatRequest(
         request_id=ctx.request_id,
         model=wire.model.strip(),
@@ -134,7 +144,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
         options=chat_options(spec, search=bool(wire.use_search), conversation_id=wire.conversation_id),
         dialect=NAME,
     )
-    return Parsed(request, _reply_options(wire))
+    return Parsed(request, reply)
 
 
 def _reply_options(wire: _Request) -> ReplyOptions:
