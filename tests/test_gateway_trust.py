@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import secrets
+import socket
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from kimi_sim.server import SimServer
 from kimi_sim.tokens import mint_jwt
 from shared.errors import BadRequest, ServiceUnavailable
-from shared.keys import ACCOUNT_INDEX, JOBS_STREAM
+from shared.keys import ACCOUNT_INDEX, JOBS_STREAM, cancel_key
 from shared.schema import Done, Start, TextDelta
 from shared.secret import Secret
 from shared.settings import PoolSettings
@@ -157,3 +160,38 @@ def test_settings_spell_the_passthrough_switch() -> None:
     assert GatewaySettings.from_env(
         {"ALLOW_PASSTHROUGH_TOKENS": "1", "GATEWAY_API_KEYS": "k"}
     ).passthrough_enabled
+
+
+async def test_a_client_that_never_reads_is_dropped_at_the_deadline(
+    gateway: ClientFactory, redis: aioredis.Redis
+) -> None:
+    """A streaming client that never reads loses its connection by the request deadline; its job is cancelled
+    and its handler ends (in-flight gauge back), instead of waiting on a write forever."""
+    client = await gateway(request_timeout_s=2.0, idle_timeout_s=10.0)
+    in_flight = REGISTRY.get_sample_value("kimi_gateway_in_flight_requests") or 0.0
+    body = json.dumps(HI | {"stream": True}).encode()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", client.port))
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    await asyncio.get_running_loop().sock_sendall(sock, head + body)
+    flood = [[TextDelta("x" * 262_144)] for _ in range(64)]
+    task = worker(redis, [Start()], *flood, [Done()])
+    job = await task
+    try:
+        for _ in range(100):
+            if await redis.exists(cancel_key(job.request.request_id)):
+                break
+            await asyncio.sleep(0.1)
+        assert await redis.exists(cancel_key(job.request.request_id))
+        for _ in range(30):
+            if REGISTRY.get_sample_value("kimi_gateway_in_flight_requests") == in_flight:
+                break
+            await asyncio.sleep(0.1)
+        assert REGISTRY.get_sample_value("kimi_gateway_in_flight_requests") == in_flight
+    finally:
+        sock.close()
