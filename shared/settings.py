@@ -224,7 +224,8 @@ class GatewaySettings(SettingsGroup):
     common: CommonSettings = dataclasses.field(default_factory=CommonSettings)
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
     attachments: AttachmentSettings = dataclasses.field(default_factory=AttachmentSettings)
-    host: str = setting("GATEWAY_HOST", "0.0.0.0", "the gateway's bind address")
+    #: Loopback unless told otherwise: an open gateway (no GATEWAY_API_KEYS) is for one user on this machine.
+    host: str = setting("GATEWAY_HOST", "127.0.0.1", "the gateway's bind address (0.0.0.0: every interface)")
     port: int = setting("GATEWAY_PORT", 8000, "the gateway's port")
     api_keys: tuple[Secret, ...] = setting(
         "GATEWAY_API_KEYS", (), "comma-separated client keys; unset = open gateway"
@@ -236,6 +237,11 @@ class GatewaySettings(SettingsGroup):
         "auto",
         "serve clients that bring their own Kimi tokens: auto (only without GATEWAY_API_KEYS), true, false",
         normalize=lambda raw: _tristate("ALLOW_PASSTHROUGH_TOKENS", raw),
+    )
+    #: /metrics names accounts and models: besides loopback callers, only these networks (or a caller with the
+    #: admin key) may read it. Compose sets the private ranges its Prometheus scrapes from.
+    metrics_allow: tuple[str, ...] = setting(
+        "METRICS_ALLOW", (), "CIDRs that may read /metrics without the admin key (loopback always may)"
     )
     max_body_bytes: int = setting("MAX_BODY_BYTES", 32 * 1024 * 1024, "largest request body")
     #: Overall deadline of one request, queue wait included.
@@ -266,7 +272,7 @@ class GatewaySettings(SettingsGroup):
 class TokenServiceSettings(SettingsGroup):
     common: CommonSettings = dataclasses.field(default_factory=CommonSettings)
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
-    host: str = setting("TOKEN_SERVICE_HOST", "0.0.0.0", "the token service's bind address")
+    host: str = setting("TOKEN_SERVICE_HOST", "127.0.0.1", "the token service's bind address")
     port: int = setting("TOKEN_SERVICE_PORT", 8001, "the token service's port")
     #: Admin bodies are token lists: a megabyte is thousands of tokens.
     max_body_bytes: int = 1024 * 1024
@@ -277,7 +283,7 @@ class WorkerSettings(SettingsGroup):
     common: CommonSettings = dataclasses.field(default_factory=CommonSettings)
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
     timeouts: UpstreamTimeouts = dataclasses.field(default_factory=UpstreamTimeouts)
-    host: str = setting("WORKER_HOST", "0.0.0.0", "the worker's /metrics bind address")
+    host: str = setting("WORKER_HOST", "127.0.0.1", "the worker's /metrics bind address")
     metrics_port: int = setting("WORKER_METRICS_PORT", 8002, "the worker's /metrics and /healthz port")
     concurrency: int = setting("WORKER_CONCURRENCY", 32, "concurrent jobs per worker process")
     consumer_name: str = setting(

@@ -20,7 +20,13 @@ from shared.errors import BadRequest, ServiceUnavailable
 from shared.keys import ACCOUNT_INDEX, JOBS_STREAM, cancel_key
 from shared.schema import Done, Start, TextDelta
 from shared.secret import Secret
-from shared.settings import PoolSettings
+from shared.settings import (
+    CommonSettings,
+    GatewaySettings,
+    PoolSettings,
+    TokenServiceSettings,
+    WorkerSettings,
+)
 from tests.test_gateway_relay import HI, ClientFactory, gateway, worker
 from token_service.accounts import Accounts
 from token_service.client import PassThroughAccounts
@@ -153,8 +159,6 @@ async def test_the_prober_never_calls_kimi_with_a_throwaway_account(
 
 def test_settings_spell_the_passthrough_switch() -> None:
     """ALLOW_PASSTHROUGH_TOKENS is auto by default: on without client keys, off with them."""
-    from shared.settings import GatewaySettings
-
     assert GatewaySettings().passthrough_enabled
     assert not dataclasses.replace(GatewaySettings(), api_keys=(KEY,)).passthrough_enabled
     assert GatewaySettings.from_env(
@@ -195,3 +199,24 @@ async def test_a_client_that_never_reads_is_dropped_at_the_deadline(
         assert REGISTRY.get_sample_value("kimi_gateway_in_flight_requests") == in_flight
     finally:
         sock.close()
+
+
+async def test_metrics_answer_only_local_callers_allowed_networks_or_the_admin_key(
+    gateway: ClientFactory, redis_url: str
+) -> None:
+    """/metrics is a 401 for a caller relayed by a proxy (not local) unless it shows the admin key or its peer is
+    in METRICS_ALLOW; a plain loopback caller reads it."""
+    relayed = {"X-Forwarded-For": "203.0.113.7"}
+    client = await gateway(common=CommonSettings(redis_url=redis_url, admin_api_key=Secret("adm")))
+    assert (await client.get("/metrics")).status == 200
+    refused = await client.get("/metrics", headers=relayed)
+    assert refused.status == 401
+    assert (await client.get("/metrics", headers=relayed | {"Authorization": "Bearer adm"})).status == 200
+    assert (await client.get("/metrics", headers=relayed | {"X-Admin-Key": "nope"})).status == 401
+    allowed = await gateway(metrics_allow=("127.0.0.0/8",))
+    assert (await allowed.get("/metrics", headers=relayed)).status == 200
+
+
+def test_services_bind_loopback_unless_told_otherwise() -> None:
+    """The gateway, the token service and the worker's /metrics listen on 127.0.0.1 by default."""
+    assert (GatewaySettings().host, TokenServiceSettings().host, WorkerSettings().host) == ("127.0.0.1",) * 3

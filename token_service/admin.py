@@ -311,9 +311,14 @@ def authorize(request: web.Request, key: Secret | None) -> None:
                 " set it and send it as Authorization: Bearer <key> or X-Admin-Key"
             )
         return
-    offered = request.headers.get("X-Admin-Key") or _bearer(request.headers.get("Authorization", ""))
-    if not offered or not key.matches(offered):
+    if not admin_key_offered(request, key):
         raise AuthenticationFailed("admin key missing or wrong (Authorization: Bearer <key> or X-Admin-Key)")
+
+
+def admin_key_offered(request: web.Request, key: Secret | None) -> bool:
+    """Whether the request shows the admin key (never true while none is configured)."""
+    offered = request.headers.get("X-Admin-Key") or _bearer(request.headers.get("Authorization", ""))
+    return key is not None and bool(offered) and key.matches(offered)
 
 
 def _bearer(header: str) -> str:

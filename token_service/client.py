@@ -14,12 +14,14 @@ The gateway (gateway/auth.py, gateway/admin_proxy.py):
     check_passthrough(tokens)                                 # routes that need no job: checked, not stored
     await PassThroughAccounts(redis, settings.pool).add(tokens)   # ephemeral accounts → their ids
     ADMIN_ROUTES, ADMIN_MAX_BODY_BYTES                        # what it forwards to the token service
+    is_local_caller(request), admin_key_offered(request, key)  # the admin rule, for the gateway's /metrics
 """
 
 from __future__ import annotations
 
 from shared.settings import TokenServiceSettings
 from token_service.admin import ADMIN_ROUTES as _ADMIN_ROUTES
+from token_service.admin import admin_key_offered, is_local_caller
 from token_service.kinds import protocol_for
 from token_service.leases import Lease
 from token_service.passthrough import PassThroughAccounts, check_passthrough, passthrough_tokens
@@ -35,8 +37,10 @@ __all__ = [
     "Lease",
     "PassThroughAccounts",
     "ReleaseOutcome",
+    "admin_key_offered",
     "check_passthrough",
     "check_passthrough_count",
+    "is_local_caller",
     "passthrough_tokens",
     "protocol_for",
 ]
