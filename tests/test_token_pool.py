@@ -76,7 +76,8 @@ async def test_expired_token_is_refused(redis: aioredis.Redis, session: aiohttp.
 async def test_secrets_are_encrypted_at_rest_with_a_key(
     redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
 ) -> None:
-    """With TOKEN_ENCRYPTION_KEY the Redis hash holds Fernet ciphertext, and credentials still decrypt."""
+    """With a TOKEN_ENCRYPTION_KEY passphrase the Redis hash holds salted Fernet ciphertext, and credentials
+    still decrypt."""
     from shared.secret import Secret
 
     pool = make_pool(redis, session, kimi_sim.url, token_encryption_key=Secret("passphrase"))
@@ -84,7 +85,7 @@ async def test_secrets_are_encrypted_at_rest_with_a_key(
     account, _ = await pool.add(token)
     assert token not in repr(await redis.hgetall(account_key(account.id)))
     stored = await redis.hget(account_key(account.id), "secret")
-    assert isinstance(stored, bytes) and stored.startswith(b"f:gAAAAA")
+    assert isinstance(stored, bytes) and stored.startswith(b"s:") and b":gAAAAA" in stored
     creds = await pool.credentials(await pool.lease())
     assert creds.access_token == token
 
@@ -167,9 +168,11 @@ async def test_lease_held_by_a_killed_process_comes_back(
     account, _ = await pool.add(kimi_sim.state.add_account("kimi_auth").token)
     script = (
         "import asyncio, sys, aiohttp, redis.asyncio as r\n"
+        "from shared.logging import configure_logging\n"
         "from shared.settings import PoolSettings\n"
         "from token_service.client import AccountPool\n"
         "async def main():\n"
+        "    configure_logging('INFO', 'json', service='test')  # logs on stderr, the lease id alone on stdout\n"
         "    client = r.Redis.from_url(sys.argv[1])\n"
         "    async with aiohttp.ClientSession() as s:\n"
         "        pool = AccountPool(client, PoolSettings(lease_ttl_s=1), s, 'http://127.0.0.1:9')\n"
