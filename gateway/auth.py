@@ -11,8 +11,11 @@ calls it before reading the body and stores the tokens (`store_passthrough`) onl
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 
+from gateway.resources import SETTINGS
 from shared.errors import AuthenticationFailed
 from shared.settings import GatewaySettings
 from token_service.client import (
@@ -67,3 +70,18 @@ async def store_passthrough(tokens: list[str] | None, passthrough: PassThroughAc
 def authenticate_local(request: web.Request, settings: GatewaySettings) -> None:
     """The same rule for a route that needs no job: pass-through tokens are checked, not stored."""
     check_passthrough(check_client(request, settings) or [])
+
+
+def client_id(request: web.Request, tokens: list[str] | None) -> str:
+    """Who asks, as a non-secret id that owns the conversations it keeps: a hash of the client key or of the
+    pass-through token set; "" for a caller of an open gateway (no key to tell callers apart)."""
+    if tokens is not None:
+        return "pt:" + _digest(",".join(sorted(tokens)))
+    credential = client_credential(request)
+    if credential is None or not request.app[SETTINGS].api_keys:
+        return ""
+    return "key:" + _digest(credential)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]

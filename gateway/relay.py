@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from adapters.base import Parsed, Renderer, RequestContext
 from gateway import metrics
-from gateway.auth import check_client, store_passthrough
+from gateway.auth import check_client, client_id, store_passthrough
 from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from gateway.routes import ChatRoute
@@ -134,7 +134,11 @@ async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> t
     async with redis_errors():  # a client's own tokens are stored only for a request that parsed
         account_ids = await store_passthrough(tokens, request.app[PASSTHROUGH])
     chat = msgspec.structs.replace(
-        chat, request_id=request_id, deadline_s=now_s + settings.request_timeout_s, account_ids=account_ids
+        chat,
+        request_id=request_id,
+        deadline_s=now_s + settings.request_timeout_s,
+        account_ids=account_ids,
+        client_id=client_id(request, tokens),
     )
     return Parsed(chat, reply), ctx
 

@@ -1,7 +1,8 @@
 """Kept conversations: which account and upstream ids a client's `conversation_id` continues.
 
-A record lives in `kimi:conv:<id>` (hash: account_id, protocol, chat_id, parent_id) for CONVERSATION_TTL_S and
-is refreshed by every turn. `<id>` is the id the client sees: the Kimi chat id of the conversation's first
+A record lives in `kimi:conv:<id>` (hash: account_id, protocol, chat_id, parent_id, owner) for
+CONVERSATION_TTL_S and is refreshed by every turn. `owner` is the `client_id` of the request that started it
+(a hash of its client key or pass-through tokens): only that client may continue it. `<id>` is the id the client sees: the Kimi chat id of the conversation's first
 turn, as in kimi-free-api (`chat_id` differs only when that turn failed over to another account after Kimi
 had accepted it).
 
@@ -31,6 +32,8 @@ class Conversation:
     protocol: str
     chat_id: str
     parent_id: str | None = None
+    #: The `client_id` of the client that started the conversation (set by `load`; turns write the tracker's).
+    owner: str = ""
 
 
 class Carrier(Protocol):
@@ -52,11 +55,12 @@ class RecordTracker:
     account went to the conversation's next turn.
     """
 
-    __slots__ = ("_carrier", "_queued", "_written", "conversation_id", "current")
+    __slots__ = ("_carrier", "_queued", "_written", "conversation_id", "current", "owner")
 
-    def __init__(self, conversation_id: str | None, carrier: Carrier) -> None:
+    def __init__(self, conversation_id: str | None, carrier: Carrier, owner: str = "") -> None:
         #: The id the client sees: the continued conversation's, else the chat id of the first accepted turn.
         self.conversation_id = conversation_id
+        self.owner = owner
         self.current: Conversation | None = None
         self._carrier = carrier
         self._written: Conversation | None = None
@@ -73,7 +77,7 @@ class RecordTracker:
 
     def fill(self, pipe: Pipeline) -> None:
         assert self.conversation_id is not None and self.current is not None
-        fill(pipe, self.conversation_id, self.current)
+        fill(pipe, self.conversation_id, self.current, owner=self.owner)
         self._written, self._queued = self.current, False
 
     async def settle(self, redis: aioredis.Redis) -> None:
@@ -96,11 +100,17 @@ async def load(redis: aioredis.Redis, conversation_id: str) -> Conversation | No
         protocol=fields.get("protocol", ""),
         chat_id=fields["chat_id"],
         parent_id=fields.get("parent_id") or None,
+        owner=fields.get("owner", ""),
     )
 
 
 def fill(
-    pipe: Pipeline, conversation_id: str, conversation: Conversation, *, ttl_s: int = keys.CONVERSATION_TTL_S
+    pipe: Pipeline,
+    conversation_id: str,
+    conversation: Conversation,
+    *,
+    owner: str = "",
+    ttl_s: int = keys.CONVERSATION_TTL_S,
 ) -> None:
     """Add the record's `FILL_COMMANDS` commands to `pipe`."""
     key = keys.conversation_key(conversation_id)
@@ -109,6 +119,7 @@ def fill(
         "protocol": conversation.protocol,
         "chat_id": conversation.chat_id,
         "parent_id": conversation.parent_id or "",
+        "owner": owner,
     }
     pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]  # redis-py's Mapping key type is invariant
     pipe.expire(key, ttl_s)
