@@ -28,9 +28,11 @@ from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from gateway.routes import ChatRoute
 from shared.errors import (
+    AuthenticationFailed,
     GatewayError,
     PayloadTooLarge,
     ServiceUnavailable,
+    UpstreamAuthError,
     UpstreamTimeout,
     error_from_event,
 )
@@ -278,7 +280,7 @@ class Relay:
             if isinstance(event, ErrorEvent):
                 self.terminal = True
                 await self._send(b"".join(out))
-                raise error_from_event(event)
+                raise self._client_error(error_from_event(event))
             if isinstance(event, Start) and event.account_id:
                 self.outcome.account_id = event.account_id
             if isinstance(event, _CHUNK_EVENTS):
@@ -291,6 +293,12 @@ class Relay:
             if self.terminal or self.renderer.finished:
                 break
         await self._send(b"".join(out))
+
+    def _client_error(self, error: GatewayError) -> GatewayError:
+        """Kimi refusing a pass-through client's own token is that client's bad credential: a 401, not a 5xx."""
+        if self.chat.account_ids is not None and isinstance(error, UpstreamAuthError):
+            return AuthenticationFailed(f"Kimi refused the pass-through token ({error.message}).")
+        return error
 
     def _count_chunk(self) -> None:
         """Chunks and time to first token count content as it arrives, in stream and non-stream mode alike."""

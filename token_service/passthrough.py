@@ -9,7 +9,9 @@ account. Any other token becomes a throwaway account named by a keyed hash of th
 random, kept in Redis, shared by every gateway), so a token that merely copies a stored account's `sub` and
 `jti` reaches nothing but itself. Throwaway accounts live `EPHEMERAL_ACCOUNT_TTL_S` (renewed on use), are
 never leased but when named in `lease(only=…)`, are never probed in the background, and number at most
-`PASSTHROUGH_MAX_ACCOUNTS`; one bearer holds at most `PASSTHROUGH_MAX_TOKENS`. What counts as a credential is
+`PASSTHROUGH_MAX_ACCOUNTS`; one bearer holds at most `PASSTHROUGH_MAX_TOKENS`. Kimi refusing a client's token
+is that client's 401: in the reply (gateway/relay.py), and at once for a bearer whose every account Kimi has
+refused already. What counts as a credential is
 asked of token_service/kinds.py.
 """
 
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from shared.errors import AuthenticationFailed, BadRequest, ServiceUnavailable
-from shared.keys import ACCOUNT_ID_KEY, ACCOUNT_PASSTHROUGH
+from shared.keys import ACCOUNT_ID_KEY, ACCOUNT_PASSTHROUGH, account_key
 from shared.settings import PoolSettings
 from token_service.crypto import SecretBox
 from token_service.kinds import Credential, admit, is_credential_shaped, max_in_flight
@@ -79,9 +81,15 @@ class PassThroughAccounts:
         self._id_key: bytes | None = None
 
     async def add(self, tokens: Sequence[str]) -> list[str]:
-        """The account ids of the tokens, stored or renewed; raises as `check_count` and `check_passthrough`."""
+        """The account ids of the tokens, stored or renewed; raises as `check_count` and `check_passthrough`,
+        and AuthenticationFailed when Kimi has refused every one of them already (no job can succeed)."""
         check_count(tokens, self.max_tokens)
-        return [await self._account_for(credential) for credential in check_passthrough(tokens)]
+        ids = [await self._account_for(credential) for credential in check_passthrough(tokens)]
+        states = [await self.redis.hget(account_key(account_id), "state") for account_id in ids]
+        if all(state in (b"invalid", "invalid") for state in states):
+            which = "the pass-through token" if len(ids) == 1 else f"all {len(ids)} pass-through tokens"
+            raise AuthenticationFailed(f"Kimi refused {which}; sign in to Kimi again for a new one.")
+        return ids
 
     async def _account_for(self, credential: Credential) -> str:
         pool_id = credential.identity().account_id
