@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -12,7 +13,10 @@ from aiohttp.test_utils import TestClient
 
 from kimi_sim.server import SimServer
 from tests.test_admin_api import AUTH, settings_for
+from tests.test_gateway_admin_proxy import common, gateway, servers, token_service
 from token_service.app import create_app
+
+__all__ = ["servers"]  # the fixture, imported for pytest
 
 ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 Client = TestClient[web.Request, web.Application]
@@ -76,18 +80,6 @@ async def test_without_a_key_a_foreign_host_or_origin_is_not_local(
     assert (await resp.json())["error"].startswith("ADMIN_API_KEY is not set")
 
 
-async def test_without_a_key_the_own_origin_is_local(open_client: Client) -> None:
-    """A page of the addressed origin itself (the console at http://127.0.0.1:<port>) is served."""
-    port = open_client.port
-    for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
-        resp = await open_client.get("/auth/status", headers={"Origin": origin})
-        assert resp.status == 200, origin
-    resp = await open_client.get(
-        "/auth/status", headers={"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"}
-    )
-    assert resp.status == 200
-
-
 async def test_path_ids_are_checked_against_the_index(
     keyed_client: Client, kimi_sim: SimServer, redis_url: str
 ) -> None:
@@ -122,3 +114,23 @@ async def test_admin_key_header_with_invalid_utf8_is_401(keyed_client: Client, h
     """An admin key header whose bytes are not UTF-8 is a 401, not a 500."""
     request = b"GET /auth/status HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\nConnection: close\r\n\r\n"
     assert await _raw_status(keyed_client.port, request) == 401
+
+
+async def test_through_the_gateway_only_its_own_origin_is_local(
+    aiohttp_client: ClientFactory, servers: Any, redis_url: str, kimi_sim: SimServer
+) -> None:
+    """With no ADMIN_API_KEY, a page of the gateway's own origin manages accounts through it; another page's
+    Origin, or a rebound Host, gets 401 from the token service behind it."""
+    settings = common(redis_url, kimi_sim.url, key=None)
+    client = await gateway(aiohttp_client, settings, await token_service(servers, settings))
+    own = f"http://127.0.0.1:{client.port}"
+    assert (await client.get("/auth/status", headers={"Origin": own})).status == 200
+    named = {"Host": f"localhost:{client.port}", "Origin": f"http://localhost:{client.port}"}
+    assert (await client.get("/auth/status", headers=named)).status == 200
+    for headers in (
+        {"Origin": "http://attacker.example"},
+        {"Origin": f"http://127.0.0.1:{client.port + 1}"},
+        {"Host": f"attacker.example:{client.port}"},
+    ):
+        resp = await client.post("/auth/clear", headers=headers)
+        assert resp.status == 401, headers
