@@ -73,6 +73,31 @@ def _local_handler(row: LocalRow) -> _Handler:
     return handler
 
 
+def exposure_warnings(settings: GatewaySettings) -> list[str]:
+    """What is unsafe about serving on `settings.host`: an open gateway or admin API on a non-loopback address."""
+    if _is_loopback_host(settings.host):
+        return []
+    warnings = []
+    if not settings.api_keys:
+        warnings.append(
+            f"GATEWAY_HOST={settings.host} and GATEWAY_API_KEYS is not set: anyone who reaches this port chats"
+            " on your Kimi accounts (docs/SECURITY.md)"
+        )
+    if settings.common.admin_api_key is None:
+        warnings.append(
+            f"GATEWAY_HOST={settings.host} and ADMIN_API_KEY is not set: set it before a proxy or tunnel makes"
+            " remote callers look local (docs/SECURITY.md)"
+        )
+    return warnings
+
+
+def _is_loopback_host(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _metrics_guard(handler: _Handler, settings: GatewaySettings) -> _Handler:
     allowed = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.metrics_allow]
     key = settings.common.admin_api_key

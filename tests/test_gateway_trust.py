@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
+from gateway.app import exposure_warnings
 from kimi_sim.server import SimServer
 from kimi_sim.tokens import mint_jwt
 from shared.errors import BadRequest, ServiceUnavailable
@@ -220,3 +221,15 @@ async def test_metrics_answer_only_local_callers_allowed_networks_or_the_admin_k
 def test_services_bind_loopback_unless_told_otherwise() -> None:
     """The gateway, the token service and the worker's /metrics listen on 127.0.0.1 by default."""
     assert (GatewaySettings().host, TokenServiceSettings().host, WorkerSettings().host) == ("127.0.0.1",) * 3
+
+
+def test_an_open_gateway_on_a_public_address_is_warned_about() -> None:
+    """Binding a non-loopback address without client keys or an admin key yields one warning for each."""
+    assert exposure_warnings(GatewaySettings()) == []
+    exposed = dataclasses.replace(GatewaySettings(), host="0.0.0.0")
+    assert [w.split(" and ")[1].split(" is not set")[0] for w in exposure_warnings(exposed)] == [
+        "GATEWAY_API_KEYS",
+        "ADMIN_API_KEY",
+    ]
+    keyed = dataclasses.replace(exposed, api_keys=(KEY,), common=CommonSettings(admin_api_key=Secret("adm")))
+    assert exposure_warnings(keyed) == []
