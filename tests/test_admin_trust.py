@@ -4,6 +4,7 @@ path ids, and header bytes that are not UTF-8 — in-process against a real Redi
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -134,3 +135,31 @@ async def test_through_the_gateway_only_its_own_origin_is_local(
     ):
         resp = await client.post("/auth/clear", headers=headers)
         assert resp.status == 401, headers
+
+
+def _jwt_with_raw_payload(payload: str) -> str:
+    """A JWT-shaped token whose payload is exactly `payload` (numbers no JSON encoder would write)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    header = b64(b'{"alg":"HS512","typ":"JWT"}')
+    return f"{header}.{b64(payload.encode())}.c2ln"
+
+
+ODD_EXP = [
+    '{"typ":"access","app_id":"kimi","sub":"u","jti":"j","exp":1000000000000000000000000000000}',
+    '{"typ":"refresh","sub":"u","jti":"j","exp":-1000000000000000000000000000000}',
+]
+
+
+@pytest.mark.parametrize("payload", ODD_EXP)
+async def test_odd_exp_claims_never_answer_500(keyed_client: Client, payload: str) -> None:
+    """A token whose `exp` lies beyond what a datetime holds gets a 200 or a 4xx from /token/check, /auth/save and
+    the account listing, never a 500."""
+    token = _jwt_with_raw_payload(payload)
+    check = await keyed_client.post("/token/check", json={"token": token})
+    assert (check.status, await check.json()) == (200, {"live": False})
+    saved = await keyed_client.post("/auth/save", json={"token": token}, headers=AUTH)
+    assert saved.status in (200, 400), await saved.text()
+    assert (await keyed_client.get("/admin/accounts", headers=AUTH)).status == 200

@@ -233,3 +233,14 @@ def test_an_open_gateway_on_a_public_address_is_warned_about() -> None:
     ]
     keyed = dataclasses.replace(exposed, api_keys=(KEY,), common=CommonSettings(admin_api_key=Secret("adm")))
     assert exposure_warnings(keyed) == []
+
+
+async def test_a_passthrough_token_with_an_out_of_range_exp_is_a_401(gateway: ClientFactory) -> None:
+    """A pass-through JWT whose `exp` no datetime can hold is refused as expired (401), never a 500."""
+    client = await gateway()
+    token = mint_jwt({"typ": "access", "app_id": "kimi", "sub": "u", "jti": "j", "exp": -(10**30)})
+    resp = await client.get("/v1/models", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 401
+    assert (await resp.json())["error"]["message"].startswith(
+        "pass-through token 1 of 1: token is already expired"
+    )
