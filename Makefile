@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint run demo bench tool-eval up clean
+.PHONY: install test lint run demo bench tool-eval up grafana-password clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ tool-eval: install
 
 up:
 	docker compose up --build
+
+grafana-password:
+	docker compose run --rm --no-deps --entrypoint cat grafana_password /secrets/grafana_admin_password; echo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -40,10 +40,12 @@ from adapters.base import (
     sse_event,
 )
 from adapters.common import (
+    ANTHROPIC_BOUNDS,
     ChoiceMode,
     ReplyUsage,
     arguments_object,
     chat_options,
+    check_bounds,
     check_named_tool,
     compact_json,
     decode_body,
@@ -238,6 +240,13 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     messages = _messages(wire)
     param = f"messages.{len(wire.messages) - 1}.content"
     require_text(messages, param, f"{param}: the messages hold no text; there is nothing to answer")
+    check_bounds(
+        ANTHROPIC_BOUNDS,
+        wire.stop_sequences,
+        messages,
+        stop_param="stop_sequences",
+        messages_param="messages",
+    )
     tools = _tools(wire.tools)
     choice = wire.tool_choice
     request = ChatRequest(

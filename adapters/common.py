@@ -2,7 +2,9 @@
 
 Each dialect keeps its own words (error messages, param spellings); the rules live here once: an empty or
 malformed body is a 400 naming the offending field, a request without any text is refused before it costs an
-account lease, the model table decides the options, "none"-like conversation ids only keep the chat, and usage
+account lease, the model table decides the options, "none"-like conversation ids only keep the chat, every request is held to its dialect's `Bounds` (a 400 naming
+the field: each stop sequence is searched for in every chunk of the answer, so their number and length are
+event-loop time of every stream in the process), and usage
 is the worker's count unless the gateway cut the answer, else an honest estimate (shared/usage_estimate.py).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
 import msgspec
@@ -29,6 +32,60 @@ NEW_CONVERSATION: Final = frozenset({"none", "null", "new", "undefined"})
 _AT_PATH: Final = re.compile(r"at `\$\.?(.*)`$")
 _json_encoder: Final = msgspec.json.Encoder()
 _json_decoder: Final = msgspec.json.Decoder()
+
+#: Longer than any model id of the table by far; a longer name is refused before it is echoed anywhere.
+MAX_MODEL_CHARS: Final = 128
+
+# ---------------------------------------------------------------- bounds
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What one request of a dialect may hold (docs/SECURITY.md lists them)."""
+
+    #: Stop sequences: OpenAI documents 4, Gemini 5; Anthropic documents none, so ours is 16.
+    max_stops: int
+    #: Characters of one stop sequence.
+    max_stop_chars: int = 256
+    #: Messages (turns) of one request.
+    max_messages: int = 2_000
+    #: Characters of text across every message; Kimi's longest context is 256k tokens (~1M characters).
+    max_text_chars: int = 2_000_000
+
+
+OPENAI_BOUNDS: Final = Bounds(max_stops=4)
+ANTHROPIC_BOUNDS: Final = Bounds(max_stops=16)
+GEMINI_BOUNDS: Final = Bounds(max_stops=5)
+
+
+def check_bounds(
+    bounds: Bounds,
+    stops: Sequence[str],
+    messages: Sequence[Message],
+    *,
+    stop_param: str,
+    messages_param: str,
+) -> None:
+    """BadRequest naming the field when the request holds more stops, longer stops, more messages or more text
+    than the dialect's `bounds`."""
+    if len(stops) > bounds.max_stops:
+        raise BadRequest(f"`{stop_param}` holds at most {bounds.max_stops} sequences.", param=stop_param)
+    for index, stop in enumerate(stops):
+        if len(stop) > bounds.max_stop_chars:
+            raise BadRequest(
+                f"`{stop_param}[{index}]` is longer than {bounds.max_stop_chars} characters.",
+                param=stop_param,
+            )
+    if len(messages) > bounds.max_messages:
+        raise BadRequest(
+            f"`{messages_param}` holds at most {bounds.max_messages} messages.", param=messages_param
+        )
+    if sum(len(m.text()) for m in messages) > bounds.max_text_chars:
+        raise BadRequest(
+            f"`{messages_param}` hold more than {bounds.max_text_chars} characters of text.",
+            param=messages_param,
+        )
+
 
 # ---------------------------------------------------------------- parse
 
@@ -82,7 +139,10 @@ def check_named_tool(tools: list[ToolSpec], name: str, param: str) -> None:
 
 
 def model_spec(model: str, missing: str) -> ModelSpec:
-    """The model table's row for `model`, or ModelNotFound with the dialect's `missing` message."""
+    """The model table's row for `model`, or ModelNotFound with the dialect's `missing` message (BadRequest for
+    a name longer than any model's)."""
+    if len(model) > MAX_MODEL_CHARS:
+        raise BadRequest(f"`model` is longer than {MAX_MODEL_CHARS} characters.", param="model")
     spec = resolve_model(model)
     if spec is None:
         raise ModelNotFound(missing, param="model")

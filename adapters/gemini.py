@@ -40,10 +40,12 @@ from adapters.base import (
     sse_data,
 )
 from adapters.common import (
+    GEMINI_BOUNDS,
     ChoiceMode,
     ReplyUsage,
     arguments_object,
     chat_options,
+    check_bounds,
     check_named_tool,
     compact_json,
     decode_body,
@@ -284,6 +286,13 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     param = f"contents[{len(wire.contents) - 1}].parts"
     require_text(messages, param, f"* GenerateContentRequest.{param}: contents hold no text")
     reply = _reply_options(wire.generation_config)
+    check_bounds(
+        GEMINI_BOUNDS,
+        reply.stop_sequences,
+        messages,
+        stop_param="generationConfig.stopSequences",
+        messages_param="contents",
+    )
     tools = _tools(wire.tools)
     request = ChatRequest(
         request_id=ctx.request_id,

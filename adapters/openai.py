@@ -41,9 +41,11 @@ from adapters.base import (
     sse_comment,
 )
 from adapters.common import (
+    OPENAI_BOUNDS,
     ChoiceMode,
     ReplyUsage,
     chat_options,
+    check_bounds,
     check_named_tool,
     compact_json,
     decode_body,
@@ -182,6 +184,8 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     param = f"messages[{len(messages) - 1}].content"
     require_text(messages, param, "The messages hold no text; there is nothing to answer.")
     tools = _tools(wire.tools or [])
+    reply = _reply_options(wire)
+    check_bounds(OPENAI_BOUNDS, reply.stop_sequences, messages, stop_param="stop", messages_param="messages")
     request = ChatRequest(
         request_id=ctx.request_id,
         model=wire.model.strip(),
@@ -193,7 +197,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
         tool_choice=_tool_choice(wire.tool_choice, tools),
         parallel_tool_calls=wire.parallel_tool_calls is not False,
     )
-    return Parsed(request, _reply_options(wire))
+    return Parsed(request, reply)
 
 
 def _tools(wire: list[_Tool]) -> list[ToolSpec]:

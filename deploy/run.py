@@ -10,6 +10,10 @@ reaches only this runner, which then stops the children in that order.
 
 Ports: GATEWAY_PORT, TOKEN_SERVICE_PORT, SIM_PORT (--demo), and WORKER_METRICS_PORT for the first worker (the
 others bind a free port).
+
+Tokens at rest: when TOKEN_ENCRYPTION_KEY is not set, the runner reads it from TOKEN_KEY_FILE (default
+`.kimi-gateway/token_encryption.key`), creating a Fernet key there (mode 0600) on first start, so accounts saved
+through `make run` are encrypted and stay readable on every later start. Keep the file: it is the only key.
 """
 
 from __future__ import annotations
@@ -23,13 +27,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.fernet import Fernet
 
 from shared.logging import hide_password, redact_text
 from shared.redis_server import RedisHandle, ensure_redis
 
 READY_TIMEOUT_S = 60.0
+#: Where `make run` keeps the token encryption key it made, relative to the directory it runs in.
+DEFAULT_KEY_FILE = ".kimi-gateway/token_encryption.key"
 STOP_TIMEOUT_S = 15.0
 
 
@@ -67,6 +76,24 @@ class Stack:
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
+
+
+def ensure_token_key(env: MutableMapping[str, str]) -> tuple[Path, bool] | None:
+    """Put a TOKEN_ENCRYPTION_KEY into `env` from its key file, creating the file (0600) when it is missing;
+    the file and whether it was made now, or None when the environment sets a key itself."""
+    if env.get("TOKEN_ENCRYPTION_KEY", "").strip():
+        return None
+    path = Path(env.get("TOKEN_KEY_FILE") or DEFAULT_KEY_FILE)
+    created = not path.exists()
+    if created:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(Fernet.generate_key() + b"\n")
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # a key others may read is no key: tighten it
+    env["TOKEN_ENCRYPTION_KEY"] = path.read_text().strip()
+    return path, created
 
 
 def _get(url: str, timeout_s: float = 1.0) -> tuple[int, bytes]:
@@ -156,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
+        kept = ensure_token_key(env)
+        if kept is not None:
+            path, created = kept
+            _say(f"tokens encrypted at rest with the key in {path} ({'created now' if created else 'kept'})")
         stack.redis = ensure_redis(env.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
         env["REDIS_URL"] = stack.redis.url
         _say(f"redis: {'embedded at ' if stack.redis.embedded else ''}{hide_password(stack.redis.url)}")

@@ -1,7 +1,12 @@
-"""`create_app(settings)`: the gateway's aiohttp application, its resources, routes and error middleware."""
+"""`create_app(settings)`: the gateway's aiohttp application, its resources, routes and error middleware.
+
+`/metrics` (account ids, models, traffic) answers a loopback caller that relays no one, a caller from a network
+of METRICS_ALLOW, or one that shows the admin key; anyone else gets 401.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -24,6 +29,7 @@ from gateway.routes import (
     LocalRow,
 )
 from shared.settings import GatewaySettings
+from token_service.client import admin_key_offered, is_local_caller
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -41,7 +47,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
     for row in LOCAL_ROUTES:
         app.router.add_route(row.method, row.path, _local_handler(row))
     for service in SERVICE_ROUTES:
-        app.router.add_route(service.method, service.path, service.handler)
+        handler = _metrics_guard(service.handler, settings) if service.path == "/metrics" else service.handler
+        app.router.add_route(service.method, service.path, handler)
     admin_proxy.add_admin_routes(app)  # /auth/*, /token/check, /admin/*: forwarded to the token service
     return app
 
@@ -64,3 +71,51 @@ def _local_handler(row: LocalRow) -> _Handler:
         return web.Response(status=status, headers=headers, body=body)
 
     return handler
+
+
+def exposure_warnings(settings: GatewaySettings) -> list[str]:
+    """What is unsafe about serving on `settings.host`: an open gateway or admin API on a non-loopback address."""
+    if _is_loopback_host(settings.host):
+        return []
+    warnings = []
+    if not settings.api_keys:
+        warnings.append(
+            f"GATEWAY_HOST={settings.host} and GATEWAY_API_KEYS is not set: anyone who reaches this port chats"
+            " on your Kimi accounts (docs/SECURITY.md)"
+        )
+    if settings.common.admin_api_key is None:
+        warnings.append(
+            f"GATEWAY_HOST={settings.host} and ADMIN_API_KEY is not set: set it before a proxy or tunnel makes"
+            " remote callers look local (docs/SECURITY.md)"
+        )
+    return warnings
+
+
+def _is_loopback_host(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _metrics_guard(handler: _Handler, settings: GatewaySettings) -> _Handler:
+    allowed = [ipaddress.ip_network(cidr, strict=False) for cidr in settings.metrics_allow]
+    key = settings.common.admin_api_key
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if is_local_caller(request) or _in(request.remote, allowed) or admin_key_offered(request, key):
+            return await handler(request)
+        return web.Response(
+            status=401,
+            text="/metrics answers loopback, METRICS_ALLOW networks, or the admin key (Authorization: Bearer)\n",
+        )
+
+    return guarded
+
+
+def _in(remote: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return False
+    return any(address in network for network in networks)

@@ -2,17 +2,28 @@
 
 In order: a key of GATEWAY_API_KEYS → the server's account pool; otherwise a credential that is itself one or
 more upstream credentials (`Bearer T1,T2`; what counts as one is the token service's kind registry) → those
-tokens as ephemeral accounts, one picked per request with failover (unless ALLOW_PASSTHROUGH_TOKENS=false);
+tokens as pass-through accounts, one picked per request with failover — when pass-through is on
+(ALLOW_PASSTHROUGH_TOKENS: `auto`, the default, turns it on only while no client key is configured);
 otherwise, when no key is configured, the pool (a single user on localhost); else 401.
+A bearer holds at most PASSTHROUGH_MAX_TOKENS tokens (400). `check_client` touches no store: the chat handler
+calls it before reading the body and stores the tokens (`store_passthrough`) only once the body has parsed.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 
+from gateway.resources import SETTINGS
 from shared.errors import AuthenticationFailed
 from shared.settings import GatewaySettings
-from token_service.client import PassThroughAccounts, check_passthrough, passthrough_tokens
+from token_service.client import (
+    PassThroughAccounts,
+    check_passthrough,
+    check_passthrough_count,
+    passthrough_tokens,
+)
 
 #: Where each dialect's SDK puts its key: OpenAI and Anthropic (Claude Code) Bearer, Anthropic x-api-key,
 #: Gemini x-goog-api-key or ?key=.
@@ -37,8 +48,11 @@ def check_client(request: web.Request, settings: GatewaySettings) -> list[str] |
     credential = client_credential(request)
     if credential is not None and any(key.matches(credential) for key in settings.api_keys):
         return None
-    tokens = passthrough_tokens(credential) if credential is not None and settings.allow_passthrough else None
+    tokens = (
+        passthrough_tokens(credential) if credential is not None and settings.passthrough_enabled else None
+    )
     if tokens is not None:
+        check_passthrough_count(tokens, settings.pool.passthrough_max_tokens)
         return tokens
     if settings.api_keys:
         if credential is None:
@@ -47,14 +61,27 @@ def check_client(request: web.Request, settings: GatewaySettings) -> list[str] |
     return None
 
 
-async def authenticate(
-    request: web.Request, settings: GatewaySettings, passthrough: PassThroughAccounts
-) -> list[str] | None:
-    """The account ids this request may use, or None for the whole pool; raises AuthenticationFailed."""
-    tokens = check_client(request, settings)
+async def store_passthrough(tokens: list[str] | None, passthrough: PassThroughAccounts) -> list[str] | None:
+    """The account ids `check_client`'s tokens may use, or None for the whole pool; raises
+    AuthenticationFailed (a token that is garbage or expired)."""
     return None if tokens is None else await passthrough.add(tokens)
 
 
 def authenticate_local(request: web.Request, settings: GatewaySettings) -> None:
     """The same rule for a route that needs no job: pass-through tokens are checked, not stored."""
     check_passthrough(check_client(request, settings) or [])
+
+
+def client_id(request: web.Request, tokens: list[str] | None) -> str:
+    """Who asks, as a non-secret id that owns the conversations it keeps: a hash of the client key or of the
+    pass-through token set; "" for a caller of an open gateway (no key to tell callers apart)."""
+    if tokens is not None:
+        return "pt:" + _digest(",".join(sorted(tokens)))
+    credential = client_credential(request)
+    if credential is None or not request.app[SETTINGS].api_keys:
+        return ""
+    return "key:" + _digest(credential)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]

@@ -3,14 +3,17 @@
 Contract: docs/ARCHITECTURE.md, "Request path". Headers wait for the first content event or the first
 keep-alive, so errors before that leave with their real HTTP status; after that they are in-band. Every
 request has an overall deadline and an idle deadline; a reply without its terminal event is an error. A client
-that leaves (failed write, closed transport) sets the job's cancel key, as does every other early exit.
+that leaves (failed write, closed transport) sets the job's cancel key, as does every other early exit. So does
+a client that stops reading: a write that cannot drain before the request's deadline (an in-band error after
+it: `FINAL_WRITE_GRACE_S`) drops the connection, and the handler, its subscription and its job end with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -20,14 +23,16 @@ from redis.exceptions import RedisError
 
 from adapters.base import Parsed, Renderer, RequestContext
 from gateway import metrics
-from gateway.auth import authenticate
+from gateway.auth import check_client, client_id, store_passthrough
 from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from gateway.routes import ChatRoute
 from shared.errors import (
+    AuthenticationFailed,
     GatewayError,
     PayloadTooLarge,
     ServiceUnavailable,
+    UpstreamAuthError,
     UpstreamTimeout,
     error_from_event,
 )
@@ -52,6 +57,9 @@ from shared.schema import (
 REQUEST_ID = web.RequestKey("request_id", str)
 #: The longest a relay waits for entries before it looks at its client's transport and deadlines again.
 _WAIT_S = REPLY_BLOCK_MS / 1000
+#: How long the last bytes (an in-band error once the deadline has passed, the stream's end) may take to
+#: drain: a reader that keeps up takes milliseconds; one that does not is dropped.
+FINAL_WRITE_GRACE_S = 2.0
 #: The events counted as chunks in the canonical log line.
 _CHUNK_EVENTS = (TextDelta, ReasoningDelta, Citation, ToolCallEvent)
 
@@ -130,11 +138,16 @@ async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> t
     now_s = time.time()
     query, model = dict(request.query), request.match_info.get("model")
     ctx = RequestContext(request_id, path_model=model, query=query, now_s=now_s, stream=route.stream)
-    async with redis_errors():
-        account_ids = await authenticate(request, settings, request.app[PASSTHROUGH])
+    tokens = check_client(request, settings)
     chat, reply = route.dialect.parse(await read_body(request, settings.max_body_bytes), ctx)
+    async with redis_errors():  # a client's own tokens are stored only for a request that parsed
+        account_ids = await store_passthrough(tokens, request.app[PASSTHROUGH])
     chat = msgspec.structs.replace(
-        chat, request_id=request_id, deadline_s=now_s + settings.request_timeout_s, account_ids=account_ids
+        chat,
+        request_id=request_id,
+        deadline_s=now_s + settings.request_timeout_s,
+        account_ids=account_ids,
+        client_id=client_id(request, tokens),
     )
     return Parsed(chat, reply), ctx
 
@@ -194,6 +207,7 @@ class Relay:
         self.terminal = False
         self.cancelled = False
         self.last_write = time.monotonic()
+        self.deadline = self.last_write + self.settings.request_timeout_s
 
     async def run(self) -> web.StreamResponse:
         await self._enqueue()
@@ -237,7 +251,7 @@ class Relay:
     async def _pump(self, subscription: Subscription) -> web.StreamResponse:
         settings = self.settings
         now = time.monotonic()
-        deadline = now + settings.request_timeout_s
+        deadline = self.deadline = now + settings.request_timeout_s
         idle_deadline = now + settings.idle_timeout_s
         interval = settings.keepalive_interval_s if self.renderer.stream else float("inf")
         self.last_write = now
@@ -276,7 +290,7 @@ class Relay:
             if isinstance(event, ErrorEvent):
                 self.terminal = True
                 await self._send(b"".join(out))
-                raise error_from_event(event)
+                raise self._client_error(error_from_event(event))
             if isinstance(event, Start):
                 self.outcome.account_id = event.account_id or self.outcome.account_id
                 self.outcome.upstream_kind = event.kind or self.outcome.upstream_kind
@@ -291,6 +305,12 @@ class Relay:
                 break
         await self._send(b"".join(out))
 
+    def _client_error(self, error: GatewayError) -> GatewayError:
+        """Kimi refusing a pass-through client's own token is that client's bad credential: a 401, not a 5xx."""
+        if self.chat.account_ids is not None and isinstance(error, UpstreamAuthError):
+            return AuthenticationFailed(f"Kimi refused the pass-through token ({error.message}).")
+        return error
+
     def _count_chunk(self) -> None:
         """Chunks and time to first token count content as it arrives, in stream and non-stream mode alike."""
         self.outcome.chunks += 1
@@ -301,10 +321,7 @@ class Relay:
         if not data or not self.renderer.stream:
             return
         response = self.response or await self._commit()
-        try:
-            await response.write(data)
-        except ConnectionError as exc:
-            raise _ClientGone from exc
+        await self._write(response.write(data))
         self.outcome.bytes += len(data)
         self.last_write = time.monotonic()
 
@@ -354,9 +371,21 @@ class Relay:
 
     async def _end_stream(self) -> None:
         assert self.response is not None
+        await self._write(self.response.write_eof())
+
+    async def _write(self, write: Awaitable[None]) -> None:
+        """One write that drains before the deadline (or within the grace after it), else the client is gone:
+        its connection is dropped, so no handler waits on a reader that never reads."""
+        timeout_s = max(self.deadline - time.monotonic(), FINAL_WRITE_GRACE_S)
         try:
-            await self.response.write_eof()
+            async with asyncio.timeout(timeout_s):  # no task per write, unlike wait_for: this is the hot path
+                await write
         except ConnectionError as exc:
+            raise _ClientGone from exc
+        except TimeoutError as exc:
+            log.info("slow_reader", request_id=self.chat.request_id, waited_s=round(timeout_s, 2))
+            if self.request.transport is not None:
+                self.request.transport.abort()
             raise _ClientGone from exc
 
     async def _fail_in_band(self, exc: GatewayError) -> web.StreamResponse:
@@ -364,10 +393,10 @@ class Relay:
         self.outcome.status, self.outcome.error = exc.status, exc.kind
         data = self.renderer.error(exc)
         try:
-            await self.response.write(data)
+            await self._write(self.response.write(data))
             self.outcome.bytes += len(data)
-            await self.response.write_eof()
-        except ConnectionError:
+            await self._end_stream()
+        except _ClientGone:
             return self._client_gone()
         return self.response
 

@@ -47,6 +47,10 @@ ACCOUNT_READY = f"{ACCOUNT_PREFIX}ready"
 ACCOUNT_COOLING = f"{ACCOUNT_PREFIX}cooling"
 ACCOUNT_LEASES = f"{ACCOUNT_PREFIX}leases"
 ACCOUNT_LAYOUT = f"{ACCOUNT_PREFIX}layout"
+#: zset of pass-through (throwaway) account ids → when they lapse (unix ms): their total is bounded by it.
+ACCOUNT_PASSTHROUGH = f"{ACCOUNT_PREFIX}passthrough"
+#: The random key of the keyed hash that names pass-through accounts (set once, shared by every gateway).
+ACCOUNT_ID_KEY = f"{ACCOUNT_PREFIX}idkey"
 #: The pool's fixed keys, in the order the lease scripts take them as KEYS[1..5].
 ACCOUNT_POOL_KEYS = (ACCOUNT_INDEX, ACCOUNT_READY, ACCOUNT_COOLING, ACCOUNT_LEASES, ACCOUNT_LAYOUT)
 #: The untagged prefix of older versions (`kimi:acct:<id>`, `kimi:acct:index`, …), read only to migrate.

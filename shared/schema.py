@@ -125,6 +125,9 @@ class ChatRequest(_Internal):
     dialect: str = "openai"
     #: Restrict the lease to these account ids (pass-through tokens become ephemeral accounts).
     account_ids: list[str] | None = None
+    #: Who asked, as a non-secret hash (gateway/auth.py `client_id`): a kept conversation answers only the
+    #: client that started it. Empty for an open gateway's callers.
+    client_id: str = ""
     #: Tools the model may call; empty when the client declared none.
     tools: list[ToolSpec] = msgspec.field(default_factory=list)
     tool_choice: ToolChoice = msgspec.field(default_factory=ToolChoice)

@@ -17,8 +17,12 @@ class Secret:
         return self._value
 
     def matches(self, candidate: str) -> bool:
-        """Constant-time comparison, for API keys."""
-        return hmac.compare_digest(self._value.encode(), candidate.encode())
+        """Constant-time comparison, for API keys; a header's non-UTF-8 bytes (kept as surrogates) match nothing."""
+        try:
+            offered = candidate.encode()
+        except UnicodeEncodeError:
+            return False
+        return hmac.compare_digest(self._value.encode(), offered)
 
     def __repr__(self) -> str:
         return "Secret('**********')"

@@ -99,6 +99,16 @@ def _parse(hint: Any, name: str, raw: str) -> Any:
     raise TypeError(f"no parser for {name} of type {hint!r}")
 
 
+def _tristate(name: str, raw: str) -> str:
+    """`auto`, or a boolean spelled any way the loader accepts, as `true` / `false`."""
+    lowered = raw.lower()
+    if lowered == "auto":
+        return lowered
+    if lowered in _TRUE or lowered in _FALSE:
+        return "true" if lowered in _TRUE else "false"
+    raise ValueError(f"{name} must be auto, true or false, got {raw!r}")
+
+
 def _default_log_format() -> str:
     return "console" if sys.stderr.isatty() else "json"
 
@@ -172,6 +182,13 @@ class PoolSettings(SettingsGroup):
     quota_window_s: int = setting("QUOTA_WINDOW_S", 3 * 3600, "cooling after the long-text quota is used up")
     ephemeral_ttl_s: int = setting(
         "EPHEMERAL_ACCOUNT_TTL_S", 3600, "pass-through Bearer T1,T2 tokens live this long as accounts"
+    )
+    #: kimi-free-api clients send a handful of tokens; dozens in one bearer is a flood, not failover.
+    passthrough_max_tokens: int = setting(
+        "PASSTHROUGH_MAX_TOKENS", 8, "Kimi tokens one pass-through bearer may hold (Bearer T1,…,Tn)"
+    )
+    passthrough_max_accounts: int = setting(
+        "PASSTHROUGH_MAX_ACCOUNTS", 1000, "pass-through accounts held at once; new ones beyond it get 503"
     )
     token_encryption_key: Secret | None = setting(
         "TOKEN_ENCRYPTION_KEY", None, "Fernet key (or passphrase) encrypting tokens at rest"
@@ -266,14 +283,24 @@ class GatewaySettings(SettingsGroup):
     common: CommonSettings = dataclasses.field(default_factory=CommonSettings)
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
     attachments: AttachmentSettings = dataclasses.field(default_factory=AttachmentSettings)
-    host: str = setting("GATEWAY_HOST", "0.0.0.0", "the gateway's bind address")
+    #: Loopback unless told otherwise: an open gateway (no GATEWAY_API_KEYS) is for one user on this machine.
+    host: str = setting("GATEWAY_HOST", "127.0.0.1", "the gateway's bind address (0.0.0.0: every interface)")
     port: int = setting("GATEWAY_PORT", 8000, "the gateway's port")
     api_keys: tuple[Secret, ...] = setting(
         "GATEWAY_API_KEYS", (), "comma-separated client keys; unset = open gateway"
     )
-    #: Accept `Bearer <kimi token>[,<kimi token>…]` from clients as ephemeral accounts.
-    allow_passthrough: bool = setting(
-        "ALLOW_PASSTHROUGH_TOKENS", True, "serve clients that bring their own Kimi tokens"
+    #: Accept `Bearer <kimi token>[,<kimi token>…]` from clients as ephemeral accounts: `auto` (only while
+    #: no client key is configured), `true` or `false`.
+    allow_passthrough: str = setting(
+        "ALLOW_PASSTHROUGH_TOKENS",
+        "auto",
+        "serve clients that bring their own Kimi tokens: auto (only without GATEWAY_API_KEYS), true, false",
+        normalize=lambda raw: _tristate("ALLOW_PASSTHROUGH_TOKENS", raw),
+    )
+    #: /metrics names accounts and models: besides loopback callers, only these networks (or a caller with the
+    #: admin key) may read it. Compose sets the private ranges its Prometheus scrapes from.
+    metrics_allow: tuple[str, ...] = setting(
+        "METRICS_ALLOW", (), "CIDRs that may read /metrics without the admin key (loopback always may)"
     )
     max_body_bytes: int = setting("MAX_BODY_BYTES", 32 * 1024 * 1024, "largest request body")
     #: Overall deadline of one request, queue wait included.
@@ -292,12 +319,19 @@ class GatewaySettings(SettingsGroup):
         normalize=lambda url: url.rstrip("/"),
     )
 
+    @property
+    def passthrough_enabled(self) -> bool:
+        """Pass-through is on when asked for, or (auto) while the gateway has no client keys."""
+        if self.allow_passthrough == "auto":
+            return not self.api_keys
+        return self.allow_passthrough == "true"
+
 
 @dataclass(frozen=True, slots=True)
 class TokenServiceSettings(SettingsGroup):
     common: CommonSettings = dataclasses.field(default_factory=CommonSettings)
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
-    host: str = setting("TOKEN_SERVICE_HOST", "0.0.0.0", "the token service's bind address")
+    host: str = setting("TOKEN_SERVICE_HOST", "127.0.0.1", "the token service's bind address")
     port: int = setting("TOKEN_SERVICE_PORT", 8001, "the token service's port")
     #: Admin bodies are token lists: a megabyte is thousands of tokens.
     max_body_bytes: int = 1024 * 1024
@@ -308,7 +342,7 @@ class WorkerSettings(SettingsGroup):
     common: CommonSettings = dataclasses.field(default_factory=CommonSettings)
     pool: PoolSettings = dataclasses.field(default_factory=PoolSettings)
     timeouts: UpstreamTimeouts = dataclasses.field(default_factory=UpstreamTimeouts)
-    host: str = setting("WORKER_HOST", "0.0.0.0", "the worker's /metrics bind address")
+    host: str = setting("WORKER_HOST", "127.0.0.1", "the worker's /metrics bind address")
     metrics_port: int = setting("WORKER_METRICS_PORT", 8002, "the worker's /metrics and /healthz port")
     concurrency: int = setting("WORKER_CONCURRENCY", 32, "concurrent jobs per worker process")
     consumer_name: str = setting(

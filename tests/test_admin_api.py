@@ -27,6 +27,7 @@ from token_service.app import ACCOUNTS, create_app
 
 KEY = "admin-key-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
+JSON = {"Content-Type": "application/json"}
 
 ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 Client = TestClient[web.Request, web.Application]
@@ -209,15 +210,15 @@ async def test_expired_and_garbage_tokens_get_clear_400s(client: Client) -> None
         "type": "invalid_request",
         "param": "token",
     }
-    body = await bodies.json(client, "POST", "/auth/save", 400, data=b"{nope", headers=AUTH)
+    body = await bodies.json(client, "POST", "/auth/save", 400, data=b"{nope", headers=AUTH | JSON)
     assert body["error"] == "the body is not valid JSON"
     body = await bodies.json(client, "POST", "/auth/save", 413, data=b"x" * 5000, headers=AUTH)
     assert body["type"] == "too_large"
     bodies.assert_no_secret(expired)
 
 
-async def test_clear_removes_every_account_by_post_and_get(client: Client, kimi_sim: SimServer) -> None:
-    """POST /auth/clear removes all accounts; GET is kept for compatibility."""
+async def test_clear_removes_every_account_by_post_only(client: Client, kimi_sim: SimServer) -> None:
+    """POST /auth/clear removes all accounts; GET answers 405 and removes nothing."""
     for _ in range(2):
         await client.post(
             "/auth/save", json={"token": kimi_sim.state.add_account("kimi_auth").token}, headers=AUTH
@@ -226,7 +227,8 @@ async def test_clear_removes_every_account_by_post_and_get(client: Client, kimi_
     await client.post(
         "/auth/save", json={"token": kimi_sim.state.add_account("kimi_auth").token}, headers=AUTH
     )
-    assert (await (await client.get("/auth/clear", headers=AUTH)).json())["removed"] == 1
+    assert (await client.get("/auth/clear", headers=AUTH)).status == 405
+    assert (await (await client.post("/auth/clear", headers=AUTH)).json())["removed"] == 1
     assert await (await client.get("/auth/status", headers=AUTH)).json() == {
         "has_token": False,
         "accounts": [],

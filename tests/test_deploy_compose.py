@@ -54,20 +54,50 @@ def test_docker_compose_accepts_the_file(use_example: bool, tmp_path: Path) -> N
     assert result.stderr == ""
 
 
-def test_resolved_config_publishes_only_gateway_prometheus_and_grafana() -> None:
-    """After interpolation the host sees 8000 (gateway), 9090 and 3000; nothing else has a host port."""
-    result = docker_compose("config", env_file=ENV_EXAMPLE)
+@pytest.mark.parametrize("use_example", [True, False], ids=["env-example", "empty-env"])
+def test_resolved_config_publishes_only_gateway_prometheus_and_grafana_on_loopback(
+    use_example: bool, tmp_path: Path
+) -> None:
+    """After interpolation the host sees 8000 (gateway), 9090 and 3000 on 127.0.0.1 only; nothing else."""
+    empty = tmp_path / ".env"
+    empty.write_text("")
+    result = docker_compose("config", env_file=ENV_EXAMPLE if use_example else empty)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
-    published = {name: [p["published"] for p in s.get("ports", [])] for name, s in services.items()}
+    published = {name: [_host_port(p) for p in s.get("ports", [])] for name, s in services.items()}
     assert published == {
         "redis": [],
         "token_service": [],
-        "gateway": [8000],
+        "gateway": [("127.0.0.1", 8000)],
         "upstream_worker": [],
-        "prometheus": [9090],
-        "grafana": [3000],
+        "prometheus": [("127.0.0.1", 9090)],
+        "grafana_password": [],
+        "grafana": [("127.0.0.1", 3000)],
     }
+
+
+def test_grafana_has_no_default_password(tmp_path: Path) -> None:
+    """With GRAFANA_ADMIN_PASSWORD unset Grafana reads a generated password file, never `admin`."""
+    empty = tmp_path / ".env"
+    empty.write_text("")
+    result = docker_compose("config", env_file=empty)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    grafana = services["grafana"]["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/secrets/grafana_admin_password"
+    assert services["grafana"]["depends_on"]["grafana_password"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert "head -c 24 /dev/urandom" in services["grafana_password"]["command"][0]
+
+
+def _host_port(port: str | dict[str, Any]) -> tuple[str | None, int]:
+    """(host address, host port) of a resolved port: `127.0.0.1:8000:8000/tcp` (compose v1) or the long form."""
+    if isinstance(port, dict):
+        return port.get("host_ip"), int(port["published"])
+    host, published, _ = port.rsplit(":", 2) if port.count(":") >= 2 else (None, *port.split(":"))
+    return host, int(published)
 
 
 def test_every_service_command_is_a_project_entry_point() -> None:
@@ -131,9 +161,10 @@ def test_healthchecks_hit_each_service_port() -> None:
 
 
 def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies() -> None:
-    """All services have a health check; app services start once Redis and the token service are healthy."""
+    """All long-running services have a health check; app services start once Redis and the token service are
+    healthy."""
     services = _services()
-    assert all("healthcheck" in service for service in services.values())
+    assert all("healthcheck" in service for service in services.values() if service.get("restart") != "no")
     conditions = {
         name: services[name]["depends_on"] for name in ("token_service", "gateway", "upstream_worker")
     }
@@ -148,7 +179,10 @@ def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies() ->
             "token_service": {"condition": "service_healthy"},
         },
     }
-    assert services["grafana"]["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    assert services["grafana"]["depends_on"] == {
+        "prometheus": {"condition": "service_healthy"},
+        "grafana_password": {"condition": "service_completed_successfully"},
+    }
 
 
 def test_monitoring_images_are_pinned_and_mount_existing_files() -> None:

@@ -93,6 +93,7 @@ def start_runner(tmp_path: Path, args: list[str], redis_url: str) -> Runner:
         "WORKER_METRICS_PORT": str(worker),
         "REDIS_URL": redis_url,
         "LOG_FORMAT": "json",
+        "TOKEN_KEY_FILE": str(tmp_path / "token_encryption.key"),
     }
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:

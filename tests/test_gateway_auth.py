@@ -86,11 +86,12 @@ async def test_gemini_local_routes_need_a_key(
 
 
 async def test_passthrough_tokens_pass_the_local_routes(gateway: ClientFactory, kimi_sim: SimServer) -> None:
-    """A `Bearer T1,T2` of Kimi tokens is let through with keys set, unless pass-through is off or expired."""
+    """A `Bearer T1,T2` of Kimi tokens is let through with keys set and ALLOW_PASSTHROUGH_TOKENS=true, not
+    when a token is expired nor, by default, once keys are set."""
     one = kimi_sim.state.add_account("kimi_auth").token
     two = kimi_sim.state.add_account("refresh_token").token
     expired = kimi_sim.state.add_account("kimi_auth", exp_in_s=-60).token
-    client = await gateway(api_keys=(KEY,))
+    client = await gateway(api_keys=(KEY,), allow_passthrough="true")
     ok = await client.get("/v1/models", headers={"Authorization": f"Bearer {one},{two}"})
     assert ok.status == 200
     count = await client.post("/v1/messages/count_tokens", json=COUNT_BODY, headers={"x-api-key": one})
@@ -98,7 +99,7 @@ async def test_passthrough_tokens_pass_the_local_routes(gateway: ClientFactory, 
     stale = await client.get("/v1/models", headers={"Authorization": f"Bearer {one},{expired}"})
     message = (await stale.json())["error"]["message"]
     assert stale.status == 401 and message.startswith("pass-through token 2 of 2: token is already expired")
-    closed = await gateway(api_keys=(KEY,), allow_passthrough=False)
+    closed = await gateway(api_keys=(KEY,))
     refused = await closed.get("/v1/models", headers={"Authorization": f"Bearer {one}"})
     assert refused.status == 401
 

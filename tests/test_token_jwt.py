@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 import jwt
 import pytest
+from cryptography.fernet import Fernet
 
 from shared.errors import ServiceUnavailable
 from shared.secret import Secret
@@ -93,8 +94,8 @@ def test_account_id_is_stable_and_not_the_token() -> None:
 
 
 def test_secret_box_seals_with_fernet_and_reads_plaintext_of_before() -> None:
-    """With a key, stored values are Fernet ciphertext; plaintext saved earlier still opens."""
-    box = SecretBox(Secret("any passphrase"))
+    """With a Fernet key, stored values are Fernet ciphertext; plaintext saved earlier still opens."""
+    box = SecretBox(Secret(Fernet.generate_key().decode()))
     sealed = box.seal(ACCESS)
     assert sealed.startswith("f:gAAAAA") and ACCESS not in sealed
     assert box.open(sealed) == ACCESS

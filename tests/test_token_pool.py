@@ -76,7 +76,8 @@ async def test_expired_token_is_refused(redis: aioredis.Redis, session: aiohttp.
 async def test_secrets_are_encrypted_at_rest_with_a_key(
     redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
 ) -> None:
-    """With TOKEN_ENCRYPTION_KEY the Redis hash holds Fernet ciphertext, and credentials still decrypt."""
+    """With a TOKEN_ENCRYPTION_KEY passphrase the Redis hash holds salted Fernet ciphertext, and credentials
+    still decrypt."""
     from shared.secret import Secret
 
     pool = make_pool(redis, session, kimi_sim.url, token_encryption_key=Secret("passphrase"))
@@ -84,7 +85,7 @@ async def test_secrets_are_encrypted_at_rest_with_a_key(
     account, _ = await pool.add(token)
     assert token not in repr(await redis.hgetall(account_key(account.id)))
     stored = await redis.hget(account_key(account.id), "secret")
-    assert isinstance(stored, bytes) and stored.startswith(b"f:gAAAAA")
+    assert isinstance(stored, bytes) and stored.startswith(b"s:") and b":gAAAAA" in stored
     creds = await pool.credentials(await pool.lease())
     assert creds.access_token == token
 
@@ -167,9 +168,11 @@ async def test_lease_held_by_a_killed_process_comes_back(
     account, _ = await pool.add(kimi_sim.state.add_account("kimi_auth").token)
     script = (
         "import asyncio, sys, aiohttp, redis.asyncio as r\n"
+        "from shared.logging import configure_logging\n"
         "from shared.settings import PoolSettings\n"
         "from token_service.client import AccountPool\n"
         "async def main():\n"
+        "    configure_logging('INFO', 'json', service='test')  # logs on stderr, the lease id alone on stdout\n"
         "    client = r.Redis.from_url(sys.argv[1])\n"
         "    async with aiohttp.ClientSession() as s:\n"
         "        pool = AccountPool(client, PoolSettings(lease_ttl_s=1), s, 'http://127.0.0.1:9')\n"
@@ -431,7 +434,8 @@ async def test_background_refresher_renews_recently_used_tokens(
 async def test_passthrough_of_a_stored_account_never_gives_it_a_ttl(
     redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
 ) -> None:
-    """A stored account passed as a Bearer token keeps no TTL; saving an ephemeral one makes it permanent."""
+    """A stored account passed as a Bearer token keeps no TTL; once a pass-through token is saved, the next
+    pass-through of it is served by the saved account."""
     pool = make_pool(redis, session, kimi_sim.url, ephemeral_ttl_s=50)
     stored, passed = (
         kimi_sim.state.add_account("kimi_auth").token,
@@ -441,6 +445,8 @@ async def test_passthrough_of_a_stored_account_never_gives_it_a_ttl(
     assert await pool.add_ephemeral([stored]) == [account.id]
     assert await redis.ttl(account_key(account.id)) == -1
     [ephemeral_id] = await pool.add_ephemeral([passed])
+    assert 0 < await redis.ttl(account_key(ephemeral_id)) <= 50
     saved, created = await pool.add(passed)
-    assert (saved.id, created, saved.ephemeral) == (ephemeral_id, False, False)
-    assert await redis.ttl(account_key(ephemeral_id)) == -1
+    assert (created, saved.ephemeral) == (True, False) and saved.id != ephemeral_id
+    assert await pool.add_ephemeral([passed]) == [saved.id]
+    assert await redis.ttl(account_key(saved.id)) == -1

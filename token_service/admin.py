@@ -4,7 +4,9 @@ every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
     POST /auth/extract        {"cookies": …}            → {success, token (whole), token_info}
     POST /auth/save           {"cookies"|"token": …, "base_url"?} → {success, account_id, token_info}
     GET  /auth/status                                   → {has_token, accounts: […]}
-    POST /auth/clear (GET kept for compatibility)       → {success, removed}
+    POST /auth/clear                                    → {success, removed}
+    GET  /auth/clear                                    → 405: no state changes on GET (kimi-free-api-fix
+                                                          cleared on GET; any web page's <img> could do it)
     POST /token/check         {"token": …}              → {"live": bool}   (not admin-protected)
     GET  /admin/accounts                                → {accounts: […]}
     POST /admin/accounts      {"token"|"tokens"|"text", "base_url"?} → {added: […], errors: […]}
@@ -13,24 +15,34 @@ every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
 
 The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx, next to its Accounts).
 Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a
-key only loopback callers are served (others get 401): a loopback peer that sent no Forwarded /
-X-Forwarded-For / X-Real-IP header, so a remote caller relayed by a proxy on this host (the gateway adds the
-caller's address) is never taken for a local one. Only /auth/extract answers a whole token (its purpose is to hand
-the admin back the token found in what they pasted, as kimi-free-api-fix does); every other response shows masked
-previews.
+key only local callers are served (others get 401): a loopback peer that sent no Forwarded / X-Forwarded-For /
+X-Real-IP header (a remote caller relayed by a proxy on this host — the gateway adds the caller's address — is
+never taken for a local one), whose `Host` is a loopback name (DNS rebinding) and whose `Origin`, if any, is
+the origin of that Host (a page of another origin is refused). Bodies must be `application/json`, so a web page
+cannot send one without a CORS preflight; path ids are checked against the index. Only /auth/extract answers a
+whole token (its purpose is to hand the admin back the token found in what they pasted, as kimi-free-api-fix
+does); every other response shows masked previews.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
 
-from shared.errors import AuthenticationFailed, BadRequest, GatewayError, PayloadTooLarge
+from shared.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    GatewayError,
+    NotFound,
+    PayloadTooLarge,
+)
 from shared.logging import get_logger
 from shared.secret import Secret
 from token_service import prober
@@ -55,6 +67,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
 #: Headers a proxy adds for the caller it relays; any of them means the peer is not the caller.
 FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+#: Host names that only ever resolve to this machine (RFC 6761 §6.3), besides loopback addresses.
+LOOPBACK_NAMES = ("localhost",)
+#: What an account id looks like (12 hex chars today; room for a longer id of a later kind).
+ACCOUNT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 
 
 class ExtractBody(msgspec.Struct, forbid_unknown_fields=False):
@@ -118,6 +134,8 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def clear(request: web.Request) -> web.Response:
+    if request.method != "POST":
+        raise BadRequest("GET /auth/clear changes nothing here: use POST /auth/clear", status=405)
     removed = await _ctx(request).accounts.clear()
     return _ok({"success": True, "removed": removed, "message": f"removed {removed} account(s)"})
 
@@ -148,27 +166,23 @@ async def add_accounts(request: web.Request) -> web.Response:
 
 
 async def remove_account(request: web.Request) -> web.Response:
-    await _ctx(request).accounts.remove(request.match_info["account_id"])
+    await _ctx(request).accounts.remove(await _account_id(request))
     return _ok({"success": True})
 
 
 async def enable_account(request: web.Request) -> web.Response:
-    return _ok(
-        {
-            "success": True,
-            "account": _public(await _ctx(request).accounts.enable(request.match_info["account_id"])),
-        }
-    )
+    account = await _ctx(request).accounts.enable(await _account_id(request))
+    return _ok({"success": True, "account": _public(account)})
 
 
 async def disable_account(request: web.Request) -> web.Response:
-    account = await _ctx(request).accounts.disable(request.match_info["account_id"])
+    account = await _ctx(request).accounts.disable(await _account_id(request))
     return _ok({"success": True, "account": _public(account)})
 
 
 async def probe_account(request: web.Request) -> web.Response:
     accounts = _ctx(request).accounts
-    account_id = request.match_info["account_id"]
+    account_id = await _account_id(request)
     result = await prober.probe(accounts, account_id)
     return _ok({"result": result, "account": _public(await accounts.get(account_id))})
 
@@ -214,6 +228,17 @@ def _ctx(request: web.Request) -> AdminContext:
     return request.config_dict[ADMIN_CONTEXT]
 
 
+async def _account_id(request: web.Request) -> str:
+    """The path's account id: 400 unless it looks like one, 404 unless the index holds it (never a bare
+    Redis key such as the index itself)."""
+    account_id = request.match_info["account_id"]
+    if not ACCOUNT_ID.fullmatch(account_id):
+        raise BadRequest("an account id is 1 to 64 letters, digits, - or _", param="account_id")
+    if not await _ctx(request).accounts.store.indexed(account_id):
+        raise NotFound(f"no account {account_id!r}", param="account_id")
+    return account_id
+
+
 def _ok(payload: dict[str, Any], status: int = 200) -> web.Response:
     return web.Response(body=_json.encode(payload), status=status, content_type="application/json")
 
@@ -242,6 +267,8 @@ async def _body(request: web.Request, schema: type[T]) -> T:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
     raw = await _read_capped(request, limit)
+    if raw and request.content_type != "application/json":
+        raise BadRequest("admin bodies are JSON: send Content-Type: application/json", status=415)
     try:
         return msgspec.json.decode(raw or b"{}", type=schema)
     except msgspec.ValidationError as exc:
@@ -289,9 +316,14 @@ def authorize(request: web.Request, key: Secret | None) -> None:
                 " set it and send it as Authorization: Bearer <key> or X-Admin-Key"
             )
         return
-    offered = request.headers.get("X-Admin-Key") or _bearer(request.headers.get("Authorization", ""))
-    if not offered or not key.matches(offered):
+    if not admin_key_offered(request, key):
         raise AuthenticationFailed("admin key missing or wrong (Authorization: Bearer <key> or X-Admin-Key)")
+
+
+def admin_key_offered(request: web.Request, key: Secret | None) -> bool:
+    """Whether the request shows the admin key (never true while none is configured)."""
+    offered = request.headers.get("X-Admin-Key") or _bearer(request.headers.get("Authorization", ""))
+    return key is not None and bool(offered) and key.matches(offered)
 
 
 def _bearer(header: str) -> str:
@@ -300,8 +332,35 @@ def _bearer(header: str) -> str:
 
 
 def is_local_caller(request: web.Request) -> bool:
-    """A loopback peer that relays no one: no proxy header says the request came from elsewhere."""
-    return is_loopback(request.remote) and not any(name in request.headers for name in FORWARDING_HEADERS)
+    """A loopback peer that relays no one (no proxy header), addressed by a loopback Host, and sent by no
+    page but one of that Host's own origin."""
+    if not is_loopback(request.remote) or any(name in request.headers for name in FORWARDING_HEADERS):
+        return False
+    host = request.headers.get("Host", "")
+    if not _is_loopback_host(host):
+        return False
+    origin = request.headers.get("Origin")
+    return origin is None or _same_origin(origin, host)
+
+
+def _is_loopback_host(host: str) -> bool:
+    """`localhost`, `x.localhost`, `127.0.0.1`, `[::1]`, with or without a port."""
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:
+        return False
+    return name in LOOPBACK_NAMES or name.endswith(".localhost") or is_loopback(name)
+
+
+def _same_origin(origin: str, host: str) -> bool:
+    """Whether a browser's Origin is the page of the Host it addressed: a loopback name, the same port."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        host_port = urlsplit(f"//{host}").port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return False
+    return _is_loopback_host(parts.netloc) and port == host_port
 
 
 def is_loopback(remote: str | None) -> bool:

@@ -12,18 +12,22 @@ Workers (upstream_worker/resources.py, runner.py):
     upstream_of(lease.kind)                                   # "kimi_web" | "api_key": the kind's public name
 The gateway (gateway/auth.py, gateway/admin_proxy.py):
     passthrough_tokens(credential)                            # `Bearer T1,T2` → the tokens, or None
+    check_passthrough_count(tokens, max_tokens)               # BadRequest: more than PASSTHROUGH_MAX_TOKENS
     check_passthrough(tokens)                                 # routes that need no job: checked, not stored
     await PassThroughAccounts(redis, settings.pool).add(tokens)   # ephemeral accounts → their ids
     ADMIN_ROUTES, ADMIN_MAX_BODY_BYTES                        # what it forwards to the token service
+    is_local_caller(request), admin_key_offered(request, key)  # the admin rule, for the gateway's /metrics
 """
 
 from __future__ import annotations
 
 from shared.settings import TokenServiceSettings
 from token_service.admin import ADMIN_ROUTES as _ADMIN_ROUTES
+from token_service.admin import admin_key_offered, is_local_caller
 from token_service.kinds import UPSTREAMS, Upstream, kinds_serving, protocol_for, upstream_of
 from token_service.leases import Lease
 from token_service.passthrough import PassThroughAccounts, check_passthrough, passthrough_tokens
+from token_service.passthrough import check_count as check_passthrough_count
 from token_service.pool import BUSY_POLL_S, AccountPool, Credentials, ReleaseOutcome
 
 __all__ = [
@@ -37,7 +41,10 @@ __all__ = [
     "PassThroughAccounts",
     "ReleaseOutcome",
     "Upstream",
+    "admin_key_offered",
     "check_passthrough",
+    "check_passthrough_count",
+    "is_local_caller",
     "kinds_serving",
     "passthrough_tokens",
     "protocol_for",

@@ -124,7 +124,13 @@ def account_id_for(token: str, claims: Claims) -> str:
 
 
 def iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z") if ts is not None else None
+    """ISO 8601 UTC, or None for no time or one a datetime cannot hold (a token may claim any `exp`)."""
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def is_expired(claims: Claims, now: float | None = None) -> bool:

@@ -15,7 +15,7 @@ import contextlib
 import time
 from typing import Any, Literal
 
-from shared.errors import BadRequest, UpstreamAuthError, UpstreamError, UpstreamRateLimited
+from shared.errors import GatewayError, UpstreamAuthError, UpstreamError, UpstreamRateLimited
 from shared.logging import get_logger
 from token_service import metrics
 from token_service.accounts import Accounts
@@ -99,7 +99,7 @@ async def check_live(auth: KimiAuthClient, text: str) -> bool:
         if kind.refresh is not None:
             bearer = (await kind.refresh(auth, credential)).access_token
         await kind.probe(auth, credential, bearer)
-    except (BadRequest, UpstreamError):
+    except (GatewayError, ValueError):  # never a 500: an odd token is simply not live
         return False
     return True
 
@@ -110,7 +110,8 @@ async def probe_due(accounts: Accounts) -> dict[str, ProbeResult]:
     now = now_ms()
     for account in await accounts.list():
         expired = account.exp is not None and account.exp * 1000 <= now
-        if account.state in ("disabled", "expired") or not is_known(account.kind):
+        # A pass-through account is a client's own token: Kimi hears of it only when that client asks.
+        if account.ephemeral or account.state in ("disabled", "expired") or not is_known(account.kind):
             continue
         if (
             expired
@@ -128,7 +129,7 @@ async def refresh_due(accounts: Accounts) -> int:
     recent_ms = now_ms() - RECENT_USE_S * 1000
     renewed = 0
     for account in await accounts.list():
-        if not is_known(account.kind) or not kind_named(account.kind).refreshes:
+        if account.ephemeral or not is_known(account.kind) or not kind_named(account.kind).refreshes:
             continue
         if account.state != "active" or account.access_exp is None or account.last_used_ms < recent_ms:
             continue

@@ -24,6 +24,7 @@ from shared.errors import ServiceUnavailable
 from shared.keys import (
     ACCOUNT_COOLING,
     ACCOUNT_INDEX,
+    ACCOUNT_PASSTHROUGH,
     ACCOUNT_READY,
     account_key,
     lease_key,
@@ -157,11 +158,17 @@ class AccountStore:
         self._transition = redis.register_script(_TRANSITION)
 
     async def save(
-        self, credential: Credential, *, ephemeral_ttl_s: int | None = None, base_url: str | None = None
+        self,
+        credential: Credential,
+        *,
+        ephemeral_ttl_s: int | None = None,
+        account_id: str | None = None,
+        base_url: str | None = None,
     ) -> tuple[Account, bool]:
-        """Store (or replace the credential of) an account; returns it and whether it is new. `base_url` sets
-        the account's own origin ("" clears it); None keeps what it had."""
-        account_id = credential.identity().account_id
+        """Store (or replace the credential of) an account; returns it and whether it is new. Its id is the
+        credential's own unless given (a pass-through account's keyed id). `base_url` sets the account's own
+        origin ("" clears it); None keeps what it had."""
+        account_id = account_id or credential.identity().account_id
         key = account_key(account_id)
         created = not await self.redis.exists(key)
         fields = _fields_of(credential, ephemeral=ephemeral_ttl_s is not None)
@@ -212,6 +219,9 @@ class AccountStore:
         fields = {_str(k): _str(v) for k, v in raw.items()}
         origin = self.origin_of(fields.get("region", ""), fields.get("base_url", ""))
         return _account_from(account_id, fields, origin)
+
+    async def indexed(self, account_id: str) -> bool:
+        return bool(await self.redis.sismember(ACCOUNT_INDEX, account_id))
 
     async def ids(self) -> list[str]:
         return sorted(_str(m) for m in await self.redis.smembers(ACCOUNT_INDEX))
@@ -299,6 +309,7 @@ class AccountStore:
             pipe.srem(ACCOUNT_INDEX, account_id)
             pipe.zrem(ACCOUNT_READY, account_id)
             pipe.zrem(ACCOUNT_COOLING, account_id)
+            pipe.zrem(ACCOUNT_PASSTHROUGH, account_id)
             deleted, *_ = await pipe.execute()
         if deleted:
             log.info("account_removed", account_id=account_id)

@@ -1,10 +1,12 @@
 """Kept conversations: which account and upstream ids a client's `conversation_id` continues.
 
-A record lives in `kimi:conv:<id>` (hash: account_id, protocol, chat_id, parent_id, tools) for
+A record lives in `kimi:conv:<id>` (hash: account_id, protocol, chat_id, parent_id, tools, owner) for
 CONVERSATION_TTL_S and is refreshed by every turn. `<id>` is the id the client sees: the Kimi chat id of the
 conversation's first turn, as in kimi-free-api (`chat_id` differs only when that turn failed over to another
 account after Kimi had accepted it). `tools` is the chat's `ToolState` as JSON (the call ids Kimi knows, the
 next call index, the declarations it has seen; docs/TOOLS.md), empty while no turn of the chat used tools.
+`owner` is the `client_id` of the request that started it (a hash of its client key or pass-through tokens):
+only that client may continue it.
 
 A turn keeps its record current with a `RecordTracker` from the moment Kimi accepts it (`Start`): the write
 rides in the pipeline of the reply stream's next XADD, before it, so the id a client can read is always
@@ -38,6 +40,8 @@ class Conversation:
     parent_id: str | None = None
     #: What the chat knows of tool calls (web lanes), for the next turn's `build_continuation`.
     tools: ToolState | None = None
+    #: The `client_id` of the client that started the conversation (set by `load`; turns write the tracker's).
+    owner: str = ""
 
 
 class Carrier(Protocol):
@@ -59,11 +63,12 @@ class RecordTracker:
     account went to the conversation's next turn.
     """
 
-    __slots__ = ("_carrier", "_queued", "_written", "conversation_id", "current")
+    __slots__ = ("_carrier", "_queued", "_written", "conversation_id", "current", "owner")
 
-    def __init__(self, conversation_id: str | None, carrier: Carrier) -> None:
+    def __init__(self, conversation_id: str | None, carrier: Carrier, owner: str = "") -> None:
         #: The id the client sees: the continued conversation's, else the chat id of the first accepted turn.
         self.conversation_id = conversation_id
+        self.owner = owner
         self.current: Conversation | None = None
         self._carrier = carrier
         self._written: Conversation | None = None
@@ -80,7 +85,7 @@ class RecordTracker:
 
     def fill(self, pipe: Pipeline) -> None:
         assert self.conversation_id is not None and self.current is not None
-        fill(pipe, self.conversation_id, self.current)
+        fill(pipe, self.conversation_id, self.current, owner=self.owner)
         self._written, self._queued = self.current, False
 
     async def settle(self, redis: aioredis.Redis) -> None:
@@ -104,11 +109,17 @@ async def load(redis: aioredis.Redis, conversation_id: str) -> Conversation | No
         chat_id=fields["chat_id"],
         parent_id=fields.get("parent_id") or None,
         tools=_tool_state(fields.get("tools", "")),
+        owner=fields.get("owner", ""),
     )
 
 
 def fill(
-    pipe: Pipeline, conversation_id: str, conversation: Conversation, *, ttl_s: int = keys.CONVERSATION_TTL_S
+    pipe: Pipeline,
+    conversation_id: str,
+    conversation: Conversation,
+    *,
+    owner: str = "",
+    ttl_s: int = keys.CONVERSATION_TTL_S,
 ) -> None:
     """Add the record's `FILL_COMMANDS` commands to `pipe`."""
     key = keys.conversation_key(conversation_id)
@@ -118,6 +129,7 @@ def fill(
         "chat_id": conversation.chat_id,
         "parent_id": conversation.parent_id or "",
         "tools": _tools_encoder.encode(conversation.tools).decode() if conversation.tools else "",
+        "owner": owner,
     }
     pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]  # redis-py's Mapping key type is invariant
     pipe.expire(key, ttl_s)

@@ -108,7 +108,11 @@ class KimiRunner:
         if spec is None:
             raise ModelNotFound(f"the model {request.model!r} does not exist")
         conversation = await self._conversation(request)
-        record = RecordTracker(request.options.conversation_id, publisher) if _keeps(request) else None
+        record = (
+            RecordTracker(request.options.conversation_id, publisher, request.client_id)
+            if _keeps(request)
+            else None
+        )
         answer = Answer(publisher, record, tool_state=conversation.tools if conversation else None)
         ticker = asyncio.create_task(keep_alive(answer, self._settings.keepalive_interval_s))
         try:
@@ -236,13 +240,16 @@ class KimiRunner:
             await driver.cleanup(call)
 
     async def _conversation(self, request: ChatRequest) -> Conversation | None:
-        """The kept chat to continue; NotFound when unknown, expired, or another client's (pass-through)."""
+        """The kept chat to continue; NotFound when unknown, expired, or another client's (its owner, or for
+        pass-through, its account)."""
         conversation_id = request.options.conversation_id
         if not conversation_id:
             return None
         conversation = await conversations.load(self._redis, conversation_id)
         allowed = _account_ids(request)
         if conversation is None or (allowed is not None and conversation.account_id not in allowed):
+            raise _unknown_conversation(conversation_id)
+        if conversation.owner != request.client_id:
             raise _unknown_conversation(conversation_id)
         return conversation
 
