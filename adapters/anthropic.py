@@ -8,8 +8,9 @@ expects (a sha256 of the thinking text: Kimi signs nothing; thinking blocks sent
 
 Kimi takes neither `max_tokens` nor `stop_sequences`: the gateway cuts the answer text itself
 (adapters/shaping.py) and reports `max_tokens` / `stop_sequence`. `temperature`, `top_p`, `top_k`, `metadata`
-and `tools` are accepted and ignored; image and document blocks answer 400 until file uploads are supported;
-`thinking: {"type": "disabled"}` hides the thinking blocks of a thinking model.
+and `tools` are accepted and ignored; `thinking: {"type": "disabled"}` hides the thinking blocks of a thinking
+model. `image` and `document` blocks (base64, URL, plain-text or string-content sources) in any message become
+attachments (adapters/attachments.py); a `file` source is a 400 (the gateway has no Files API).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Annotated, Final, Literal, NamedTuple
 
 import msgspec
 
+from adapters.attachments import Place, from_base64, from_text, from_url, refuse_file_id
 from adapters.base import (
     JSON_CONTENT_TYPE,
     SSE_CONTENT_TYPE,
@@ -32,9 +34,10 @@ from adapters.base import (
 )
 from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, prompt_tokens, require_text
 from adapters.dispatch import Ending, EndReason, FunctionDialect
+from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec
-from shared.schema import ChatRequest, Message, Part, TextPart
+from shared.schema import AttachmentKind, ChatRequest, Message, Part, TextPart
 
 NAME: Final = "anthropic"
 
@@ -49,12 +52,22 @@ class _Text(_Wire, tag="text"):
     text: str
 
 
+class _Source(msgspec.Struct):
+    type: str
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+    file_id: str | None = None
+    content: str | list[msgspec.Raw] | None = None
+
+
 class _Image(_Wire, tag="image"):
-    pass
+    source: _Source
 
 
 class _Document(_Wire, tag="document"):
-    pass
+    source: _Source
+    title: str | None = None
 
 
 class _Thinking(_Wire, tag="thinking"):
@@ -102,8 +115,6 @@ _request_decoder: Final = msgspec.json.Decoder(_Request)
 _count_decoder: Final = msgspec.json.Decoder(_CountRequest)
 _json_encoder: Final = msgspec.json.Encoder()
 _UNSUPPORTED: Final[dict[type[_Wire], str]] = {
-    _Image: "Image content blocks are not supported yet.",
-    _Document: "Document content blocks are not supported yet.",
     _ToolUse: "Tool use is not supported by Kimi's web chat.",
     _ToolResult: "Tool use is not supported by Kimi's web chat.",
 }
@@ -115,7 +126,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     if wire.max_tokens == 0:
         raise BadRequest("max_tokens: Field required", param="max_tokens")
     spec = _resolve(wire.model)
-    messages = _messages(wire)
+    messages = _messages(wire, ctx.attachments)
     param = f"messages.{len(wire.messages) - 1}.content"
     require_text(messages, param, f"{param}: the messages hold no text; there is nothing to answer")
     request = ChatRequest(
@@ -138,11 +149,17 @@ def _resolve(model: str) -> ModelSpec:
     return model_spec(model, f"model: {model}")
 
 
-def _messages(wire: _CountRequest) -> list[Message]:
+def _messages(wire: _CountRequest, attachments: list[AttachmentInput] | None = None) -> list[Message]:
+    """The canonical messages; image and document blocks go to `attachments` (dropped when None)."""
     if not wire.messages:
         raise BadRequest("messages: at least one message is required", param="messages")
     system = _system(wire.system)
-    turns = [Message(role=m.role, content=_content(m.content, i)) for i, m in enumerate(wire.messages)]
+    offset = 1 if system is not None else 0
+    found = attachments if attachments is not None else []
+    turns = [
+        Message(role=m.role, content=_content(m.content, i, i + offset, found))
+        for i, m in enumerate(wire.messages)
+    ]
     return [system, *turns] if system is not None else turns
 
 
@@ -152,16 +169,43 @@ def _system(system: str | list[_Text]) -> Message | None:
     return Message(role="system", content=[TextPart(text=b.text) for b in system]) if system else None
 
 
-def _content(content: str | list[_Block], index: int) -> str | list[Part]:
+def _content(
+    content: str | list[_Block], index: int, message_index: int, attachments: list[AttachmentInput]
+) -> str | list[Part]:
     if isinstance(content, str):
         return content
     parts: list[Part] = []
+    placed = 0
     for j, block in enumerate(content):
         if isinstance(block, _Text):
             parts.append(TextPart(text=block.text))
+        elif isinstance(block, _Image | _Document):
+            place = Place(f"messages.{index}.content.{j}", message_index, len(parts) + placed)
+            attachments.append(_attachment(block, place))
+            placed += 1
         elif type(block) in _UNSUPPORTED:
             raise BadRequest(_UNSUPPORTED[type(block)], param=f"messages.{index}.content.{j}")
     return parts
+
+
+def _attachment(block: _Image | _Document, place: Place) -> AttachmentInput:
+    """An image or document block as an attachment, whatever its source."""
+    source = block.source
+    kind: AttachmentKind | None = "image" if isinstance(block, _Image) else None
+    name = block.title if isinstance(block, _Document) else None
+    if source.type == "base64":
+        return from_base64(source.data or "", place, kind=kind, mime=source.media_type, name=name)
+    if source.type == "url":
+        return from_url(source.url or "", place, kind=kind, name=name)
+    if source.type == "file":
+        raise refuse_file_id(place)
+    if kind is None and source.type == "text":
+        return from_text(source.data or "", place, name=name)
+    if kind is None and source.type == "content" and isinstance(source.content, str):
+        return from_text(source.content, place, name=name)
+    raise BadRequest(
+        f"{place.param}: a source of type `{source.type}` is not supported here", param=place.param
+    )
 
 
 # ---------------------------------------------------------------- count_tokens

@@ -11,8 +11,9 @@ breaks it, while an empty line is skipped by every SSE parser and is whitespace 
 
 Field names are accepted in both proto JSON spellings (`systemInstruction` and `system_instruction`).
 `maxOutputTokens` and `stopSequences` are enforced by the gateway (adapters/shaping.py); reasoning becomes
-parts with `"thought": true` only when `thinkingConfig.includeThoughts` is set. `inlineData` / `fileData`
-answer 400 until file uploads are supported; other generation settings are accepted and ignored.
+parts with `"thought": true` only when `thinkingConfig.includeThoughts` is set; other generation settings
+are accepted and ignored. `inlineData` (base64) and `fileData` with an http(s) `fileUri` in any content
+become attachments (adapters/attachments.py); other URIs (Files API, gs://), audio and video are a 400.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 
+from adapters.attachments import Place, from_base64, from_url, refuse_media
 from adapters.base import (
     JSON_CONTENT_TYPE,
     SSE_CONTENT_TYPE,
@@ -33,9 +35,10 @@ from adapters.base import (
 )
 from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, prompt_tokens, require_text
 from adapters.dispatch import Ending, EndReason, FunctionDialect
+from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec, listed_models
-from shared.schema import ChatRequest, Message, Role
+from shared.schema import ChatRequest, Message, Part, Role, TextPart
 
 NAME: Final = "gemini"
 
@@ -118,11 +121,14 @@ def _model_id(ctx: RequestContext) -> str:
     return (ctx.path_model or "").strip().removeprefix("models/")
 
 
-def _messages(wire: _Request) -> list[Message]:
+def _messages(wire: _Request, attachments: list[AttachmentInput] | None = None) -> list[Message]:
+    """The canonical messages; media parts go to `attachments` (dropped when None)."""
     if not wire.contents:
         raise BadRequest("* GenerateContentRequest.contents: contents is not specified", param="contents")
     system = _system(wire.system_instruction)
-    turns = [_message(c, f"contents[{i}]") for i, c in enumerate(wire.contents)]
+    offset = 1 if system is not None else 0
+    found = attachments if attachments is not None else []
+    turns = [_message(c, f"contents[{i}]", i + offset, found) for i, c in enumerate(wire.contents)]
     return [system, *turns] if system is not None else turns
 
 
@@ -133,21 +139,52 @@ def _system(system: _Content | str | None) -> Message | None:
     return Message(role="system", content=text) if text else None
 
 
-def _message(content: _Content, param: str) -> Message:
+def _message(content: _Content, param: str, index: int, attachments: list[AttachmentInput]) -> Message:
     role = _ROLES.get(content.role)
     if role is None:
         raise BadRequest(f"* {param}.role: unknown role `{content.role}`", param=f"{param}.role")
-    return Message(role=role, content=_text(content, param))
+    if not any(p.inline_data is not None or p.file_data is not None for p in content.parts):
+        return Message(role=role, content=_text(content, param))
+    return Message(role=role, content=_media_parts(content, param, index, attachments))
+
+
+def _media_parts(content: _Content, param: str, index: int, attachments: list[AttachmentInput]) -> list[Part]:
+    """A content with media: its text parts kept apart, each blob or file recorded in its place."""
+    _text(content, param)  # the other parts' checks
+    parts: list[Part] = []
+    placed = 0
+    for j, part in enumerate(content.parts):
+        if part.inline_data is not None or part.file_data is not None:
+            place = Place(f"{param}.parts[{j}]", index, len(parts) + placed)
+            attachments.append(_attachment(part, place))
+            placed += 1
+        elif part.text is not None and not part.thought:
+            parts.append(TextPart(part.text))
+    return parts
+
+
+def _attachment(part: _Part, place: Place) -> AttachmentInput:
+    """`inlineData` {mimeType, data} or `fileData` {fileUri, mimeType} (keys already camelCase)."""
+    blob = part.inline_data if part.inline_data is not None else part.file_data or {}
+    mime = blob.get("mimeType")
+    mime = mime if isinstance(mime, str) else None
+    refuse_media(mime, place)
+    if part.inline_data is not None:
+        data = blob.get("data")
+        return from_base64(data if isinstance(data, str) else "", place, mime=mime)
+    uri = blob.get("fileUri")
+    if not isinstance(uri, str) or not uri.lower().startswith(("http://", "https://")):
+        raise BadRequest(
+            f"* {place.param}.fileData.fileUri: only http(s) URLs are fetched (the gateway has no Files API)",
+            param=place.param,
+        )
+    return from_url(uri, place, mime=mime)
 
 
 def _text(content: _Content, param: str) -> str:
-    """The text parts of one content, joined; thoughts sent back are dropped, media refused."""
+    """The text parts of one content, joined; thoughts sent back are dropped, media skipped (`_media_parts`)."""
     texts: list[str] = []
     for j, part in enumerate(content.parts):
-        if part.inline_data is not None or part.file_data is not None:
-            raise BadRequest(
-                "inline_data and file_data parts are not supported yet.", param=f"{param}.parts[{j}]"
-            )
         if part.function_call is not None or part.function_response is not None:
             raise BadRequest(
                 "Function calling is not supported by Kimi's web chat.", param=f"{param}.parts[{j}]"
@@ -161,7 +198,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     """The canonical request of a generateContent body; the route says whether it streams (`ctx.stream`)."""
     spec = _resolve(ctx)
     wire = _decode(body, _Request)
-    messages = _messages(wire)
+    messages = _messages(wire, ctx.attachments)
     param = f"contents[{len(wire.contents) - 1}].parts"
     require_text(messages, param, f"* GenerateContentRequest.{param}: contents hold no text")
     reply = _reply_options(wire.generation_config)
