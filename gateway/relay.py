@@ -20,10 +20,13 @@ from redis.exceptions import RedisError
 
 from adapters.base import Parsed, Renderer, RequestContext
 from gateway import metrics
+from gateway.attachments.intake import attachment_body_bytes
 from gateway.auth import authenticate
 from gateway.replies import ReplyEntry, Subscription
-from gateway.resources import PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
+from gateway.resources import INTAKE, PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from gateway.routes import ChatRoute
+from shared.attachment_input import AttachmentInput
+from shared.attachments import AttachmentStore, attachment_ttl_s
 from shared.errors import (
     GatewayError,
     PayloadTooLarge,
@@ -125,11 +128,45 @@ async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> t
     ctx = RequestContext(request_id, path_model=model, query=query, now_s=now_s, stream=route.stream)
     async with redis_errors():
         account_ids = await authenticate(request, settings, request.app[PASSTHROUGH])
-    chat, reply = route.dialect.parse(await read_body(request, settings.max_body_bytes), ctx)
+    chat, reply = await _parse(request, route, ctx)
+    chat = await _take_attachments(request, chat, ctx.attachments)
     chat = msgspec.structs.replace(
         chat, request_id=request_id, deadline_s=now_s + settings.request_timeout_s, account_ids=account_ids
     )
     return Parsed(chat, reply), ctx
+
+
+async def _parse(request: web.Request, route: ChatRoute, ctx: RequestContext) -> Parsed:
+    """Parse a body of up to the attachment cap; one above `MAX_BODY_BYTES` must carry attachments."""
+    settings = request.app[SETTINGS]
+    small = settings.max_body_bytes
+    body = await read_body(request, attachment_body_bytes(small, settings.attachments))
+    try:
+        parsed = route.dialect.parse(body, ctx)
+    except GatewayError:
+        if len(body) > small and not ctx.attachments:
+            raise _too_large(small) from None
+        raise
+    if len(body) > small and not ctx.attachments:
+        raise _too_large(small)
+    return parsed
+
+
+def _too_large(small: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body exceeds {small} bytes (more is allowed only for attachments).")
+
+
+async def _take_attachments(
+    request: web.Request, chat: ChatRequest, inputs: list[AttachmentInput]
+) -> ChatRequest:
+    """Fetch, check and store the request's attachments (before its job exists); the request with them."""
+    if not inputs:
+        return chat
+    taken = await request.app[INTAKE].take(chat, inputs)
+    ttl_s = attachment_ttl_s(request.app[SETTINGS].request_timeout_s)
+    async with redis_errors():
+        await AttachmentStore(request.app[REDIS]).put(chat.request_id, taken.blobs, ttl_s)
+    return taken.request
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
