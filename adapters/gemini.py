@@ -164,21 +164,23 @@ def _media_parts(content: _Content, param: str, index: int, attachments: list[At
 
 
 def _attachment(part: _Part, place: Place) -> AttachmentInput:
-    """`inlineData` {mimeType, data} or `fileData` {fileUri, mimeType} (keys already camelCase)."""
+    """`inlineData` {mimeType, data} or `fileData` {fileUri, mimeType}, each with an optional `displayName`
+    (keys already camelCase)."""
     blob = part.inline_data if part.inline_data is not None else part.file_data or {}
-    mime = blob.get("mimeType")
+    mime, name = blob.get("mimeType"), blob.get("displayName")
     mime = mime if isinstance(mime, str) else None
+    name = name if isinstance(name, str) else None
     refuse_media(mime, place)
     if part.inline_data is not None:
         data = blob.get("data")
-        return from_base64(data if isinstance(data, str) else "", place, mime=mime)
+        return from_base64(data if isinstance(data, str) else "", place, mime=mime, name=name)
     uri = blob.get("fileUri")
     if not isinstance(uri, str) or not uri.lower().startswith(("http://", "https://")):
         raise BadRequest(
             f"* {place.param}.fileData.fileUri: only http(s) URLs are fetched (the gateway has no Files API)",
             param=place.param,
         )
-    return from_url(uri, place, mime=mime)
+    return from_url(uri, place, mime=mime, name=name)
 
 
 def _text(content: _Content, param: str) -> str:

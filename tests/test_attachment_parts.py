@@ -143,6 +143,7 @@ def test_anthropic_blocks_become_inputs(block: dict[str, Any], expected: Attachm
         ({"inline_data": {"mime_type": "application/pdf", "data": B64}}, _at("contents[0].parts[1]", 0, 1, data=PNG, mime="application/pdf")),
         ({"fileData": {"fileUri": URL, "mimeType": "image/png"}}, _at("contents[0].parts[1]", 0, 1, url=URL, mime="image/png")),
         ({"file_data": {"file_uri": URL}}, _at("contents[0].parts[1]", 0, 1, url=URL)),
+        ({"inlineData": {"mimeType": "application/pdf", "data": B64, "displayName": "r.pdf"}}, _at("contents[0].parts[1]", 0, 1, data=PNG, mime="application/pdf", name="r.pdf")),
     ],
 )  # fmt: skip
 def test_gemini_parts_become_inputs(part: dict[str, Any], expected: AttachmentInput) -> None:

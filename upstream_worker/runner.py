@@ -54,9 +54,11 @@ from shared.settings import WorkerSettings
 from token_service.client import BUSY_POLL_S, AccountPool, Lease, protocol_for
 from upstream_worker import conversations, metrics
 from upstream_worker.answer import Answer, Attempt, keep_alive
+from upstream_worker.attachments import Attachments
 from upstream_worker.conversations import Conversation, RecordTracker
 from upstream_worker.drivers import Driver
 from upstream_worker.kimi.call import UpstreamCall
+from upstream_worker.kimi.flatten import turn_attachments
 from upstream_worker.publisher import ReplyPublisher
 from upstream_worker.retries import RetryBudget, release_outcome
 
@@ -88,12 +90,18 @@ class HeldLease:
 
 class KimiRunner:
     def __init__(
-        self, settings: WorkerSettings, redis: aioredis.Redis, pool: AccountPool, drivers: dict[str, Driver]
+        self,
+        settings: WorkerSettings,
+        redis: aioredis.Redis,
+        pool: AccountPool,
+        drivers: dict[str, Driver],
+        attachments: Attachments,
     ) -> None:
         self._settings = settings
         self._redis = redis
         self._pool = pool
         self._drivers = drivers
+        self._attachments = attachments
 
     async def run(self, request: ChatRequest, publisher: ReplyPublisher, held: HeldLease) -> None:
         """Publish the whole answer, ending with Usage + Done; raise a GatewayError when it fails."""
@@ -180,6 +188,8 @@ class KimiRunner:
                 parent_id=sent_parent_id,
                 keep_chat=_keeps(request),
             )
+            parts = turn_attachments(request.messages, protocol, call.is_continuation)
+            call.files = await self._attachments.files_for(protocol, creds, request.request_id, parts)
             answer.attempt = Attempt(call, protocol, sent_parent_id, conversation is not None)
             done = await _stream(driver, call, answer, protocol)
             answer.end(call, done)
