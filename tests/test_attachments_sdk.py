@@ -25,7 +25,7 @@ from google.genai import types
 
 from kimi_sim.answers import answer_for, attachments_note
 from shared.attachments import digest
-from shared.settings import AttachmentSettings
+from shared.settings import AttachmentSettings, UpstreamTimeouts
 from tests.stack import Stack, StackFactory, stack_factory
 
 __all__ = ["stack_factory"]
@@ -345,3 +345,47 @@ async def test_unsupported_and_mislabelled_parts_in_gemini_shape(
         "contents[0].parts[0]: the attachment is declared as image/png but its bytes are application/pdf",
     )
     assert await uploaded(stack) == []
+
+
+# ---------------------------------------------------------------- Kimi's upload and parse failures
+
+
+async def test_a_failed_upload_fails_over_to_another_account(
+    stack_factory: StackFactory, files: Files
+) -> None:
+    """Kimi refusing the upload on the first account sends the turn to the second, which uploads and answers."""
+    stack = await start(stack_factory, files, "refresh_token")
+    await stack.add("refresh_token")
+    await stack.arm("upload_failed")
+    answer = await ask_openai(stack, files, "kimi", stream=True)
+    assert answer == expected_answer("openai")
+    assert await uploaded(stack) == [digest(RED), digest(BLUE), digest(MEMO), digest(REPORT)]
+    assert len({record["account"] for record in (await stack.sim_state())["uploads"]}) == 1
+
+
+async def test_a_file_kimi_cannot_read_is_a_502_in_anthropic_shape(
+    stack_factory: StackFactory, files: Files
+) -> None:
+    """A failed parse is a 502 `api_error` (no failover: another account would read it no better)."""
+    stack = await start(stack_factory, files, "kimi_auth")
+    await stack.add("kimi_auth")
+    await stack.arm("parse_failed")
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        await ask_anthropic(stack, files, "kimi-k2.5-instant", stream=False)
+    assert caught.value.status_code == 502
+    assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert len((await stack.sim_state())["uploads"]) == 1
+
+
+async def test_a_parse_over_its_bound_is_a_504_in_gemini_shape(
+    stack_factory: StackFactory, files: Files
+) -> None:
+    """A parse that never ends is cut at KIMI_PARSE_TIMEOUT_S: 504 DEADLINE_EXCEEDED."""
+    timeouts = UpstreamTimeouts(connect_s=2.0, first_byte_s=30.0, idle_s=30.0, parse_s=0.5)
+    allow = AttachmentSettings(fetch_allow=(f"127.0.0.1:{files.port}",))
+    stack = await stack_factory(attachments=allow, worker_overrides={"timeouts": timeouts})
+    await stack.add("refresh_token")
+    await stack.arm("parse_stalled")
+    with pytest.raises(genai_errors.ServerError) as caught:
+        await ask_gemini(stack, files, "kimi", stream=False)
+    assert (caught.value.code, caught.value.status) == (504, "DEADLINE_EXCEEDED")
