@@ -7,6 +7,7 @@ its answer names every file the turn referenced, so both prove the bytes arrived
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 import zlib
@@ -134,6 +135,17 @@ async def uploaded(stack: Stack) -> list[str]:
     return [record["sha256"] for record in (await stack.sim_state())["uploads"]]
 
 
+async def held_bytes(stack: Stack) -> list[bytes]:
+    """The attachment keys left in Redis once the job has ended (the worker deletes them after the reply's
+    end, so the client may read the answer a moment before)."""
+    for _ in range(100):
+        left: list[bytes] = await stack.redis.keys("kimi:att:*")
+        if not left:
+            break
+        await asyncio.sleep(0.02)
+    return left
+
+
 # ---------------------------------------------------------------- the three dialects' requests
 
 
@@ -227,7 +239,7 @@ async def test_images_and_pdfs_reach_kimi_byte_for_byte(
     answer = await ASK[dialect](stack, files, model, stream)
     assert answer == expected_answer(dialect)
     assert await uploaded(stack) == [digest(RED), digest(BLUE), digest(MEMO), digest(REPORT)]
-    assert await stack.redis.keys("kimi:att:*") == []
+    assert await held_bytes(stack) == []
 
 
 @pytest.mark.parametrize(("kind", "model"), LANES, ids=["rest", "connect"])
@@ -389,3 +401,23 @@ async def test_a_parse_over_its_bound_is_a_504_in_gemini_shape(
     with pytest.raises(genai_errors.ServerError) as caught:
         await ask_gemini(stack, files, "kimi", stream=False)
     assert (caught.value.code, caught.value.status) == (504, "DEADLINE_EXCEEDED")
+
+
+@pytest.mark.parametrize(("kind", "model"), LANES, ids=["rest", "connect"])
+async def test_a_file_kimi_forgot_is_uploaded_again(
+    stack_factory: StackFactory, files: Files, kind: str, model: str
+) -> None:
+    """A cached upload Kimi no longer holds is forgotten and the turn tried once more, uploading it again."""
+    stack = await start(stack_factory, files, kind)
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(RED)}"}}
+    messages: Any = [{"role": "user", "content": [image, {"type": "text", "text": PROMPT}]}]
+    note = attachments_note([(f"image-{digest(RED)[:8]}.png", len(RED), digest(RED))])
+    client = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="sk-local", max_retries=0, timeout=30)
+    try:
+        await client.chat.completions.create(model=model, messages=messages)
+        stack.sim.state.files.clear()
+        again = await client.chat.completions.create(model=model, messages=messages)
+    finally:
+        await client.close()
+    assert again.choices[0].message.content == answer_for(PROMPT) + note
+    assert await uploaded(stack) == [digest(RED), digest(RED)]

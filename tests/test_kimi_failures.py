@@ -6,12 +6,14 @@ import pytest
 
 from shared.errors import (
     GatewayError,
+    NotFound,
     UpstreamOverloaded,
     UpstreamQuotaExhausted,
     UpstreamRateLimited,
     UpstreamStreamBusy,
 )
 from upstream_worker.kimi.failures import ConnectErrorBody, connect_error, http_error, rest_error
+from upstream_worker.kimi.files import FileForgotten
 
 
 @pytest.mark.parametrize(
@@ -63,3 +65,14 @@ def test_http_error_quota(status: int, body: bytes, exc: type[GatewayError], ret
     err = http_error(status, body, "60")
     assert type(err) is exc
     assert err.retry_after_s == retry_after_s
+
+
+def test_an_unknown_file_id_is_a_stale_upload_an_unknown_chat_is_not() -> None:
+    """REST `file.not_found` and Connect `not_found` / REASON_FILE_NOT_FOUND are FileForgotten; a chat's stays NotFound."""
+    assert type(rest_error("file.not_found", "找不到指定的文件")) is FileForgotten
+    assert (
+        type(connect_error(ConnectErrorBody("not_found", "file", [], "REASON_FILE_NOT_FOUND")))
+        is FileForgotten
+    )
+    assert type(connect_error(ConnectErrorBody("not_found", "chat", [], "REASON_CHAT_NOT_FOUND"))) is NotFound
+    assert type(http_error(400, b'{"error_type":"file.not_found","message":"x"}', None)) is FileForgotten

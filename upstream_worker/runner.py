@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import redis.asyncio as aioredis
 
+from shared.attachments import request_attachments
 from shared.errors import (
     ClientError,
     GatewayError,
@@ -58,6 +59,7 @@ from upstream_worker.attachments import Attachments
 from upstream_worker.conversations import Conversation, RecordTracker
 from upstream_worker.drivers import Driver
 from upstream_worker.kimi.call import UpstreamCall
+from upstream_worker.kimi.files import FileForgotten
 from upstream_worker.kimi.flatten import turn_attachments
 from upstream_worker.publisher import ReplyPublisher
 from upstream_worker.retries import RetryBudget, release_outcome
@@ -201,6 +203,10 @@ class KimiRunner:
             failure = exc
             if isinstance(exc, ClientError | UpstreamError):
                 metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
+            if isinstance(exc, FileForgotten):
+                await self._attachments.forget(
+                    protocol, lease.account_id, request_attachments(request.messages)
+                )
             raise
         finally:
             await self._finish(lease, failure, call, answer, driver, held)
