@@ -7,7 +7,8 @@
     deadline passed in the queue → timeout error
     else runner.run(request) within the deadline, stopped when the client leaves → the terminal error, if any
               ▼
-    publisher closed (reply TTL set) → XACK → outcome (`kimi_worker_jobs_total{outcome}`, the job's log line)
+    publisher closed (reply TTL set) → XACK → attachment bytes deleted → outcome (`kimi_worker_jobs_total{outcome}`,
+    the job's log line)
 
 The ack comes last: an entry whose worker dies before it stays pending, and another worker reclaims it. A
 Redis failure does the same on purpose: the job is left unacked, and its reply stream says whether it can run
