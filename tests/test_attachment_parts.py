@@ -152,3 +152,17 @@ def test_gemini_parts_become_inputs(part: dict[str, Any], expected: AttachmentIn
     messages, inputs = _parse(gemini.DIALECT, body)
     assert inputs == [expected]
     assert messages == [Message(role="user", content=[TextPart("what is it?")])]
+
+
+def test_attachments_alone_are_not_a_question() -> None:
+    """A request whose only content is an image is still refused for holding no text (Kimi takes no empty turn)."""
+    body = {
+        "model": "kimi",
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": URL}]}],
+    }
+    with pytest.raises(BadRequest) as caught:
+        _parse(openai.DIALECT, body)
+    assert (caught.value.message, caught.value.param) == (
+        "The messages hold no text; there is nothing to answer.",
+        "messages[0].content",
+    )

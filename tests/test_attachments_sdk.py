@@ -331,12 +331,18 @@ async def test_oversize_and_refused_url_in_anthropic_shape(stack_factory: StackF
 async def test_unsupported_and_mislabelled_parts_in_gemini_shape(
     stack_factory: StackFactory, files: Files
 ) -> None:
-    """Audio → 400 INVALID_ARGUMENT naming the part; a PDF declared as a PNG → 400 saying what the bytes are."""
-    stack = await start(stack_factory, files, "kimi_auth")
+    """Audio → 400 INVALID_ARGUMENT naming the part; a PDF declared as a PNG → 400 saying what the bytes are;
+    an image over its cap → 413."""
+    stack = await start(stack_factory, files, "kimi_auth", max_image_bytes=len(RED) - 1)
     client = gemini_client(stack)
     audio = [types.Part.from_bytes(data=b"RIFF", mime_type="audio/wav"), types.Part.from_text(text="?")]
     fake = [types.Part.from_bytes(data=MEMO, mime_type="image/png"), types.Part.from_text(text="?")]
+    big = [types.Part.from_text(text="?"), types.Part.from_bytes(data=RED, mime_type="image/png")]
     try:
+        with pytest.raises(genai_errors.ClientError) as too_large:
+            await client.aio.models.generate_content(
+                model="kimi", contents=[types.Content(role="user", parts=big)]
+            )
         with pytest.raises(genai_errors.ClientError) as unsupported:
             await client.aio.models.generate_content(
                 model="kimi", contents=[types.Content(role="user", parts=audio)]
@@ -355,6 +361,11 @@ async def test_unsupported_and_mislabelled_parts_in_gemini_shape(
     assert (mislabelled.value.code, mislabelled.value.message) == (
         400,
         "contents[0].parts[0]: the attachment is declared as image/png but its bytes are application/pdf",
+    )
+    assert (too_large.value.code, too_large.value.status, too_large.value.message) == (
+        413,
+        "INVALID_ARGUMENT",
+        f"contents[0].parts[1]: the image is {len(RED)} bytes; the limit is {len(RED) - 1} bytes per image",
     )
     assert await uploaded(stack) == []
 
