@@ -135,6 +135,10 @@ def _messages(wire: _Request, attachments: list[AttachmentInput] | None = None) 
 def _system(system: _Content | str | None) -> Message | None:
     if system is None:
         return None
+    if not isinstance(system, str) and any(p.inline_data or p.file_data for p in system.parts):
+        raise BadRequest(
+            "* system_instruction: images and documents belong in `contents`", param="system_instruction"
+        )
     text = system if isinstance(system, str) else _text(system, "system_instruction")
     return Message(role="system", content=text) if text else None
 

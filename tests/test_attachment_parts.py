@@ -166,3 +166,15 @@ def test_attachments_alone_are_not_a_question() -> None:
         "The messages hold no text; there is nothing to answer.",
         "messages[0].content",
     )
+
+
+def test_gemini_media_in_the_system_instruction_is_refused() -> None:
+    """Media parts of `systemInstruction` are a 400 rather than dropped: attachments belong in `contents`."""
+    blob = {"inlineData": {"mimeType": "image/png", "data": B64}}
+    body = {"systemInstruction": {"parts": [blob]}, "contents": [{"role": "user", "parts": [{"text": "?"}]}]}
+    with pytest.raises(BadRequest) as caught:
+        _parse(gemini.DIALECT, body)
+    assert (caught.value.message, caught.value.param) == (
+        "* system_instruction: images and documents belong in `contents`",
+        "system_instruction",
+    )
