@@ -7,10 +7,19 @@ an in-band `event: error`. Reasoning becomes a `thinking` block, closed by the `
 expects (a sha256 of the thinking text: Kimi signs nothing; thinking blocks sent back are ignored).
 
 Kimi takes neither `max_tokens` nor `stop_sequences`: the gateway cuts the answer text itself
-(adapters/shaping.py) and reports `max_tokens` / `stop_sequence`. `temperature`, `top_p`, `top_k`, `metadata`
-and `tools` are accepted and ignored; `thinking: {"type": "disabled"}` hides the thinking blocks of a thinking
-model. `image` and `document` blocks (base64, URL, plain-text or string-content sources) in any message become
-attachments (adapters/attachments.py); a `file` source is a 400 (the gateway has no Files API).
+(adapters/shaping.py) and reports `max_tokens` / `stop_sequence`. `temperature`, `top_p`, `top_k`, `metadata`,
+`output_config`, `context_management`, `cache_control` anywhere, any `anthropic-beta` header and `?beta=true`
+are accepted and ignored; `thinking: {"type": "disabled"}` hides the thinking blocks of a thinking model (`adaptive` and `enabled` show
+them). A `role: "system"` message (or a `mid_conv_system` block) inside `messages` is system text at its place,
+as Claude Code 2.x sends it (../shared/spec/tools-and-attachments.md §2.3, §7.1). `image` and `document`
+blocks (base64, URL, plain-text or string-content sources) in any message become attachments
+(adapters/attachments.py); a `file` source is a 400 (the gateway has no Files API).
+
+Tools (§2): client tools (`input_schema`) become `ToolSpec`s, server tools (a dated `type`) are dropped since
+Kimi cannot run them; `tool_choice` auto / any / tool / none and `disable_parallel_tool_use`; `tool_use` blocks
+are the assistant's calls, `tool_result` blocks (string or block content, `is_error`) become `tool` messages
+before the rest of their user message. A call is answered as a `tool_use` block (`content_block_start` with
+`input: {}`, one `input_json_delta`, `content_block_stop` in a stream) and `stop_reason: "tool_use"`.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass, field
-from typing import Annotated, Final, Literal, NamedTuple
+from typing import Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
 
@@ -32,12 +41,23 @@ from adapters.base import (
     RequestContext,
     sse_event,
 )
-from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, prompt_tokens, require_text
+from adapters.common import (
+    ChoiceMode,
+    ReplyUsage,
+    arguments_object,
+    chat_options,
+    check_named_tool,
+    compact_json,
+    decode_body,
+    model_spec,
+    prompt_tokens,
+    require_text,
+)
 from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec
-from shared.schema import AttachmentKind, ChatRequest, Message, Part, TextPart
+from shared.schema import AttachmentKind, ChatRequest, Message, Part, TextPart, ToolCall, ToolChoice, ToolSpec
 
 NAME: Final = "anthropic"
 
@@ -53,7 +73,8 @@ class _Text(_Wire, tag="text"):
 
 
 class _Source(msgspec.Struct):
-    type: str
+    #: Empty when absent: a tool result's image reads as a placeholder whatever its source; a message's is refused.
+    type: str = ""
     media_type: str | None = None
     data: str | None = None
     url: str | None = None
@@ -79,19 +100,105 @@ class _RedactedThinking(_Wire, tag="redacted_thinking"):
 
 
 class _ToolUse(_Wire, tag="tool_use"):
+    id: str
+    name: str
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class _SearchResult(_Wire, tag="search_result"):
+    pass
+
+
+class _ToolReference(_Wire, tag="tool_reference"):
+    pass
+
+
+class _BrowserState(_Wire, tag="browser_state"):
     pass
 
 
 class _ToolResult(_Wire, tag="tool_result"):
+    tool_use_id: str
+    content: str | list[_Text | _Image | _Document | _SearchResult | _ToolReference | _BrowserState] = ""
+    is_error: bool = False
+
+
+class _MidConvSystem(_Wire, tag="mid_conv_system"):
+    content: list[_Text] = msgspec.field(default_factory=list)
+
+
+# Blocks of Anthropic's own server tools and containers, sent back in a history: accepted and left out (Kimi
+# ran none of them).
+class _ServerToolUse(_Wire, tag="server_tool_use"):
     pass
 
 
-_Block = _Text | _Image | _Document | _Thinking | _RedactedThinking | _ToolUse | _ToolResult
+class _WebSearchToolResult(_Wire, tag="web_search_tool_result"):
+    pass
+
+
+class _WebFetchToolResult(_Wire, tag="web_fetch_tool_result"):
+    pass
+
+
+class _CodeExecutionToolResult(_Wire, tag="code_execution_tool_result"):
+    pass
+
+
+class _BashCodeExecutionToolResult(_Wire, tag="bash_code_execution_tool_result"):
+    pass
+
+
+class _TextEditorCodeExecutionToolResult(_Wire, tag="text_editor_code_execution_tool_result"):
+    pass
+
+
+class _ToolSearchToolResult(_Wire, tag="tool_search_tool_result"):
+    pass
+
+
+class _ContainerUpload(_Wire, tag="container_upload"):
+    pass
+
+
+_Block = (
+    _Text
+    | _Image
+    | _Document
+    | _Thinking
+    | _RedactedThinking
+    | _ToolUse
+    | _ToolResult
+    | _MidConvSystem
+    | _SearchResult
+    | _ServerToolUse
+    | _WebSearchToolResult
+    | _WebFetchToolResult
+    | _CodeExecutionToolResult
+    | _BashCodeExecutionToolResult
+    | _TextEditorCodeExecutionToolResult
+    | _ToolSearchToolResult
+    | _ContainerUpload
+)
 
 
 class _Message(msgspec.Struct):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]
     content: str | list[_Block]
+
+
+class _ToolIn(msgspec.Struct):
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] | None = None
+    #: Absent or "custom" for a client tool; a dated name (`web_search_20250305`) for a server tool.
+    type: str = "custom"
+
+
+class _ToolChoiceIn(msgspec.Struct):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool = False
 
 
 class _ThinkingParam(msgspec.Struct):
@@ -102,6 +209,8 @@ class _CountRequest(msgspec.Struct):
     model: str
     messages: list[_Message]
     system: str | list[_Text] = ""
+    tools: list[_ToolIn] = msgspec.field(default_factory=list)
+    tool_choice: _ToolChoiceIn | None = None
 
 
 class _Request(_CountRequest):
@@ -114,9 +223,19 @@ class _Request(_CountRequest):
 _request_decoder: Final = msgspec.json.Decoder(_Request)
 _count_decoder: Final = msgspec.json.Decoder(_CountRequest)
 _json_encoder: Final = msgspec.json.Encoder()
-_UNSUPPORTED: Final[dict[type[_Wire], str]] = {
-    _ToolUse: "Tool use is not supported by Kimi's web chat.",
-    _ToolResult: "Tool use is not supported by Kimi's web chat.",
+#: What a non-text block of a tool result reads as in the prompt (its bytes do not reach Kimi).
+_RESULT_PLACEHOLDER: Final[dict[type[_Wire], str]] = {
+    _Image: "[image]",
+    _Document: "[document]",
+    _SearchResult: "[search result]",
+    _ToolReference: "[tool reference]",
+    _BrowserState: "[browser state]",
+}
+_CHOICE_MODE: Final[dict[str, ChoiceMode]] = {
+    "auto": "auto",
+    "any": "required",
+    "tool": "named",
+    "none": "none",
 }
 
 
@@ -129,6 +248,8 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     messages = _messages(wire, ctx.attachments)
     param = f"messages.{len(wire.messages) - 1}.content"
     require_text(messages, param, f"{param}: the messages hold no text; there is nothing to answer")
+    tools = _tools(wire.tools)
+    choice = wire.tool_choice
     request = ChatRequest(
         request_id=ctx.request_id,
         model=wire.model.strip(),
@@ -136,6 +257,9 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
         stream=wire.stream,
         options=chat_options(spec),
         dialect=NAME,
+        tools=tools,
+        tool_choice=_tool_choice(choice, tools),
+        parallel_tool_calls=choice is None or not choice.disable_parallel_tool_use,
     )
     reply = ReplyOptions(
         stop_sequences=tuple(wire.stop_sequences),
@@ -149,6 +273,27 @@ def _resolve(model: str) -> ModelSpec:
     return model_spec(model, f"model: {model}")
 
 
+def _tools(wire: list[_ToolIn]) -> list[ToolSpec]:
+    """Client tools; server tools (a dated `type` such as `web_search_20250305`) are dropped: Kimi cannot run
+    them and the client does not expect to."""
+    return [
+        ToolSpec(t.name, t.description, compact_json(t.input_schema or {}))
+        for t in wire
+        if t.type == "custom"
+    ]
+
+
+def _tool_choice(wire: _ToolChoiceIn | None, tools: list[ToolSpec]) -> ToolChoice:
+    if wire is None or not tools:
+        return ToolChoice()
+    if wire.type == "tool":
+        if not wire.name:
+            raise BadRequest("tool_choice.name: Field required", param="tool_choice.name")
+        check_named_tool(tools, wire.name, "tool_choice.name")
+        return ToolChoice("named", wire.name)
+    return ToolChoice(_CHOICE_MODE[wire.type])
+
+
 def _messages(wire: _CountRequest, attachments: list[AttachmentInput] | None = None) -> list[Message]:
     """The canonical messages; image and document blocks go to `attachments` (dropped when None)."""
     if not wire.messages:
@@ -156,10 +301,10 @@ def _messages(wire: _CountRequest, attachments: list[AttachmentInput] | None = N
     system = _system(wire.system)
     offset = 1 if system is not None else 0
     found = attachments if attachments is not None else []
-    turns = [
-        Message(role=m.role, content=_content(m.content, i, i + offset, found))
-        for i, m in enumerate(wire.messages)
-    ]
+    turns: list[Message] = []
+    names: dict[str, str] = {}  # tool_use id → tool name, for the results that follow
+    for i, message in enumerate(wire.messages):
+        turns.extend(_turn(message, i, names, offset + len(turns), found))
     return [system, *turns] if system is not None else turns
 
 
@@ -169,9 +314,36 @@ def _system(system: str | list[_Text]) -> Message | None:
     return Message(role="system", content=[TextPart(text=b.text) for b in system]) if system else None
 
 
-def _content(
-    content: str | list[_Block], index: int, message_index: int, attachments: list[AttachmentInput]
-) -> str | list[Part]:
+def _turn(
+    message: _Message, index: int, names: dict[str, str], at: int, attachments: list[AttachmentInput]
+) -> list[Message]:
+    """One wire message as canonical messages: its tool results first (as `tool` messages), then a system text
+    it carries (`mid_conv_system`), then its own role's content and calls (at canonical index `at` + the
+    messages before it, where its image and document blocks are placed)."""
+    placed: list[AttachmentInput] = []
+    content = _content(message.content, index, placed)
+    if isinstance(message.content, str):
+        return [Message(role=message.role, content=content)]
+    out: list[Message] = []
+    calls: list[ToolCall] = []
+    for block in message.content:
+        match block:
+            case _ToolUse():
+                names[block.id] = block.name
+                calls.append(ToolCall(block.id, block.name, compact_json(block.input)))
+            case _ToolResult():
+                out.append(_result(block, names))
+            case _MidConvSystem(content=blocks):
+                out.append(Message(role="system", content=[TextPart(text=b.text) for b in blocks]))
+    if content or calls or placed or not out:
+        attachments.extend(msgspec.structs.replace(a, message_index=at + len(out)) for a in placed)
+        out.append(Message(role=message.role, content=content, tool_calls=calls or None))
+    return out
+
+
+def _content(content: str | list[_Block], index: int, attachments: list[AttachmentInput]) -> str | list[Part]:
+    """The text of one wire message; its image and document blocks go to `attachments`, placed among its parts
+    (their message index is the caller's to set: one wire message may become several canonical ones)."""
     if isinstance(content, str):
         return content
     parts: list[Part] = []
@@ -180,11 +352,9 @@ def _content(
         if isinstance(block, _Text):
             parts.append(TextPart(text=block.text))
         elif isinstance(block, _Image | _Document):
-            place = Place(f"messages.{index}.content.{j}", message_index, len(parts) + placed)
+            place = Place(f"messages.{index}.content.{j}", 0, len(parts) + placed)  # index: set by `_turn`
             attachments.append(_attachment(block, place))
             placed += 1
-        elif type(block) in _UNSUPPORTED:
-            raise BadRequest(_UNSUPPORTED[type(block)], param=f"messages.{index}.content.{j}")
     return parts
 
 
@@ -206,6 +376,17 @@ def _attachment(block: _Image | _Document, place: Place) -> AttachmentInput:
     raise BadRequest(
         f"{place.param}: a source of type `{source.type}` is not supported here", param=place.param
     )
+
+
+def _result(block: _ToolResult, names: dict[str, str]) -> Message:
+    content: str | list[Part] = block.content if isinstance(block.content, str) else []
+    if isinstance(block.content, list):
+        content = [
+            TextPart(text=b.text if isinstance(b, _Text) else _RESULT_PLACEHOLDER[type(b)])
+            for b in block.content
+        ]
+    name = names.get(block.tool_use_id)
+    return Message("tool", content, tool_call_id=block.tool_use_id, name=name, is_error=block.is_error)
 
 
 # ---------------------------------------------------------------- count_tokens
@@ -276,7 +457,13 @@ class _ThinkingOut(msgspec.Struct, tag="thinking", tag_field="type"):
     signature: str
 
 
-_BlockOut = _TextOut | _ThinkingOut
+class _ToolUseOut(msgspec.Struct, tag="tool_use", tag_field="type"):
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+_BlockOut = _TextOut | _ThinkingOut | _ToolUseOut
 
 
 class _UsageOut(msgspec.Struct):
@@ -315,6 +502,7 @@ _STOP_REASON: Final[dict[EndReason, str]] = {
     "content_filter": "refusal",
     "stop_sequence": "stop_sequence",
     "max_tokens": "max_tokens",
+    "tool_calls": "tool_use",
 }
 _MESSAGE_STOP: Final = sse_event(b"message_stop", b'{"type":"message_stop"}')
 
@@ -357,6 +545,16 @@ class _Written:
         return _TextOut(text) if self.kind is _TEXT else _ThinkingOut(text, thinking_signature(text))
 
 
+@dataclass(slots=True)
+class _WrittenCall:
+    """A `tool_use` block of the reply."""
+
+    call: ToolCall
+
+    def out(self) -> _BlockOut:
+        return _ToolUseOut(self.call.id, self.call.name, arguments_object(self.call.arguments))
+
+
 class AnthropicWriter:
     """The pieces of one Messages response: content blocks opened and closed as the answer goes, or one body."""
 
@@ -368,7 +566,7 @@ class AnthropicWriter:
         self.content_type = SSE_CONTENT_TYPE if request.stream else JSON_CONTENT_TYPE
         self._request = request
         self._id = f"msg_{request.request_id}"
-        self._blocks: list[_Written] = []
+        self._blocks: list[_Written | _WrittenCall] = []
         self._open = False
         #: The open block's index, as its events spell it.
         self._index = b"0"
@@ -386,6 +584,25 @@ class AnthropicWriter:
 
     def reasoning(self, text: str) -> bytes:
         return self._append(_THINKING, text) if text else b""
+
+    def tool_call(self, index: int, call: ToolCall) -> bytes:
+        """A whole `tool_use` block: its start with `input: {}`, the arguments as one `input_json_delta`, its end."""
+        out = self._close_block()
+        self._blocks.append(_WrittenCall(call))
+        if not self.stream:
+            return out
+        self._index = str(len(self._blocks) - 1).encode()
+        start = _json_encoder.encode(_ToolUseOut(call.id, call.name, {}))
+        payload = (
+            b'{"type":"content_block_start","index":' + self._index + b',"content_block":' + start + b"}"
+        )
+        out += sse_event(b"content_block_start", payload)
+        out += self._delta(
+            b'{"type":"input_json_delta","partial_json":' + _json_encoder.encode(call.arguments) + b"}"
+        )
+        return out + sse_event(
+            b"content_block_stop", b'{"type":"content_block_stop","index":' + self._index + b"}"
+        )
 
     def finish(self, ending: Ending, text: str) -> bytes:
         """The last text, the open block's end, `message_delta` (stop reason, usage) and `message_stop`."""
@@ -417,8 +634,13 @@ class AnthropicWriter:
 
     def _append(self, kind: _BlockKind, text: str) -> bytes:
         """`text` added to a block of `kind`, opened unless the open block is one."""
-        out = b"" if self._open and self._blocks[-1].kind is kind else self._open_block(kind)
-        self._blocks[-1].chunks.append(text)
+        last = self._blocks[-1] if self._open else None
+        if not (isinstance(last, _Written) and last.kind is kind):
+            out, last = self._open_block(kind), _Written(kind)
+            self._blocks.append(last)
+        else:
+            out = b""
+        last.chunks.append(text)
         if not self.stream:
             return out
         return out + self._delta(kind.delta + _json_encoder.encode(text) + b"}")
@@ -428,10 +650,10 @@ class AnthropicWriter:
         return sse_event(b"content_block_delta", payload)
 
     def _open_block(self, kind: _BlockKind) -> bytes:
+        """The open block's end, then the start of a block of `kind` (the caller appends it)."""
         out = self._close_block()
-        self._blocks.append(_Written(kind))
         self._open = True
-        self._index = str(len(self._blocks) - 1).encode()
+        self._index = str(len(self._blocks)).encode()
         if not self.stream:
             return out
         payload = b'{"type":"content_block_start","index":' + self._index + b',"content_block":' + kind.start
@@ -446,7 +668,7 @@ class AnthropicWriter:
             return b""
         block = self._blocks[-1]
         out = b""
-        if block.kind is _THINKING:
+        if isinstance(block, _Written) and block.kind is _THINKING:
             signature = _json_encoder.encode(thinking_signature("".join(block.chunks)))
             out = self._delta(b'{"type":"signature_delta","signature":' + signature + b"}")
         payload = b'{"type":"content_block_stop","index":' + self._index + b"}"

@@ -10,21 +10,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
 from shared.errors import BadRequest, ModelNotFound
 from shared.models import ModelSpec, resolve_model
-from shared.schema import ChatOptions, Message, Usage
+from shared.schema import ChatOptions, Message, ToolSpec, Usage
 from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
 
 T = TypeVar("T")
+#: `ToolChoice.mode`, for the dialects' tables of their own choice names.
+ChoiceMode = Literal["auto", "none", "required", "named"]
 
 EMPTY_BODY: Final = "The request body is empty; expected a JSON object."
 #: kimi-free-api's spellings of "start a new conversation" in `conversation_id`.
 NEW_CONVERSATION: Final = frozenset({"none", "null", "new", "undefined"})
 _AT_PATH: Final = re.compile(r"at `\$\.?(.*)`$")
+_json_encoder: Final = msgspec.json.Encoder()
+_json_decoder: Final = msgspec.json.Decoder()
 
 # ---------------------------------------------------------------- parse
 
@@ -50,9 +54,31 @@ def decode_body(
 
 
 def require_text(messages: list[Message], param: str, message: str) -> None:
-    """Refuse a request whose messages hold no text at all: it would cost an account lease and a chat."""
-    if not any(m.text().strip() for m in messages):
+    """Refuse a request whose messages hold no text at all: it would cost an account lease and a chat. A tool
+    result or an earlier call counts as text (the prompt protocol writes both out, even an empty result)."""
+    if not any(m.text().strip() or m.role == "tool" or m.tool_calls for m in messages):
         raise BadRequest(message, param=param)
+
+
+def compact_json(value: object) -> str:
+    """A decoded JSON value (a tool's schema, a call's arguments, a result object) as compact JSON text."""
+    return _json_encoder.encode(value).decode()
+
+
+def arguments_object(arguments: str) -> dict[str, Any]:
+    """A call's arguments (JSON text of an object, validated by the worker) as an object; `{}` if they are not
+    one, so a reply is always well-formed JSON."""
+    try:
+        value = _json_decoder.decode(arguments)
+    except msgspec.DecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def check_named_tool(tools: list[ToolSpec], name: str, param: str) -> None:
+    """A `tool_choice` that names a tool must name a declared one."""
+    if all(t.name != name for t in tools):
+        raise BadRequest(f"Tool choice names `{name}`, which is not among the declared tools.", param=param)
 
 
 def model_spec(model: str, missing: str) -> ModelSpec:

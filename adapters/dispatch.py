@@ -6,7 +6,8 @@ shown or hidden (`ReplyOptions.show_reasoning`), the worker's `Usage` is kept fo
 Kimi's conversation id from `Start` / `Done`, the worker's `Keepalive` becomes the dialect's keep-alive in a
 stream, an `ErrorEvent` raises in non-stream mode (so it keeps its HTTP status) or renders in-band in a stream,
 and `finished` turns true once the reply has ended, by `Done` or by a cut. A writer only says what each piece
-looks like on its wire: one method per piece, no dispatch of its own.
+looks like on its wire: one method per piece, no dispatch of its own. A `ToolCallEvent` (a whole call, after
+the answer's text) first releases the text the limiter held back, then becomes the writer's `tool_call`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from shared.schema import (
     ReasoningDelta,
     Start,
     TextDelta,
+    ToolCall,
+    ToolCallEvent,
     Usage,
 )
 
@@ -82,6 +85,11 @@ class Writer(Protocol):
 
     def reasoning(self, text: str) -> bytes:
         """Reasoning text, when the client asked to see it."""
+        ...
+
+    def tool_call(self, index: int, call: ToolCall) -> bytes:
+        """One whole call of the answer (`index` from 0 within the answer), after all of the answer's text. In a
+        stream the writer splits it into its dialect's fragments; in non-stream mode it keeps it for `body`."""
         ...
 
     def finish(self, ending: Ending, text: str) -> bytes:
@@ -166,6 +174,8 @@ class Dispatcher:
             case Start(conversation_id=cid):
                 self._adopt(cid)
                 return b""
+            case ToolCallEvent(index=index, call=call):
+                return self._tool_call(index, call)
             case Done(finish_reason=reason, conversation_id=cid):
                 self._adopt(cid)
                 return self._end(reason, self._limiter.flush())
@@ -190,6 +200,11 @@ class Dispatcher:
         if self._limiter.cause is not None:
             return self._end("stop", sent)
         return self._writer.answer(sent) if sent else b""
+
+    def _tool_call(self, index: int, call: ToolCall) -> bytes:
+        """A call, after the answer text the limiter still held back (that text comes before the call)."""
+        out = self._answer(self._limiter.flush())
+        return out if self._finished else out + self._writer.tool_call(index, call)
 
     def _end(self, reason: FinishReason, text: str) -> bytes:
         """The reply ends: `Done`'s reason, unless the limiter cut the answer (also while flushing its tail)."""

@@ -14,6 +14,14 @@ Field names are accepted in both proto JSON spellings (`systemInstruction` and `
 parts with `"thought": true` only when `thinkingConfig.includeThoughts` is set; other generation settings
 are accepted and ignored. `inlineData` (base64) and `fileData` with an http(s) `fileUri` in any content
 become attachments (adapters/attachments.py); other URIs (Files API, gs://), audio and video are a 400.
+
+Function calling (../shared/spec/tools-and-attachments.md §3): `tools[].functionDeclarations` (`parameters` or
+`parametersJsonSchema`) become `ToolSpec`s, `toolConfig.functionCallingConfig` (AUTO / VALIDATED / ANY / NONE,
+`allowedFunctionNames`) the `ToolChoice`; `functionCall` parts are the model's calls (an id is made up when the
+client sent none) and `functionResponse` parts `tool` messages, matched to their call by id, else by name. Field
+names are converted to camelCase only where they are the API's own: property names inside a schema and the keys
+of `args` / `response` stay as the client wrote them. A call is answered as a whole `functionCall` part (`id`,
+`name`, `args`), also in a stream, with `finishReason: "STOP"`.
 """
 
 from __future__ import annotations
@@ -33,12 +41,23 @@ from adapters.base import (
     RequestContext,
     sse_data,
 )
-from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, prompt_tokens, require_text
+from adapters.common import (
+    ChoiceMode,
+    ReplyUsage,
+    arguments_object,
+    chat_options,
+    check_named_tool,
+    compact_json,
+    decode_body,
+    model_spec,
+    prompt_tokens,
+    require_text,
+)
 from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec, listed_models
-from shared.schema import ChatRequest, Message, Part, Role, TextPart
+from shared.schema import ChatRequest, Message, Part, Role, TextPart, ToolCall, ToolChoice, ToolSpec
 
 NAME: Final = "gemini"
 
@@ -49,13 +68,25 @@ class _Wire(msgspec.Struct, rename="camel"):
     pass
 
 
+class _FunctionCall(_Wire):
+    name: str
+    id: str | None = None
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class _FunctionResponse(_Wire):
+    name: str = ""
+    id: str | None = None
+    response: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class _Part(_Wire):
     text: str | None = None
     thought: bool = False
     inline_data: dict[str, Any] | None = None
     file_data: dict[str, Any] | None = None
-    function_call: dict[str, Any] | None = None
-    function_response: dict[str, Any] | None = None
+    function_call: _FunctionCall | None = None
+    function_response: _FunctionResponse | None = None
 
 
 class _Content(_Wire):
@@ -74,10 +105,32 @@ class _GenerationConfig(_Wire):
     thinking_config: _ThinkingConfig | None = None
 
 
+class _FunctionDeclaration(_Wire):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    parameters_json_schema: dict[str, Any] | None = None
+
+
+class _Tool(_Wire):
+    function_declarations: list[_FunctionDeclaration] = msgspec.field(default_factory=list)
+
+
+class _FunctionCallingConfig(_Wire):
+    mode: str = "AUTO"
+    allowed_function_names: list[str] | None = None
+
+
+class _ToolConfig(_Wire):
+    function_calling_config: _FunctionCallingConfig | None = None
+
+
 class _Request(_Wire):
     contents: list[_Content] = msgspec.field(default_factory=list)
     system_instruction: _Content | str | None = None
     generation_config: _GenerationConfig | None = None
+    tools: list[_Tool] = msgspec.field(default_factory=list)
+    tool_config: _ToolConfig | None = None
 
 
 class _CountRequest(_Wire):
@@ -95,13 +148,49 @@ def _camel(key: str) -> str:
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
 
 
+#: Fields whose value is the client's own JSON (call arguments, a result), kept as written.
+_OPAQUE: Final = frozenset({"args", "response", "responseJsonSchema"})
+#: Fields whose value is a schema: keywords are converted, property names are not.
+_SCHEMAS: Final = frozenset({"parameters", "parametersJsonSchema"})
+#: Schema keywords whose value maps names to schemas, and those whose value is data.
+_SCHEMA_MAPS: Final = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+_SCHEMA_DATA: Final = frozenset({"enum", "default", "example", "examples", "const", "required"})
+
+
 def _camel_keys(value: Any) -> Any:
     """Proto JSON accepts snake_case and lowerCamelCase field names; the structs read the latter."""
     if isinstance(value, dict):
-        return {_camel(k): _camel_keys(v) for k, v in value.items()}
+        out = {}
+        for key, item in value.items():
+            name = _camel(key)
+            if name in _OPAQUE:
+                out[name] = item
+            elif name in _SCHEMAS:
+                out[name] = _schema_keys(item)
+            else:
+                out[name] = _camel_keys(item)
+        return out
     if isinstance(value, list):
         return [_camel_keys(v) for v in value]
     return value
+
+
+def _schema_keys(value: Any) -> Any:
+    """A schema's keywords in camelCase (`any_of` → `anyOf`); property names and data values as written."""
+    if isinstance(value, list):
+        return [_schema_keys(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = _camel(key) if not key.startswith("$") else key
+        if name in _SCHEMA_MAPS and isinstance(item, dict):
+            out[name] = {prop: _schema_keys(sub) for prop, sub in item.items()}
+        elif name in _SCHEMA_DATA:
+            out[name] = item
+        else:
+            out[name] = _schema_keys(item)
+    return out
 
 
 def _decode(body: bytes, kind: type[_T]) -> _T:
@@ -128,8 +217,56 @@ def _messages(wire: _Request, attachments: list[AttachmentInput] | None = None) 
     system = _system(wire.system_instruction)
     offset = 1 if system is not None else 0
     found = attachments if attachments is not None else []
-    turns = [_message(c, f"contents[{i}]", i + offset, found) for i, c in enumerate(wire.contents)]
+    calls = _Calls()
+    turns: list[Message] = []
+    for i, content in enumerate(wire.contents):
+        turns.extend(_turn(content, f"contents[{i}]", calls, offset + len(turns), found))
     return [system, *turns] if system is not None else turns
+
+
+class _Calls:
+    """The history's calls still waiting for a result: a `functionResponse` finds its call by id, else by name.
+    Calls sent without an id get `call_{n}` (n counts the history's calls)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._open: list[ToolCall] = []
+
+    def call(self, wire: _FunctionCall) -> ToolCall:
+        call = ToolCall(wire.id or f"call_{self._count}", wire.name, compact_json(wire.args))
+        self._count += 1
+        self._open.append(call)
+        return call
+
+    def result(self, wire: _FunctionResponse) -> Message:
+        match = next((c for c in self._open if wire.id and c.id == wire.id), None)
+        match = match or next((c for c in self._open if c.name == wire.name), None)
+        if match is not None:
+            self._open.remove(match)
+        call_id = wire.id or (match.id if match else f"call_{wire.name}")
+        response = wire.response
+        is_error = "error" in response and "output" not in response
+        return Message(
+            "tool", compact_json(response), tool_call_id=call_id, name=wire.name, is_error=is_error
+        )
+
+
+def _turn(
+    content: _Content, param: str, calls: _Calls, at: int, attachments: list[AttachmentInput]
+) -> list[Message]:
+    """One content as canonical messages: its function responses (as `tool` messages), then its text, media
+    and calls (at canonical index `at` + the responses before it)."""
+    role = _ROLES.get(content.role)
+    if role is None:
+        raise BadRequest(f"* {param}.role: unknown role `{content.role}`", param=f"{param}.role")
+    results = [calls.result(p.function_response) for p in content.parts if p.function_response is not None]
+    made = [calls.call(p.function_call) for p in content.parts if p.function_call is not None]
+    placed: list[AttachmentInput] = []
+    body = _body(content, param, placed)
+    if body or made or placed or not results:
+        attachments.extend(msgspec.structs.replace(a, message_index=at + len(results)) for a in placed)
+        return [*results, Message(role=role, content=body, tool_calls=made or None)]
+    return results
 
 
 def _system(system: _Content | str | None) -> Message | None:
@@ -143,23 +280,16 @@ def _system(system: _Content | str | None) -> Message | None:
     return Message(role="system", content=text) if text else None
 
 
-def _message(content: _Content, param: str, index: int, attachments: list[AttachmentInput]) -> Message:
-    role = _ROLES.get(content.role)
-    if role is None:
-        raise BadRequest(f"* {param}.role: unknown role `{content.role}`", param=f"{param}.role")
+def _body(content: _Content, param: str, attachments: list[AttachmentInput]) -> str | list[Part]:
+    """A content's text, joined; with media, its text parts kept apart and each blob or file recorded in its
+    place (the message index is `_turn`'s to set)."""
     if not any(p.inline_data is not None or p.file_data is not None for p in content.parts):
-        return Message(role=role, content=_text(content, param))
-    return Message(role=role, content=_media_parts(content, param, index, attachments))
-
-
-def _media_parts(content: _Content, param: str, index: int, attachments: list[AttachmentInput]) -> list[Part]:
-    """A content with media: its text parts kept apart, each blob or file recorded in its place."""
-    _text(content, param)  # the other parts' checks
+        return _text(content, param)
     parts: list[Part] = []
     placed = 0
     for j, part in enumerate(content.parts):
         if part.inline_data is not None or part.file_data is not None:
-            place = Place(f"{param}.parts[{j}]", index, len(parts) + placed)
+            place = Place(f"{param}.parts[{j}]", 0, len(parts) + placed)
             attachments.append(_attachment(part, place))
             placed += 1
         elif part.text is not None and not part.thought:
@@ -188,13 +318,9 @@ def _attachment(part: _Part, place: Place) -> AttachmentInput:
 
 
 def _text(content: _Content, param: str) -> str:
-    """The text parts of one content, joined; thoughts sent back are dropped, media skipped (`_media_parts`)."""
+    """The text parts of one content, joined; thoughts sent back are dropped, media skipped (`_body`)."""
     texts: list[str] = []
-    for j, part in enumerate(content.parts):
-        if part.function_call is not None or part.function_response is not None:
-            raise BadRequest(
-                "Function calling is not supported by Kimi's web chat.", param=f"{param}.parts[{j}]"
-            )
+    for part in content.parts:
         if part.text is not None and not part.thought:
             texts.append(part.text)
     return "".join(texts)
@@ -208,6 +334,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     param = f"contents[{len(wire.contents) - 1}].parts"
     require_text(messages, param, f"* GenerateContentRequest.{param}: contents hold no text")
     reply = _reply_options(wire.generation_config)
+    tools = _tools(wire.tools)
     request = ChatRequest(
         request_id=ctx.request_id,
         model=_model_id(ctx),
@@ -215,8 +342,44 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
         stream=bool(ctx.stream),
         options=chat_options(spec),
         dialect=NAME,
+        tools=tools,
+        tool_choice=_tool_choice(wire.tool_config, tools),
     )
     return Parsed(request, reply)
+
+
+def _tools(wire: list[_Tool]) -> list[ToolSpec]:
+    """Every function declaration (built-in tools such as googleSearch declare none and are dropped)."""
+    return [
+        ToolSpec(d.name, d.description, compact_json(d.parameters_json_schema or d.parameters or {}))
+        for tool in wire
+        for d in tool.function_declarations
+    ]
+
+
+_MODES: Final[dict[str, ChoiceMode]] = {
+    "AUTO": "auto",
+    "VALIDATED": "auto",
+    "MODE_UNSPECIFIED": "auto",
+    "ANY": "required",
+    "NONE": "none",
+}
+
+
+def _tool_choice(wire: _ToolConfig | None, tools: list[ToolSpec]) -> ToolChoice:
+    """The calling mode; ANY with one allowed name is that function, named."""
+    config = wire.function_calling_config if wire is not None else None
+    if config is None or not tools:
+        return ToolChoice()
+    mode = _MODES.get(config.mode.upper())
+    if mode is None:
+        raise BadRequest(f"Invalid function calling mode `{config.mode}`.", param="tool_config.mode")
+    allowed = config.allowed_function_names or None
+    for name in allowed or ():
+        check_named_tool(tools, name, "tool_config.function_calling_config.allowed_function_names")
+    if mode == "required" and allowed is not None and len(allowed) == 1:
+        return ToolChoice("named", allowed[0])
+    return ToolChoice(mode, allowed=allowed if mode != "none" else None)
 
 
 def _reply_options(config: _GenerationConfig | None) -> ReplyOptions:
@@ -353,8 +516,22 @@ class _PartOut(msgspec.Struct, omit_defaults=True):
     thought: bool = False
 
 
+class _FunctionCallOut(msgspec.Struct):
+    id: str
+    name: str
+    args: dict[str, Any]
+
+
+class _CallPartOut(msgspec.Struct, rename="camel"):
+    function_call: _FunctionCallOut
+
+
+def _call_part(call: ToolCall) -> _CallPartOut:
+    return _CallPartOut(_FunctionCallOut(call.id, call.name, arguments_object(call.arguments)))
+
+
 class _ContentOut(msgspec.Struct):
-    parts: list[_PartOut]
+    parts: list[_PartOut | _CallPartOut]
     role: str = "model"
 
 
@@ -412,6 +589,8 @@ class GeminiWriter:
         self._response_id = request.request_id
         self._show_thoughts = reply.show_reasoning
         self._chunks = 0
+        #: The answer's calls, for the non-stream body.
+        self._calls: list[ToolCall] = []
 
     def head(self) -> bytes:
         return b"" if self._sse else b"["
@@ -425,6 +604,11 @@ class GeminiWriter:
     def reasoning(self, text: str) -> bytes:
         return self._chunk([_PartOut(text, thought=True)]) if text else b""
 
+    def tool_call(self, index: int, call: ToolCall) -> bytes:
+        """One chunk with the whole `functionCall` part (Gemini never streams arguments)."""
+        self._calls.append(call)
+        return self._chunk([_call_part(call)])
+
     def finish(self, ending: Ending, text: str) -> bytes:
         """The last chunk: the last text, the finish reason and usage; `]` closes a JSON array."""
         last = self._chunk([_PartOut(text)], _finish_reason(ending.reason), _usage_out(ending.usage))
@@ -436,15 +620,17 @@ class GeminiWriter:
         return (b"," if self._chunks else b"") + error_json(exc) + b"]"
 
     def body(self, ending: Ending, answer: str, reasoning: str) -> bytes:
-        parts = []
+        parts: list[_PartOut | _CallPartOut] = []
         if self._show_thoughts and reasoning:
             parts.append(_PartOut(reasoning, thought=True))
-        parts.append(_PartOut(answer))
+        if answer or not self._calls:
+            parts.append(_PartOut(answer))
+        parts.extend(_call_part(c) for c in self._calls)
         response = self._response(parts, _finish_reason(ending.reason), _usage_out(ending.usage))
         return _json_encoder.encode(response)
 
     def _chunk(
-        self, parts: list[_PartOut], reason: str | None = None, usage: _UsageOut | None = None
+        self, parts: list[_PartOut | _CallPartOut], reason: str | None = None, usage: _UsageOut | None = None
     ) -> bytes:
         if not self.stream:
             return b""
@@ -454,7 +640,9 @@ class GeminiWriter:
             return sse_data(payload)
         return payload if self._chunks == 1 else b",\r\n" + payload
 
-    def _response(self, parts: list[_PartOut], reason: str | None, usage: _UsageOut | None) -> _ResponseOut:
+    def _response(
+        self, parts: list[_PartOut | _CallPartOut], reason: str | None, usage: _UsageOut | None
+    ) -> _ResponseOut:
         candidate = _CandidateOut(_ContentOut(parts), 0, reason)
         return _ResponseOut([candidate], usage, self._model, self._response_id)
 

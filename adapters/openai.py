@@ -9,12 +9,18 @@ Kimi takes neither `stop` nor a maximum length: the gateway cuts the answer text
 the first `stop` sequence (finish_reason "stop") or at the `max_completion_tokens` / `max_tokens` budget
 (finish_reason "length"; reasoning is never cut nor counted), then ends the response and cancels the job.
 
+Tool calls (../shared/spec/tools-and-attachments.md §1, docs/TOOLS.md): `tools` of type function, `tool_choice`
+(none / auto / required / a named function / `allowed_tools`), `parallel_tool_calls`, assistant `tool_calls` and
+`tool` (or legacy `function`) messages in the history. A call is answered as `message.tool_calls` with
+`finish_reason: "tool_calls"`; a stream sends each call as two `delta.tool_calls` fragments, the first with
+`index`, `id`, `type`, `function.name` and empty `arguments`, the second with the whole `arguments`, which is
+exactly what openai-python's accumulator concatenates (`id` and `name` only once).
+
 Parameters Kimi's web chat cannot honour (README, "OpenAI parameters"):
 - accepted and ignored: temperature, top_p, presence_penalty, frequency_penalty, seed, user, logit_bias,
-  metadata, store, service_tier, parallel_tool_calls, `response_format` of type text / json_object,
-  `tool_choice: "none"`, `n: 1`, `logprobs: false`;
-- refused with 400: `n` > 1, `logprobs: true`, non-empty `tools` (unless `tool_choice` is "none"),
-  `response_format` of type json_schema, audio content parts, file ids, a request without any text.
+  metadata, store, service_tier, `response_format` of type text / json_object, `n: 1`, `logprobs: false`;
+- refused with 400: `n` > 1, `logprobs: true`, `custom` tools, `response_format` of type json_schema,
+  audio content parts, file ids, a request without any text.
 Images (`image_url`: http(s) or data URL) and files (`file.file_data` + `filename`; kimi-free-api's
 `{"type": "file", "file_url": {"url"}}`) in any message become attachments (adapters/attachments.py).
 kimi-free-api extensions: `use_search`, `conversation_id`, model-name flags (see shared/models.py).
@@ -23,7 +29,7 @@ kimi-free-api extensions: `use_search`, `conversation_id`, model-name flags (see
 from __future__ import annotations
 
 import time
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -37,12 +43,21 @@ from adapters.base import (
     RequestContext,
     sse_comment,
 )
-from adapters.common import ReplyUsage, chat_options, decode_body, model_spec, require_text
+from adapters.common import (
+    ChoiceMode,
+    ReplyUsage,
+    chat_options,
+    check_named_tool,
+    compact_json,
+    decode_body,
+    model_spec,
+    require_text,
+)
 from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec, listed_models
-from shared.schema import ChatRequest, Message, Part, Role, TextPart
+from shared.schema import ChatRequest, Message, Part, Role, TextPart, ToolCall, ToolChoice, ToolSpec
 
 NAME: Final = "openai"
 
@@ -76,9 +91,49 @@ class _Part(_Wire):
     file_url: _FileURL | None = None
 
 
+class _FunctionCall(_Wire):
+    name: str
+    arguments: str = "{}"
+
+
+class _ToolCall(_Wire):
+    id: str
+    function: _FunctionCall
+    type: str = "function"
+
+
 class _Message(_Wire):
     role: str
     content: str | list[_Part] | None = None
+    tool_calls: list[_ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class _Function(_Wire):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class _Tool(_Wire):
+    type: str = "function"
+    function: _Function | None = None
+
+
+class _ChoiceName(_Wire):
+    name: str
+
+
+class _AllowedTools(_Wire):
+    mode: str = "auto"
+    tools: list[_Tool] = msgspec.field(default_factory=list)
+
+
+class _ToolChoice(_Wire):
+    type: str = "function"
+    function: _ChoiceName | None = None
+    allowed_tools: _AllowedTools | None = None
 
 
 class _StreamOptions(_Wire):
@@ -96,8 +151,9 @@ class _Request(_Wire):
     stream_options: _StreamOptions | None = None
     n: int | None = None
     logprobs: bool | None = None
-    tools: list[msgspec.Raw] | None = None
-    tool_choice: str | msgspec.Raw | None = None
+    tools: list[_Tool] | None = None
+    tool_choice: str | _ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     response_format: _ResponseFormat | None = None
     use_search: bool | None = None
     conversation_id: str | None = None
@@ -129,6 +185,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     messages = [_message(m, i, ctx.attachments) for i, m in enumerate(wire.messages)]
     param = f"messages[{len(messages) - 1}].content"
     require_text(messages, param, "The messages hold no text; there is nothing to answer.")
+    tools = _tools(wire.tools or [])
     request = ChatRequest(
         request_id=ctx.request_id,
         model=wire.model.strip(),
@@ -136,8 +193,48 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
         stream=bool(wire.stream),
         options=chat_options(spec, search=bool(wire.use_search), conversation_id=wire.conversation_id),
         dialect=NAME,
+        tools=tools,
+        tool_choice=_tool_choice(wire.tool_choice, tools),
+        parallel_tool_calls=wire.parallel_tool_calls is not False,
     )
     return Parsed(request, _reply_options(wire))
+
+
+def _tools(wire: list[_Tool]) -> list[ToolSpec]:
+    specs = []
+    for i, tool in enumerate(wire):
+        if tool.type != "function":
+            raise BadRequest(f"Tools of type `{tool.type}` are not supported.", param=f"tools[{i}].type")
+        if tool.function is None:
+            raise BadRequest("A function tool needs `function`.", param=f"tools[{i}].function")
+        function = tool.function
+        specs.append(
+            ToolSpec(function.name, function.description or "", compact_json(function.parameters or {}))
+        )
+    return specs
+
+
+_CHOICE_MODES: Final[dict[str, ChoiceMode]] = {"none": "none", "auto": "auto", "required": "required"}
+
+
+def _tool_choice(wire: str | _ToolChoice | None, tools: list[ToolSpec]) -> ToolChoice:
+    """`none` / `auto` / `required`, a named function, or `allowed_tools` (a mode and the allowed names)."""
+    if wire is None or not tools:
+        return ToolChoice()
+    if isinstance(wire, str):
+        if wire not in _CHOICE_MODES:
+            raise BadRequest(f"Invalid value for `tool_choice`: `{wire}`.", param="tool_choice")
+        return ToolChoice(_CHOICE_MODES[wire])
+    if wire.type == "function" and wire.function is not None:
+        check_named_tool(tools, wire.function.name, "tool_choice")
+        return ToolChoice("named", wire.function.name)
+    if wire.type == "allowed_tools" and wire.allowed_tools is not None:
+        allowed = wire.allowed_tools
+        names = [t.function.name for t in allowed.tools if t.function is not None]
+        for name in names:
+            check_named_tool(tools, name, "tool_choice.allowed_tools.tools")
+        return ToolChoice("required" if allowed.mode == "required" else "auto", allowed=names)
+    raise BadRequest(f"Tool choice of type `{wire.type}` is not supported.", param="tool_choice")
 
 
 def _reply_options(wire: _Request) -> ReplyOptions:
@@ -153,8 +250,6 @@ def _refuse_unsupported(wire: _Request) -> None:
         raise BadRequest("Kimi returns one choice per request; `n` must be 1.", param="n")
     if wire.logprobs:
         raise BadRequest("Kimi's web chat does not return log probabilities.", param="logprobs")
-    if wire.tools and wire.tool_choice != "none":
-        raise BadRequest("Kimi's web chat does not support tool calls.", param="tools")
     if wire.response_format is not None and wire.response_format.type == "json_schema":
         raise BadRequest("Kimi's web chat does not support structured outputs.", param="response_format")
 
@@ -163,17 +258,28 @@ def _message(wire: _Message, index: int, attachments: list[AttachmentInput]) -> 
     role = _ROLES.get(wire.role)
     if role is None:
         raise BadRequest(f"Unknown role `{wire.role}`.", param=f"messages[{index}].role")
-    if wire.content is None or isinstance(wire.content, str):
-        return Message(role=role, content=wire.content or "")
+    content: str | list[Part] = wire.content if isinstance(wire.content, str) else ""
+    if isinstance(wire.content, list):
+        content = _parts(wire.content, index, attachments)
+    if role == "assistant" and wire.tool_calls:
+        calls = [ToolCall(c.id, c.function.name, c.function.arguments) for c in wire.tool_calls]
+        return Message(role=role, content=content, tool_calls=calls)
+    if role == "tool":  # `function` (legacy) names its function and has no call id
+        return Message(role=role, content=content, tool_call_id=wire.tool_call_id, name=wire.name)
+    return Message(role=role, content=content)
+
+
+def _parts(wire: list[_Part], index: int, attachments: list[AttachmentInput]) -> list[Part]:
+    """A message's text parts; its image and file parts go to `attachments`, each with its place."""
     parts: list[Part] = []
-    for j, part in enumerate(wire.content):
+    for j, part in enumerate(wire):
         place = Place(f"messages[{index}].content[{j}]", index, j)
         found = _attachment(part, place)
         if found is not None:
             attachments.append(found)
         else:
             parts.append(_part(part, place.param))
-    return Message(role=role, content=parts)
+    return parts
 
 
 def _part(wire: _Part, param: str) -> Part:
@@ -252,10 +358,23 @@ class _UsageOut(msgspec.Struct):
     total_tokens: int
 
 
+class _FunctionOut(msgspec.Struct):
+    name: str
+    arguments: str
+
+
+class _ToolCallOut(msgspec.Struct):
+    id: str
+    type: str
+    function: _FunctionOut
+
+
 class _MessageOut(msgspec.Struct, omit_defaults=True):
     role: str
-    content: str
+    #: null when the answer is only calls.
+    content: str | None
     reasoning_content: str | None = None
+    tool_calls: list[_ToolCallOut] | None = None
 
 
 class _ChoiceOut(msgspec.Struct):
@@ -309,6 +428,8 @@ class OpenAIWriter:
         kept = request.options.conversation_id if request.options.keep_chat else None
         self._id = kept or f"chatcmpl-{request.request_id}"
         self._started = False
+        #: The answer's calls, for the non-stream body.
+        self._calls: list[ToolCall] = []
         #: `data: {"id":…,"choices":`, then the heads of a content and a reasoning delta, and every delta's tail.
         self._prefix = self._content = self._reasoning = self._delta_tail = self._suffix = b""
 
@@ -332,6 +453,21 @@ class OpenAIWriter:
         first = b"" if self._started else self._begin()
         return first + self._reasoning + _json_encoder.encode(text) + self._delta_tail
 
+    def tool_call(self, index: int, call: ToolCall) -> bytes:
+        """Two `delta.tool_calls` fragments: `id`, `type` and `name` once with empty arguments, then the arguments."""
+        if not self.stream:
+            self._calls.append(call)
+            return b""
+        first = b"" if self._started else self._begin()
+        head = b'{"tool_calls":[{"index":' + str(index).encode()
+        opening = _json_encoder.encode(_ToolCallOut(call.id, "function", _FunctionOut(call.name, "")))
+        arguments = b',"function":{"arguments":' + _json_encoder.encode(call.arguments) + b"}}]}"
+        return (
+            first
+            + self._choice(head + b"," + opening[1:] + b"]}", b"null")
+            + self._choice(head + arguments, b"null")
+        )
+
     def finish(self, ending: Ending, text: str) -> bytes:
         """The last text, the finish chunk, the usage chunk when asked, `[DONE]`."""
         out = self.answer(text) if text else b""
@@ -347,7 +483,9 @@ class OpenAIWriter:
         return b"data: " + error_json(exc) + b"\n\n"
 
     def body(self, ending: Ending, answer: str, reasoning: str) -> bytes:
-        message = _MessageOut("assistant", answer, reasoning or None)
+        calls = [_ToolCallOut(c.id, "function", _FunctionOut(c.name, c.arguments)) for c in self._calls]
+        content = answer if answer or not calls else None
+        message = _MessageOut("assistant", content, reasoning or None, calls or None)
         choice = _ChoiceOut(0, message, None, _finish_reason(ending.reason))
         usage = _usage_out(ending.usage)
         out = _CompletionOut(self._id, "chat.completion", self._created, self._model, [choice], usage)

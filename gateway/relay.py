@@ -47,6 +47,7 @@ from shared.schema import (
     ReasoningDelta,
     Start,
     TextDelta,
+    ToolCallEvent,
     encode_job,
     events_decoder,
 )
@@ -55,7 +56,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 #: The longest a relay waits for entries before it looks at its client's transport and deadlines again.
 _WAIT_S = REPLY_BLOCK_MS / 1000
 #: The events counted as chunks in the canonical log line.
-_CHUNK_EVENTS = (TextDelta, ReasoningDelta, Citation)
+_CHUNK_EVENTS = (TextDelta, ReasoningDelta, Citation, ToolCallEvent)
 
 log = get_logger("gateway.relay")
 

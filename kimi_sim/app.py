@@ -1,10 +1,10 @@
-"""Builds the simulator app: REST, Connect and control routes over one `SimState`."""
+"""Builds the simulator app: REST, Connect, the official API and control routes over one `SimState`."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from . import connect_unary, control, file_service, rest
+from . import connect_unary, control, file_service, official, rest
 from .common import SIM_STATE
 from .config import K1_KIMIPLUS_ID, SimConfig
 from .state import SimState
@@ -20,5 +20,6 @@ def create_app(config: SimConfig | None = None, state: SimState | None = None) -
     app.add_routes(rest.routes())
     app.add_routes(connect_unary.routes())
     app.add_routes(file_service.routes())
+    app.add_routes(official.routes())
     app.add_routes(control.routes())
     return app

@@ -35,6 +35,10 @@ class SimConfig:
     file_parse_polls: int = 1
     #: Per-user storage of uploaded files (kimi-web-2026.md §6: 500 MB).
     file_quota_bytes: int = 500 * 1024 * 1024
+    #: Connect `options.model` entries a free account is refused (kimi-web-2026.md §4.4), comma-separated.
+    paid_models: str = "k3-agent,k3-agent-swarm"
+    #: Peak hours: free accounts are refused on every model.
+    peak_hours: bool = False
 
     def replace(self, changes: dict[str, Any]) -> SimConfig:
         """A copy with `changes` applied; unknown fields or wrong types raise ValueError."""

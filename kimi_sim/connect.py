@@ -11,12 +11,14 @@ from aiohttp import web
 
 from . import answers, tools
 from .common import bearer, json_response, pick, state_of
+from .config import SimConfig
 from .envelope import FLAG_DATA, FLAG_END_STREAM, frame, json_frame, split_frames
 from .faults import CONNECT_STREAM_FAULTS
 from .files import connect_file_ids, note_items, referenced_files
 from .state import Chat, InvalidToken, SimAccount, SimFile, StreamRecord, StreamStatus, iso_time
 from .streaming import FrameWriter, run_stream
 from .tokens import new_xid
+from .utf8 import split_utf8_chunks, whole
 
 CONNECT_JSON = "application/connect+json"
 CHAT_PATH = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
@@ -132,6 +134,9 @@ async def chat(request: web.Request, account: SimAccount) -> web.StreamResponse:
             "resource_exhausted", "Long-text quota exhausted", "REASON_LONG_TEXT_QUOTA_EXCEEDED"
         )
         return trailer_response(error, [HEARTBEAT])
+    if account.plan == "free" and _refused_for_free(state.config, parsed):
+        error = error_body("resource_exhausted", OVERLOADED, "REASON_SERVER_OVERLOADED_FOR_FREE_USER")
+        return trailer_response(error, [HEARTBEAT])
     scenario = str(parsed.get("scenario") or message.get("scenario") or "SCENARIO_K2D5")
     kimiplus_id = str(pick(parsed, "kimiplus_id", "kimiplusId") or "")
     target = existing or state.new_chat(account.sub, "connect", kimiplus_id or "kimi", "Untitled Chat")
@@ -142,6 +147,13 @@ async def chat(request: web.Request, account: SimAccount) -> web.StreamResponse:
         state.research_used[account.sub] += 1
     script = ConnectScript(request, target, parsed, prompt, scenario, faults, existing is None, files)
     return await script.run(record)
+
+
+def _refused_for_free(config: SimConfig, parsed: dict[str, Any]) -> bool:
+    """A free account asking for a gated model (`options.model`), or any model at peak hours (§4.4)."""
+    options = parsed.get("options")
+    model = str(options.get("model") or "") if isinstance(options, dict) else ""
+    return config.peak_hours or (bool(model) and model in config.paid_models.split(","))
 
 
 def busy() -> web.Response:
@@ -219,7 +231,7 @@ class ConnectScript:
             await self._tool()
         ended = await self._text()
         self.chat.messages.append(
-            {"id": assistant_id, "role": "assistant", "content": self.text_sent, "parent_id": user_id}
+            {"id": assistant_id, "role": "assistant", "content": whole(self.text_sent), "parent_id": user_id}
         )
         if ended is not None:
             return ended
@@ -287,6 +299,8 @@ class ConnectScript:
             "createTime": now,
         }
         await self.event("set", "message", message=assistant)
+        if (unknown := self.faults.get("unknown_event")) is not None:
+            await self.event(None, None, **{str(unknown.get("kind", "simFutureEvent")): {"n": 1}})
         return user_id, assistant_id
 
     def _has_search(self) -> bool:
@@ -320,11 +334,17 @@ class ConnectScript:
                 "append", "block.search.webPages", block={"id": "0_0", "search": {"webPages": [page]}}
             )
 
+    def _chunks(self, text: str) -> list[str]:
+        """The text's pieces, one per event; `split_utf8_events` cuts characters between events."""
+        if "split_utf8_events" in self.faults:
+            return split_utf8_chunks(text, self.config.chunk_count)
+        return answers.split_chunks(text, self.config.chunk_count)
+
     async def _think(self) -> None:
         reasoning = answers.reasoning_for(self.prompt)
         if self.tool is not None and self.tool.reasoning is not None:
             reasoning = self.tool.reasoning
-        pieces = answers.split_chunks(reasoning, self.config.chunk_count)
+        pieces = self._chunks(reasoning)
         for index, piece in enumerate(pieces):
             op, mask = ("set", "block.think") if index == 0 else ("append", "block.think.content")
             await self.event(op, mask, block={"id": "1", "think": {"content": piece}})
@@ -351,10 +371,14 @@ class ConnectScript:
             chunks = tools.tool_chunks(self.tool.text, self.config.tool_chunk_chars)
         else:
             text = answers.answer_for(self.prompt) + answers.attachments_note(note_items(self.files))
-            chunks = answers.split_chunks(text, self.config.chunk_count)
+            chunks = self._chunks(text)
+        unknown = self.faults.get("unknown_event")
         for index, piece in enumerate(chunks, 1):
             op, mask = ("set", "block.text") if index == 1 else ("append", "block.text.content")
-            await self.event(op, mask, block={"id": "2", "text": {"content": piece}})
+            block_text: dict[str, Any] = {"content": piece}
+            if unknown is not None and index == 1:
+                block_text[str(unknown.get("field", "simFutureField"))] = 1
+            await self.event(op, mask, block={"id": "2", "text": block_text})
             self.text_sent += piece
             if index == 1 and "malformed_event" in self.faults:
                 await self.writer.send(frame(b'{"op":"append","mask":'))

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from . import official
 from .common import BODY_KEY, json_response, state_of
 from .connect import unary_error, unauthenticated
 from .envelope import split_frames
@@ -59,6 +60,8 @@ def _is_connect(path: str) -> bool:
 
 
 def _http_fault(name: str, params: dict[str, Any], path: str) -> web.Response:
+    if official.is_official(path):
+        return official.http_fault(name, params)
     connect = _is_connect(path)
     if name == "http_401":
         return unauthenticated() if connect else auth_error()
@@ -105,11 +108,19 @@ def _bad_request(message: str) -> web.Response:
 async def add_account(request: web.Request) -> web.StreamResponse:
     data = await _json(request)
     try:
-        account = state_of(request).add_account(data.get("kind", "refresh_token"), data.get("exp_in_s"))
+        account = state_of(request).add_account(
+            data.get("kind", "refresh_token"), data.get("exp_in_s"), data.get("plan", "free")
+        )
     except ValueError as exc:
         return _bad_request(str(exc))
     return json_response(
-        {"kind": account.kind, "token": account.token, "sub": account.sub, "exp": account.exp}
+        {
+            "kind": account.kind,
+            "token": account.token,
+            "sub": account.sub,
+            "exp": account.exp,
+            "plan": account.plan,
+        }
     )
 
 

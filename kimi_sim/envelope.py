@@ -5,13 +5,12 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import msgspec
+from .utf8 import encode_json
 
 FLAG_DATA = 0x00
 FLAG_END_STREAM = 0x02
 _HEADER = struct.Struct(">BI")
 HEADER_SIZE = _HEADER.size
-_encoder = msgspec.json.Encoder()
 
 
 def frame(payload: bytes, flag: int = FLAG_DATA) -> bytes:
@@ -19,7 +18,7 @@ def frame(payload: bytes, flag: int = FLAG_DATA) -> bytes:
 
 
 def json_frame(message: Any, flag: int = FLAG_DATA) -> bytes:
-    return frame(_encoder.encode(message), flag)
+    return frame(encode_json(message), flag)
 
 
 def split_frames(body: bytes) -> list[tuple[int, bytes]]:

@@ -26,15 +26,28 @@ STREAM_FAULTS = (
     "tool_call_variant",
     "tool_call_error",
     "no_tool_call",
+    "split_utf8_events",
+    "unknown_event",
 )
 #: Faults the upload handlers take (a failed upload; the next uploaded file's parse fails or never ends), matched
 #: against the path of the call that uploads (REST `/api/file`, Connect `/apiv2-files/file/upload`).
 FILE_FAULTS = ("upload_failed", "parse_failed", "parse_stalled")
-FAULT_NAMES = frozenset(HTTP_FAULTS + STREAM_FAULTS + FILE_FAULTS)
+#: Faults only the official API's chat completions take (kimi_sim/official.py).
+OFFICIAL_FAULTS = ("official_error", "official_finish", "stream_options_rejected")
+FAULT_NAMES = frozenset(HTTP_FAULTS + STREAM_FAULTS + FILE_FAULTS + OFFICIAL_FAULTS)
 CONNECT_ONLY = ("resource_exhausted", "done_then_error", "paywall", "unauthenticated_trailer")
 REST_ONLY = ("stream_error", "length")
 REST_STREAM_FAULTS = tuple(name for name in STREAM_FAULTS if name not in CONNECT_ONLY)
 CONNECT_STREAM_FAULTS = tuple(name for name in STREAM_FAULTS if name not in REST_ONLY)
+OFFICIAL_STREAM_FAULTS = (
+    "cut_mid_stream",
+    "split_utf8",
+    "split_frames",
+    "coalesce_frames",
+    "malformed_event",
+    "stall_mid_stream",
+    *OFFICIAL_FAULTS,
+)
 
 
 @dataclass

@@ -9,13 +9,14 @@ from typing import Any
 from aiohttp import web
 
 from . import answers, tools
-from .common import bearer, body_of, encoder, json_response, state_of
+from .common import bearer, body_of, json_response, state_of
 from .config import K1_KIMIPLUS_ID
 from .faults import REST_STREAM_FAULTS
 from .files import note_items, referenced_files, rest_file_ids
 from .state import Chat, InvalidToken, SimAccount, SimFile, StreamRecord, StreamStatus
 from .streaming import FrameWriter, run_stream
 from .tokens import new_xid
+from .utf8 import encode_json, split_utf8_chunks, whole
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AUTH_EXPIRED = "您的授权已过期，请重新登录"
@@ -173,7 +174,7 @@ class RestScript:
             self.chat.update_time = time.time()
 
     async def emit(self, event: dict[str, Any]) -> None:
-        await self.writer.send(b"data: " + encoder.encode(event) + b"\n\n")
+        await self.writer.send(b"data: " + encode_json(event) + b"\n\n")
 
     async def _events(self) -> StreamStatus:
         segment_id = self.body.get("segment_id")
@@ -203,6 +204,8 @@ class RestScript:
             user["files"] = [f.id for f in self.files]
         self.chat.messages.append(user)
         await self.emit({"event": "resp", "id": resp_id, "group_id": self.group_id})
+        if (unknown := self.faults.get("unknown_event")) is not None:
+            await self.emit({"event": str(unknown.get("kind", "sim_future_event")), "payload": {"n": 1}})
         await self.emit({"event": "debug", "message": {"need2search": bool(self.body.get("use_search"))}})
         if (stall := self.faults.get("stall_mid_stream")) is not None:
             await self.writer.flush()
@@ -212,7 +215,7 @@ class RestScript:
         if self._is_k1():
             await self._k1()
         status = await self._answer(req_id, text)
-        self.chat.messages.append({"id": resp_id, "role": "assistant", "content": self.answer_sent})
+        self.chat.messages.append({"id": resp_id, "role": "assistant", "content": whole(self.answer_sent)})
         return status
 
     def _is_k1(self) -> bool:
@@ -231,11 +234,17 @@ class RestScript:
         ]
         await self.emit({"event": "ref_docs", "ref_cards": cards})
 
+    def _chunks(self, text: str) -> list[str]:
+        """The text's pieces, one per event; `split_utf8_events` cuts characters between events."""
+        if "split_utf8_events" in self.faults:
+            return split_utf8_chunks(text, self.config.chunk_count)
+        return answers.split_chunks(text, self.config.chunk_count)
+
     async def _k1(self) -> None:
         reasoning = answers.reasoning_for(self.prompt)
         if self.tool is not None and self.tool.reasoning is not None:
             reasoning = self.tool.reasoning
-        for piece in answers.split_chunks(reasoning, self.config.chunk_count):
+        for piece in self._chunks(reasoning):
             if self.config.k1_event_shape == "data":
                 await self.emit({"event": "k1", "data": {"text": piece}})
             else:
@@ -251,9 +260,13 @@ class RestScript:
         if self.tool is not None:
             chunks = tools.tool_chunks(text, self.config.tool_chunk_chars)
         else:
-            chunks = answers.split_chunks(text, self.config.chunk_count)
+            chunks = self._chunks(text)
+        unknown = self.faults.get("unknown_event")
         for index, piece in enumerate(chunks, 1):
-            await self.emit({"event": "cmpl", "text": piece})
+            event: dict[str, Any] = {"event": "cmpl", "text": piece}
+            if unknown is not None and index == 1:
+                event[str(unknown.get("field", "sim_future_field"))] = 1
+            await self.emit(event)
             self.answer_sent += piece
             if (ended := await self._after_chunk(index, len(chunks))) is not None:
                 return ended

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from .config import K1_KIMIPLUS_ID, SimConfig
 from .faults import Faults
+from .official_state import OfficialState
 from .tokens import decode_claims, mint_jwt, new_digits, new_xid
 
 AccountKind = Literal["refresh_token", "kimi_auth"]
@@ -38,6 +39,8 @@ class SimAccount:
     device_id: str
     ssid: str
     revoked: bool = False
+    #: "free" or "paid": free accounts are refused the gated models (`SimConfig.paid_models`, `peak_hours`).
+    plan: str = "free"
 
 
 @dataclass
@@ -186,15 +189,21 @@ class SimState:
         self.presigned: dict[str, str] = {}
         #: REST `/api/file` register key (object name or pre-sign file id) → the file id it created.
         self.registered: dict[str, str] = {}
+        #: Official API keys (kimi_sim/official.py).
+        self.official = OfficialState()
         self.faults.disarm_all()
 
     # -- accounts and tokens -------------------------------------------------------------------------
 
-    def add_account(self, kind: AccountKind, exp_in_s: int | None = None) -> SimAccount:
+    def add_account(self, kind: AccountKind, exp_in_s: int | None = None, plan: str = "free") -> SimAccount:
         """A new user; its `token` is a refresh token or a kimi-auth JWT, expiring in `exp_in_s` seconds."""
         if kind not in ("refresh_token", "kimi_auth"):
             raise ValueError(f"unknown account kind {kind!r}")
-        account = SimAccount(kind, "", new_xid(), 0, new_xid(), new_xid(), new_digits(), new_digits())
+        if plan not in ("free", "paid"):
+            raise ValueError(f"unknown plan {plan!r}")
+        account = SimAccount(
+            kind, "", new_xid(), 0, new_xid(), new_xid(), new_digits(), new_digits(), plan=plan
+        )
         if kind == "refresh_token":
             ttl = self.config.refresh_ttl_s if exp_in_s is None else exp_in_s
             account.token = self.mint_refresh(account, ttl)

@@ -131,8 +131,9 @@ class UpstreamRateLimited(UpstreamError):
 
 
 class UpstreamQuotaExhausted(UpstreamRateLimited):
-    """A quota of the account is used up (Kimi's long-text rounds, research uses): the account cools for the
-    quota's window, not for a 429's moment. The client sees the 429 of any rate limit."""
+    """A quota of the account is used up (Kimi's long-text rounds, research uses; an official API key's balance
+    or token quota, `exceeded_current_quota_error`): the account cools for the quota's window, not for a 429's
+    moment. The client sees the 429 of any rate limit."""
 
 
 class UpstreamStreamBusy(UpstreamRateLimited):

@@ -49,6 +49,9 @@ class Recorder:
     def reasoning(self, text: str) -> bytes:
         return f"<reasoning {text}>".encode()
 
+    def tool_call(self, index: int, call: ToolCall) -> bytes:
+        return f"<call {index} {call.id} {call.name} {call.arguments}>".encode()
+
     def finish(self, ending: Ending, text: str) -> bytes:
         return f"<finish {ending.reason} {ending.stop_sequence} {text!r} {_counts(ending)}>".encode()
 
@@ -180,10 +183,19 @@ def test_non_stream_writes_one_body() -> None:
     assert dispatcher.body() == b"<body stop 'abXY' 'r' 3/4/1>"
 
 
-def test_tool_call_events_write_nothing_yet() -> None:
-    """A ToolCallEvent is ignored until the writers render calls (the next dispatcher case)."""
-    call = ToolCallEvent(index=0, call=ToolCall(id="c1", name="f", arguments="{}"))
-    assert _dispatcher().feed(call) == b""
+def test_tool_call_events_follow_the_held_back_text() -> None:
+    """A ToolCallEvent becomes the writer's tool_call, after the answer text the limiter held back for a stop."""
+    dispatcher = _dispatcher(reply=ReplyOptions(stop_sequences=("XYZ",)))
+    events: list[Event] = [
+        TextDelta("abX"),
+        ToolCallEvent(index=0, call=ToolCall(id="c1", name="f", arguments="{}")),
+        ToolCallEvent(index=1, call=ToolCall(id="c2", name="g", arguments='{"a":1}')),
+        Done(finish_reason="tool_calls"),
+    ]
+    assert _feed(dispatcher, events) == (
+        b"<answer ab><answer X><call 0 c1 f {}><call 1 c2 g {\"a\":1}><finish tool_calls None '' "
+        + f"{PROMPT}/1/0>".encode()
+    )
 
 
 def test_function_dialect_renders_through_the_dispatcher() -> None:

@@ -35,8 +35,8 @@ from upstream_worker.kimi import ConnectDriver, Creds, UpstreamCall
 CHAT = "/apiv2/kimi.gateway.chat.v1.ChatService/Chat"
 
 
-def creds_for(sim: SimServer) -> Creds:
-    account = sim.state.add_account("kimi_auth")
+def creds_for(sim: SimServer, plan: str = "free") -> Creds:
+    account = sim.state.add_account("kimi_auth", plan=plan)
     return Creds(
         account_id=account.sub[:12],
         kind="kimi_auth",
@@ -107,6 +107,62 @@ async def test_agent_lane(kimi_sim: SimServer, session: aiohttp.ClientSession) -
     assert text_of(events) == answer_for("hello")
     body = chat_bodies(kimi_sim)[0]
     assert (body["kimiplusId"], body["agentMode"]) == ("ok-computer", "TYPE_NORMAL")
+
+
+@pytest.mark.parametrize(
+    ("model", "scenario", "options", "agent_mode"),
+    [
+        ("kimi-k3", "SCENARIO_OK_COMPUTER", ("k3-agent", "REASONING_EFFORT_HIGH"), "TYPE_NORMAL"),
+        ("kimi-k3-max", "SCENARIO_OK_COMPUTER", ("k3-agent", "REASONING_EFFORT_MAX"), "TYPE_NORMAL"),
+        (
+            "kimi-k3-swarm",
+            "SCENARIO_OK_COMPUTER_SWARM",
+            ("k3-agent-swarm", "REASONING_EFFORT_HIGH"),
+            "TYPE_ULTRA",
+        ),
+        (
+            "kimi-k2.8-low",
+            "SCENARIO_OK_COMPUTER",
+            ("k28-agent-preview", "REASONING_EFFORT_LOW"),
+            "TYPE_NORMAL",
+        ),
+        ("kimi-k2.6-instant", "SCENARIO_CHAT", ("k2d6-chat", "REASONING_EFFORT_NONE"), None),
+    ],
+)
+async def test_2026_models_reach_kimi_with_their_entry(
+    kimi_sim: SimServer,
+    session: aiohttp.ClientSession,
+    model: str,
+    scenario: str,
+    options: tuple[str, str],
+    agent_mode: str | None,
+) -> None:
+    """A 2026 model id sends its scenario, catalogue entry (options.model), effort and agent mode; the answer is exact."""
+    creds = creds_for(kimi_sim, plan="paid")
+    events = await collect(ConnectDriver(session, kimi_sim.url, FAST), call_for(creds, model))
+    assert text_of(events) == answer_for("hello")
+    body = chat_bodies(kimi_sim)[0]
+    assert body["scenario"] == scenario and body["message"]["scenario"] == scenario  # type: ignore[index]
+    sent = body["options"]
+    assert (sent["model"], sent["reasoning_effort"]) == options  # type: ignore[index]
+    assert body.get("agentMode") == agent_mode
+    assert body.get("kimiplusId") == ("ok-computer" if agent_mode else None)
+
+
+async def test_free_account_refused_k3_and_peak_hours(
+    kimi_sim: SimServer, session: aiohttp.ClientSession
+) -> None:
+    """A free account asking for K3 gets the overload trailer (UpstreamOverloaded); at peak hours on every model."""
+    driver = ConnectDriver(session, kimi_sim.url, FAST)
+    free = creds_for(kimi_sim)
+    with pytest.raises(UpstreamOverloaded):
+        await collect(driver, call_for(free, "kimi-k3-swarm"))
+    assert text_of(await collect(driver, call_for(free, "kimi-k2.8"))) == answer_for("hello")
+    kimi_sim.state.config = kimi_sim.state.config.replace({"peak_hours": True})
+    with pytest.raises(UpstreamOverloaded):
+        await collect(driver, call_for(free, "kimi-k2.6-instant"))
+    paid = creds_for(kimi_sim, plan="paid")
+    assert text_of(await collect(driver, call_for(paid, "kimi-k3"))) == answer_for("hello")
 
 
 async def test_continuation(kimi_sim: SimServer, session: aiohttp.ClientSession) -> None:
@@ -182,11 +238,13 @@ async def test_done_then_error_still_streams_text_first(
     assert not [e for e in seen if isinstance(e, Done)]
 
 
-@pytest.mark.parametrize("fault", ["split_utf8", "split_frames", "coalesce_frames", "malformed_event"])
+@pytest.mark.parametrize(
+    "fault", ["split_utf8", "split_utf8_events", "split_frames", "coalesce_frames", "malformed_event"]
+)
 async def test_transport_faults_keep_exact_text(
     kimi_sim: SimServer, session: aiohttp.ClientSession, fault: str
 ) -> None:
-    """Split characters, split or coalesced frames and a malformed event still give the exact answer."""
+    """Characters cut across writes or events, split or coalesced frames, a malformed event: the exact answer."""
     kimi_sim.state.faults.arm(fault, path=CHAT)
     events = await collect(ConnectDriver(session, kimi_sim.url, FAST), call_for(creds_for(kimi_sim)))
     assert text_of(events) == answer_for("hello")

@@ -201,11 +201,13 @@ async def test_faults(
     assert getattr(info.value, "retry_after_s", None) == retry_after_s
 
 
-@pytest.mark.parametrize("fault", ["split_utf8", "split_frames", "coalesce_frames", "malformed_event"])
+@pytest.mark.parametrize(
+    "fault", ["split_utf8", "split_utf8_events", "split_frames", "coalesce_frames", "malformed_event"]
+)
 async def test_transport_faults_keep_exact_text(
     kimi_sim: SimServer, session: aiohttp.ClientSession, fault: str
 ) -> None:
-    """Split characters, split or coalesced writes and a malformed event still give the exact answer."""
+    """Characters cut across writes or events, split or coalesced writes, a malformed event: the exact answer."""
     creds = await creds_for(kimi_sim, session)
     kimi_sim.state.faults.arm(fault)
     events = await collect(RestDriver(session, kimi_sim.url, FAST), call_for(creds))

@@ -53,6 +53,7 @@ def test_framing_variants(body: bytes, expected: list[str]) -> None:
     assert _feed_all([body]) == expected
 
 
-def test_invalid_utf8_becomes_replacement_character() -> None:
-    """Bytes that are not UTF-8 at all are replaced, not fatal."""
-    assert _feed_all([b"data: \xff\n\n"]) == ["\ufffd"]
+def test_invalid_utf8_is_kept_as_surrogate_escapes() -> None:
+    """Bytes that are not UTF-8 within their line survive as surrogate escapes for the event decoder, not fatal."""
+    assert _feed_all([b"data: \xff\n\n"]) == ["\udcff"]
+    assert _feed_all([b"data: a\xe4\xbd\n\n", b"data: \xa0b\n\n"]) == ["a\udce4\udcbd", "\udca0b"]

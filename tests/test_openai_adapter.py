@@ -166,7 +166,12 @@ def test_parse_returns_the_reply_options(extra: dict[str, object], expected: Rep
         (b'{"model":"kimi","logprobs":true,"messages":[{"role":"user","content":"x"}]}', "logprobs"),
         (
             b'{"model":"kimi","tools":[{"type":"function"}],"messages":[{"role":"user","content":"x"}]}',
-            "tools",
+            "tools[0].function",
+        ),
+        (
+            b'{"model":"kimi","tools":[{"type":"custom","custom":{"name":"x"}}],'
+            b'"messages":[{"role":"user","content":"x"}]}',
+            "tools[0].type",
         ),
         (
             b'{"model":"kimi","response_format":{"type":"json_schema"},"messages":[{"role":"user","content":"x"}]}',

@@ -283,6 +283,15 @@ def test_repair_turn_in_the_same_chat_for_a_missing_call() -> None:
     )
 
 
+def test_repair_turn_with_next_index_ends_with_the_rules() -> None:
+    """Given the next index, the same-chat repair turn ends with this answer's rules and that index."""
+    named = request(user("x"), tools=[TIME], tool_choice=ToolChoice(mode="named", name="get_time"))
+    failure = ToolCallFailure("call_required", "no call", None, None)
+    message = correction_message(failure, named, next_index=3)
+    assert message.text() == correction_message(failure, named).text() + "\n\n" + rules_text(named, 3)
+    assert "The next call index is 3." in message.text()
+
+
 def test_continuation_sends_only_the_new_results() -> None:
     """A kept chat's next turn is one user message: the new results (ids from the state) and the rules."""
     first = build_prompt(request(user("Weather in Paris?"), tools=[WEATHER]))

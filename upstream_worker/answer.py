@@ -32,6 +32,7 @@ from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
 from upstream_worker.conversations import Conversation, RecordTracker
 from upstream_worker.kimi.call import UpstreamCall
 from upstream_worker.publisher import ReplyPublisher
+from upstream_worker.toolcalls import ToolState
 
 #: `Start` (ids only) waits this long at most for the first content or keep-alive to share its stream entry:
 #: one XADD and one gateway wake-up less per request. The gateway needs it before the first content only.
@@ -86,6 +87,8 @@ class Answer:
     parts: list[str] = field(default_factory=list)
     #: The driver's own Usage, published instead of the estimate.
     usage: Usage | None = None
+    #: What the chat knows of tool calls, kept in the conversation record (a web lane's tool turn sets it).
+    tool_state: ToolState | None = None
 
     def begin(self) -> None:
         """A new attempt: nothing of it is known yet."""
@@ -134,7 +137,10 @@ class Answer:
         if attempt.continuing and self.state is AnswerState.ACCEPTED and not learned:
             return
         parent_id = call.parent_id if learned else None
-        record.update(Conversation(call.creds.account_id, attempt.protocol, call.chat_id, parent_id))
+        conversation = Conversation(
+            call.creds.account_id, attempt.protocol, call.chat_id, parent_id, self.tool_state
+        )
+        record.update(conversation)
 
     def _advance(self, event: Event) -> None:
         match event:
@@ -143,7 +149,10 @@ class Answer:
             case TextDelta() | ReasoningDelta():
                 self.state = AnswerState.STREAMING
                 self.parts.append(event.text)
-            case Citation() | ToolCallEvent():
+            case ToolCallEvent():
+                self.state = AnswerState.STREAMING
+                self.parts.append(event.call.name + event.call.arguments)
+            case Citation():
                 self.state = AnswerState.STREAMING
             case Usage():
                 self.usage = event

@@ -1,9 +1,10 @@
 """Kept conversations: which account and upstream ids a client's `conversation_id` continues.
 
-A record lives in `kimi:conv:<id>` (hash: account_id, protocol, chat_id, parent_id) for CONVERSATION_TTL_S and
-is refreshed by every turn. `<id>` is the id the client sees: the Kimi chat id of the conversation's first
-turn, as in kimi-free-api (`chat_id` differs only when that turn failed over to another account after Kimi
-had accepted it).
+A record lives in `kimi:conv:<id>` (hash: account_id, protocol, chat_id, parent_id, tools) for
+CONVERSATION_TTL_S and is refreshed by every turn. `<id>` is the id the client sees: the Kimi chat id of the
+conversation's first turn, as in kimi-free-api (`chat_id` differs only when that turn failed over to another
+account after Kimi had accepted it). `tools` is the chat's `ToolState` as JSON (the call ids Kimi knows, the
+next call index, the declarations it has seen; docs/TOOLS.md), empty while no turn of the chat used tools.
 
 A turn keeps its record current with a `RecordTracker` from the moment Kimi accepts it (`Start`): the write
 rides in the pipeline of the reply stream's next XADD, before it, so the id a client can read is always
@@ -16,13 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from shared import keys
+from upstream_worker.toolcalls import ToolState
 
 #: Commands `fill` adds to a pipeline (HSET, EXPIRE).
 FILL_COMMANDS = 2
+_tools_encoder = msgspec.json.Encoder()
+_tools_decoder = msgspec.json.Decoder(ToolState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,8 @@ class Conversation:
     protocol: str
     chat_id: str
     parent_id: str | None = None
+    #: What the chat knows of tool calls (web lanes), for the next turn's `build_continuation`.
+    tools: ToolState | None = None
 
 
 class Carrier(Protocol):
@@ -96,6 +103,7 @@ async def load(redis: aioredis.Redis, conversation_id: str) -> Conversation | No
         protocol=fields.get("protocol", ""),
         chat_id=fields["chat_id"],
         parent_id=fields.get("parent_id") or None,
+        tools=_tool_state(fields.get("tools", "")),
     )
 
 
@@ -109,9 +117,21 @@ def fill(
         "protocol": conversation.protocol,
         "chat_id": conversation.chat_id,
         "parent_id": conversation.parent_id or "",
+        "tools": _tools_encoder.encode(conversation.tools).decode() if conversation.tools else "",
     }
     pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]  # redis-py's Mapping key type is invariant
     pipe.expire(key, ttl_s)
+
+
+def _tool_state(text: str) -> ToolState | None:
+    """The stored state; None when absent or unreadable (another version's fields): the next turn then
+    renders its history from scratch, as for a chat that never used tools."""
+    if not text:
+        return None
+    try:
+        return _tools_decoder.decode(text)
+    except msgspec.DecodeError:
+        return None
 
 
 def _text(value: bytes | str) -> str:

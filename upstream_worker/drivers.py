@@ -45,6 +45,11 @@ DRIVERS: Mapping[str, DriverFactory] = {
     ),
 }
 
+#: Protocols whose upstream has no function-tool type (Kimi's web chat): a request's tools travel through the
+#: prompt protocol and the answer's calls are read by the parser (upstream_worker/tool_turn.py). A protocol not
+#: listed takes `tools` itself (an official API) and its driver yields `ToolCallEvent`s.
+PROMPTED_TOOLS: frozenset[str] = frozenset({"rest", "connect"})
+
 
 def open_drivers(
     session: aiohttp.ClientSession, settings: WorkerSettings, factories: Mapping[str, DriverFactory] = DRIVERS

@@ -1,11 +1,14 @@
 """The worker's Prometheus metrics, defined once (names from docs/ARCHITECTURE.md), and the queue sampler.
 
 Labels are bounded: job outcomes, error kinds and tool-call outcomes and formats are fixed enums, protocols
-are "rest" / "connect".
+are "rest" / "connect" / "moonshot"; the drift counter's names come from upstream, so each protocol keeps at
+most `DRIFT_NAMES_MAX` of them and counts the rest as "other".
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -51,6 +54,32 @@ HEARTBEAT = Gauge("kimi_worker_heartbeat_timestamp_seconds", "Unix time of this 
 TOOL_CALLS = Counter(
     "kimi_worker_tool_calls", "Tool calls in Kimi's answers, by outcome and format.", ["outcome", "format"]
 )
+DRIFT = Counter(
+    "kimi_upstream_drift",
+    "Upstream event kinds and fields the decoders did not expect (event:<kind>, field:<path>, malformed).",
+    ["protocol", "kind"],
+)
+#: Distinct drift names per protocol: enough to name what changed upstream, few enough to bound the series.
+DRIFT_NAMES_MAX = 32
+DRIFT_NAME_MAX_CHARS = 64
+_drift_names: dict[str, set[str]] = {}
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:\-]")
+
+
+def count_drift(protocol: str, counts: Mapping[str, int]) -> None:
+    """Count what one upstream stream did not expect (`upstream_worker.drift.Drift.drain()`)."""
+    if not counts:
+        return
+    names = _drift_names.setdefault(protocol, set())
+    for name, count in counts.items():
+        label = _UNSAFE.sub("_", name)[:DRIFT_NAME_MAX_CHARS]
+        if label not in names:
+            if len(names) >= DRIFT_NAMES_MAX:
+                label = "other"
+            else:
+                names.add(label)
+        DRIFT.labels(protocol, label).inc(count)
+
 
 #: Uploads run from a second (an image) to about a minute (a long PDF read by Kimi).
 _UPLOAD_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)

@@ -18,8 +18,12 @@ trace cleanup comes last.
 
 One attempt is: credentials → call → stream. Work an attempt needs per account before the call (uploading
 attachments) belongs between the credentials and the stream, so that its failures fail over like the call's.
-A retry on the same account with a changed request (repairing a malformed answer before any content left)
-is one more failure type for `RetryBudget`, answered with that account pinned.
+
+Tools on a web lane (a protocol of `drivers.PROMPTED_TOOLS`; docs/TOOLS.md): the attempt's `ToolTurn`
+(upstream_worker/tool_turn.py) gives the driver the prompt protocol's messages and reads the calls out of the
+answer text. An answer whose calls are unusable is repaired once inside the same attempt, on the same lease
+(`_settle_tools`): the correction as the kept chat's next turn, else a new chat; a second failure is an
+`UpstreamProtocolError`, never failed over (the calls, like content, end the failover window).
 
 A kept chat's conversation record is written from the turn's `Start` on, in the pipeline of the XADD that
 carries `Start` (upstream_worker/conversations.py), and again when the turn learns its assistant message id:
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -50,19 +55,21 @@ from shared.errors import (
 )
 from shared.logging import get_logger
 from shared.models import ModelSpec, resolve_model
-from shared.schema import ChatRequest, Done
+from shared.schema import ChatRequest, Done, Event
 from shared.settings import WorkerSettings
 from token_service.client import BUSY_POLL_S, AccountPool, Lease, protocol_for
 from upstream_worker import conversations, metrics
 from upstream_worker.answer import Answer, Attempt, keep_alive
 from upstream_worker.attachments import Attachments
 from upstream_worker.conversations import Conversation, RecordTracker
-from upstream_worker.drivers import Driver
+from upstream_worker.drivers import PROMPTED_TOOLS, Driver
 from upstream_worker.kimi.call import UpstreamCall
 from upstream_worker.kimi.files import FileForgotten
 from upstream_worker.kimi.flatten import turn_attachments
 from upstream_worker.publisher import ReplyPublisher
-from upstream_worker.retries import RetryBudget, release_outcome
+from upstream_worker.retries import STREAM_BUSY_WAITS_S, RetryBudget, release_outcome
+from upstream_worker.tool_turn import ToolTurn
+from upstream_worker.toolcalls import ToolCallFailure, ToolState, needs_tool_prompt
 
 log = get_logger(__name__)
 
@@ -112,7 +119,7 @@ class KimiRunner:
             raise ModelNotFound(f"the model {request.model!r} does not exist")
         conversation = await self._conversation(request)
         record = RecordTracker(request.options.conversation_id, publisher) if _keeps(request) else None
-        answer = Answer(publisher, record)
+        answer = Answer(publisher, record, tool_state=conversation.tools if conversation else None)
         ticker = asyncio.create_task(keep_alive(answer, self._settings.keepalive_interval_s))
         try:
             await self._run(request, spec, conversation, answer, held)
@@ -177,23 +184,27 @@ class KimiRunner:
         answer.begin()
         protocol = protocol_for(lease.kind, spec)
         driver = self._drivers[protocol]
-        call: UpstreamCall | None = None
+        turn = _tool_turn(request, protocol, conversation, answer)
+        calls: list[UpstreamCall] = []
         failure: BaseException | None = None
         try:
             creds = await self._pool.credentials(lease)
             sent_parent_id = conversation.parent_id if conversation else None
             call = UpstreamCall(
-                request,
+                turn.upstream_request if turn else request,
                 spec,
                 creds,
                 chat_id=conversation.chat_id if conversation else None,
                 parent_id=sent_parent_id,
                 keep_chat=_keeps(request),
             )
+            calls.append(call)
             parts = turn_attachments(request.messages, protocol, call.is_continuation)
             call.files = await self._attachments.files_for(protocol, creds, request.request_id, parts)
             answer.attempt = Attempt(call, protocol, sent_parent_id, conversation is not None)
-            done = await _stream(driver, call, answer, protocol)
+            done = await _stream(driver, call, turn.take if turn else answer.take, protocol)
+            if turn is not None:
+                done = await _settle_tools(turn, call, done, driver, protocol, calls)
             answer.end(call, done)
         except asyncio.CancelledError as exc:
             failure = exc
@@ -209,13 +220,13 @@ class KimiRunner:
                 )
             raise
         finally:
-            await self._finish(lease, failure, call, answer, driver, held)
+            await self._finish(lease, failure, calls, answer, driver, held)
 
     async def _finish(
         self,
         lease: Lease,
         failure: BaseException | None,
-        call: UpstreamCall | None,
+        calls: list[UpstreamCall],
         answer: Answer,
         driver: Driver,
         held: HeldLease,
@@ -224,6 +235,7 @@ class KimiRunner:
 
         The client's end waits for nothing. A kept chat's record is in Redis before the release, so the
         conversation's next turn, which waits for the account (`LEASE_WAIT_S`), reads its latest parent id.
+        Every call of the attempt is cleaned up (a repair in a new chat leaves the failed answer's chat).
         """
         if answer.record is not None:
             answer.track(answer.record)
@@ -231,7 +243,7 @@ class KimiRunner:
         held.lease = None
         retry_after_s = failure.retry_after_s if isinstance(failure, UpstreamError) else None
         await self._pool.release(lease, release_outcome(failure), retry_after_s=retry_after_s)
-        if call is not None:
+        for call in calls:
             await driver.cleanup(call)
 
     async def _conversation(self, request: ChatRequest) -> Conversation | None:
@@ -255,8 +267,8 @@ class KimiRunner:
         return latest if latest.chat_id == conversation.chat_id else conversation
 
 
-async def _stream(driver: Driver, call: UpstreamCall, answer: Answer, protocol: str) -> Done:
-    """Feed the driver's events to the answer; the driver's Done, which it must end with."""
+async def _stream(driver: Driver, call: UpstreamCall, take: Callable[[Event], None], protocol: str) -> Done:
+    """Feed the driver's events to the answer (`take`); the driver's Done, which it must end with."""
     started = time.monotonic()
     first = True
     done: Done | None = None
@@ -265,7 +277,7 @@ async def _stream(driver: Driver, call: UpstreamCall, answer: Answer, protocol: 
             if first:
                 metrics.UPSTREAM_TTFB.labels(protocol).observe(time.monotonic() - started)
                 first = False
-            answer.take(event)
+            take(event)
             if isinstance(event, Done):
                 done = event
     except (aiohttp.ClientError, OSError) as exc:
@@ -278,6 +290,65 @@ async def _stream(driver: Driver, call: UpstreamCall, answer: Answer, protocol: 
     if done is None:
         raise UpstreamProtocolError("Kimi's stream ended without its terminal event")
     return done
+
+
+async def _settle_tools(
+    turn: ToolTurn, call: UpstreamCall, done: Done, driver: Driver, protocol: str, calls: list[UpstreamCall]
+) -> Done:
+    """Publish a tool answer's calls; on a failure, first the one repair on the same account (its call is
+    added to `calls`, for the cleanup). The Done to end with."""
+    result = turn.finish()
+    if result.failure is not None and not _past(turn.request.deadline_s):
+        call = _repair_call(turn, call, result.failure)
+        calls.append(call)
+        turn.answer.attempt = Attempt(call, protocol, call.parent_id, call.chat_id is not None)
+        log.info("tool_call_repair", request_id=turn.request.request_id, kind=result.failure.kind)
+        done = await _stream_repair(driver, call, turn, protocol)
+        result = turn.finish()
+    return turn.publish(result, done)
+
+
+async def _stream_repair(driver: Driver, call: UpstreamCall, turn: ToolTurn, protocol: str) -> Done:
+    """The repair's stream. Kimi may still count the failed answer's stream as running for a moment: a
+    "stream busy" answer is asked again after the retries' short waits."""
+    for wait_s in (*STREAM_BUSY_WAITS_S, None):
+        try:
+            return await _stream(driver, call, turn.take, protocol)
+        except UpstreamStreamBusy:
+            if wait_s is None:
+                raise
+            await asyncio.sleep(wait_s)
+    raise AssertionError("unreachable")
+
+
+def _tool_turn(
+    request: ChatRequest, protocol: str, conversation: Conversation | None, answer: Answer
+) -> ToolTurn | None:
+    """The tool side of an attempt on a web lane; None when the request has no tools or the lane takes them."""
+    if protocol not in PROMPTED_TOOLS or not needs_tool_prompt(request):
+        return None
+    kept = (conversation.tools or ToolState()) if conversation else None
+    return ToolTurn.begin(request, answer, kept)
+
+
+def _repair_call(turn: ToolTurn, failed: UpstreamCall, failure: ToolCallFailure) -> UpstreamCall:
+    """The repair's call: a kept chat continues after the failed answer, any other starts a new chat."""
+    same_chat = failed.keep_chat and failed.chat_id is not None
+    turn.repair(failure, same_chat=same_chat)
+    return UpstreamCall(
+        turn.upstream_request,
+        failed.spec,
+        failed.creds,
+        chat_id=failed.chat_id if same_chat else None,
+        parent_id=failed.parent_id if same_chat else None,
+        keep_chat=failed.keep_chat,
+        files=[] if same_chat else list(failed.files),
+    )
+
+
+def _past(deadline_s: float) -> bool:
+    """The job's deadline has passed (0: none): no repair is worth starting."""
+    return bool(deadline_s) and time.time() >= deadline_s
 
 
 def _log_retry(job_id: str, account_id: str, exc: UpstreamError) -> None:

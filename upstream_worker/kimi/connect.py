@@ -18,6 +18,7 @@ from shared.errors import GatewayError
 from shared.logging import get_logger
 from shared.schema import Done, Event, Keepalive
 from shared.settings import UpstreamTimeouts
+from upstream_worker import metrics
 from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
 from upstream_worker.kimi.connect_events import ConnectStream
 from upstream_worker.kimi.connect_request import build_request, encode_request
@@ -53,43 +54,46 @@ class ConnectDriver:
         first_byte_s = self._timeouts.first_byte_for(call.spec.is_agent)
         stream = ConnectStream(call.chat_id, silent=call.spec.silent)
         out: list[Event] = []
-        async with open_stream(
-            self._session,
-            "POST",
-            f"{self._base}{CHAT_PATH}",
-            headers=headers,
-            data=body,
-            connect_s=self._timeouts.connect_s,
-            first_byte_s=first_byte_s,
-        ) as resp:
-            if continuing:
-                stream.start(out)
-            frames = EnvelopeDecoder()
-            last_ping = time.monotonic()
-            async for chunk in read_chunks(resp, first_byte_s, self._timeouts.idle_s):
-                try:
-                    self._apply(frames, chunk, stream, out)
-                except GatewayError:
+        try:
+            async with open_stream(
+                self._session,
+                "POST",
+                f"{self._base}{CHAT_PATH}",
+                headers=headers,
+                data=body,
+                connect_s=self._timeouts.connect_s,
+                first_byte_s=first_byte_s,
+            ) as resp:
+                if continuing:
+                    stream.start(out)
+                frames = EnvelopeDecoder()
+                last_ping = time.monotonic()
+                async for chunk in read_chunks(resp, first_byte_s, self._timeouts.idle_s):
+                    try:
+                        self._apply(frames, chunk, stream, out)
+                    except GatewayError:
+                        self._learn(call, stream, continuing)
+                        for event in out:  # what arrived before the error frame still reaches the client
+                            yield event
+                        raise
                     self._learn(call, stream, continuing)
-                    for event in out:  # what arrived before the error frame still reaches the client
-                        yield event
-                    raise
-                self._learn(call, stream, continuing)
-                if out:
-                    for event in out:
-                        yield event
-                    out.clear()
-                elif (now := time.monotonic()) - last_ping >= KEEPALIVE_EVERY_S:
-                    last_ping = now
-                    yield Keepalive()
-                if stream.ended:
-                    break
-            if not stream.ended and not (stream.done and frames.pending == 0):
-                raise truncated("its end-of-stream frame")
-        stream.start(out)
-        for event in out:
-            yield event
-        yield Done(finish_reason="stop", conversation_id=stream.chat_id)
+                    if out:
+                        for event in out:
+                            yield event
+                        out.clear()
+                    elif (now := time.monotonic()) - last_ping >= KEEPALIVE_EVERY_S:
+                        last_ping = now
+                        yield Keepalive()
+                    if stream.ended:
+                        break
+                if not stream.ended and not (stream.done and frames.pending == 0):
+                    raise truncated("its end-of-stream frame")
+            stream.start(out)
+            for event in out:
+                yield event
+            yield Done(finish_reason="stop", conversation_id=stream.chat_id)
+        finally:
+            metrics.count_drift(self.protocol, stream.drift.drain())
 
     async def delete_chat(self, creds: KimiCredentials, chat_id: str) -> bool:
         """DeleteChat; True when Kimi confirmed. Never raises: cleanup must not fail a finished turn."""

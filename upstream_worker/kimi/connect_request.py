@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import msgspec
 
+from shared.errors import ServiceUnavailable
 from shared.models import ModelSpec
 from shared.schema import ChatRequest
 from upstream_worker.kimi.envelope import encode_envelope
@@ -62,6 +63,9 @@ class Options(_Wire):
     thinking: bool  # required, so `false` is sent too
     enable_plugin: bool | None = None
     agent_mode: str | None = None
+    #: The 2026 catalogue's entry id and effort (kimi-web-2026.md §4.2), from the model table.
+    model: str | None = None
+    reasoning_effort: str | None = None
 
 
 class ConnectChatRequest(_Wire):
@@ -85,7 +89,12 @@ def build_request(
     files: Sequence[KimiFile] = (),
 ) -> ConnectChatRequest:
     """One turn: a new chat carries the flattened history, a continuation only the new user turn; `files`
-    (uploaded through the file service) follow the text block."""
+    (uploaded through the file service) follow the text block.
+
+    A model without a web lane is refused: a kimi-auth account (always Connect) must not serve it in its stead.
+    """
+    if not spec.web:
+        raise ServiceUnavailable(f"the model {spec.id!r} is served only through official API keys")
     continuation = chat_id is not None
     text = flatten_connect(request.messages, continuation)
     search = spec.search or request.options.search
@@ -105,6 +114,8 @@ def build_request(
             thinking=spec.thinking or request.options.thinking,
             enable_plugin=True if agent else None,
             agent_mode=agent,
+            model=spec.web_model,
+            reasoning_effort=spec.reasoning_effort,
         ),
         kimiplusId=(spec.kimiplus_id or AGENT_KIMIPLUS_DEFAULT) if agent else None,
         agentMode=agent,

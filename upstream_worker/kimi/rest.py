@@ -21,8 +21,9 @@ import msgspec
 from shared.errors import GatewayError, UpstreamProtocolError, UpstreamQuotaExhausted
 from shared.logging import get_logger
 from shared.models import K1_KIMIPLUS_ID
-from shared.schema import Done, Event, Keepalive, Start
+from shared.schema import Done, Event, FinishReason, Keepalive, Start
 from shared.settings import UpstreamTimeouts
+from upstream_worker import metrics
 from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
 from upstream_worker.kimi.failures import truncated
 from upstream_worker.kimi.files import rest_refs
@@ -79,15 +80,21 @@ class RestDriver:
         chat_id = call.chat_id
         body = self._completion_body(call)
         stream = RestStream(silent=call.spec.silent)
-        for segment in range(MAX_CONTINUATIONS + 1):
-            async for event in self._segment(call.creds, user_id, chat_id, body, stream, first=segment == 0):
+        finish_reason: FinishReason = "length"  # unless a segment ends without `length`
+        try:
+            for segment in range(MAX_CONTINUATIONS + 1):
+                async for event in self._segment(call.creds, user_id, chat_id, body, stream, segment == 0):
+                    yield event
+                if not (stream.length and stream.segment_id):
+                    finish_reason = "stop"
+                    break
+                body = self._continue_body(call, stream.segment_id)
+                stream = stream.next_segment()
+            for event in stream.finish():
                 yield event
-            if not (stream.length and stream.segment_id):
-                yield Done(finish_reason="stop", conversation_id=chat_id)
-                return
-            body = self._continue_body(call, stream.segment_id)
-            stream = RestStream(silent=call.spec.silent, citations=stream.citations)
-        yield Done(finish_reason="length", conversation_id=chat_id)
+            yield Done(finish_reason=finish_reason, conversation_id=chat_id)
+        finally:
+            metrics.count_drift(self.protocol, stream.drift.drain())
 
     async def delete_chat(self, creds: KimiCredentials, chat_id: str) -> bool:
         """DELETE the chat; True when Kimi confirmed. Never raises: cleanup must not fail a finished turn."""

@@ -1,9 +1,12 @@
 """Kimi REST completion events → canonical events, sans-IO (kimi-web-rest.md §5.2).
 
-Each SSE `data` payload is decoded through one small envelope Struct holding only the fields we read;
-unknown event kinds and unknown fields pass through untouched, and a payload that does not decode is skipped.
-The state remembers what the driver needs after the stream: the `req` id (the `segment_id` of a length
-continuation), whether `length` was seen, and whether the terminal `all_done` arrived.
+Each SSE `data` payload is decoded through one small envelope Struct holding the fields of the known kinds;
+a payload with a field no known kind has, or with bytes that are not UTF-8, takes the second try of
+`upstream_worker.drift`, which notes the unknown names; an unknown kind is noted and skipped, and a payload
+that does not decode at all is noted as malformed and skipped. Answer and reasoning text each pass through a
+`Utf8Joiner`, so a character whose bytes Kimi cut between two events comes out whole. The state remembers what
+the driver needs after the stream: the `req` id (the `segment_id` of a length continuation), whether `length`
+was seen, and whether the terminal `all_done` arrived.
 """
 
 from __future__ import annotations
@@ -11,8 +14,30 @@ from __future__ import annotations
 import msgspec
 
 from shared.schema import Citation, Event, ReasoningDelta, TextDelta
+from upstream_worker.drift import Drift, lenient_decode, shape_of
 from upstream_worker.kimi.failures import stream_error_event
 from upstream_worker.kimi.sse import DONE_SENTINEL
+from upstream_worker.kimi.utf8 import Utf8Joiner, clean
+
+#: Every kind of kimi-web-rest.md §5.2; any other is noted as drift (`event:<kind>`) and skipped.
+KNOWN_KINDS = frozenset(
+    {
+        "req",
+        "resp",
+        "debug",
+        "search_plus",
+        "ref_docs",
+        "k1",
+        "chat_prompt",
+        "zone_set",
+        "cmpl",
+        "length",
+        "done",
+        "rename",
+        "all_done",
+        "error",
+    }
+)
 
 
 class _SearchMsg(msgspec.Struct):
@@ -21,7 +46,7 @@ class _SearchMsg(msgspec.Struct):
     url: str = ""
 
 
-class _K1Data(msgspec.Struct):
+class _K1Data(msgspec.Struct, forbid_unknown_fields=True):
     text: str = ""
 
 
@@ -30,8 +55,8 @@ class _StreamError(msgspec.Struct):
     message: str = ""
 
 
-class RestEvent(msgspec.Struct):
-    """The envelope of every REST event; `event` names the kind."""
+class RestEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """The envelope of every REST event; `event` names the kind. Fields we do not read are `object`."""
 
     event: str = ""
     text: str = ""
@@ -40,15 +65,28 @@ class RestEvent(msgspec.Struct):
     msg: _SearchMsg | None = None
     data: _K1Data | None = None
     error: _StreamError | str | None = None
+    group_id: object = None
+    content: object = None
+    refs: object = None
+    message: object = None
+    ref_cards: object = None
+    zone_type: object = None
+    search_targets: object = None
+    search_results: object = None
 
 
 _decoder = msgspec.json.Decoder(RestEvent)
+SHAPE = shape_of(
+    RestEvent,
+    children={"data": shape_of(_K1Data, "field:data.", raw_text=frozenset({"text"}))},
+    raw_text=frozenset({"text"}),
+)
 
 
 class RestStream:
     """The state of one completion stream (one segment; a length continuation starts a new one)."""
 
-    __slots__ = ("citations", "finished", "length", "segment_id", "silent")
+    __slots__ = ("_reasoning", "_text", "citations", "drift", "finished", "length", "segment_id", "silent")
 
     def __init__(self, silent: bool, citations: int = 0) -> None:
         self.silent = silent
@@ -57,6 +95,16 @@ class RestStream:
         self.segment_id: str | None = None
         self.length = False
         self.finished = False
+        #: What this stream did not expect; the driver counts it.
+        self.drift = Drift()
+        self._text = Utf8Joiner()
+        self._reasoning = Utf8Joiner()
+
+    def next_segment(self) -> RestStream:
+        """The stream of a length continuation: citations, the drift and a character cut at the end carry on."""
+        stream = RestStream(self.silent, self.citations)
+        stream.drift, stream._text, stream._reasoning = self.drift, self._text, self._reasoning
+        return stream
 
     def feed(self, payload: str) -> Event | None:
         """One SSE data payload → at most one canonical event; raises for an `error` event."""
@@ -64,15 +112,25 @@ class RestStream:
             self.finished = True
             return None
         try:
-            event = _decoder.decode(payload)
-        except msgspec.DecodeError:
-            return None
-        return self.apply(event)
+            event: RestEvent | None = _decoder.decode(payload)
+        except (msgspec.DecodeError, UnicodeEncodeError):
+            event = lenient_decode(payload, RestEvent, SHAPE, self.drift)
+        return None if event is None else self.apply(event)
+
+    def finish(self) -> list[Event]:
+        """The end of the answer: bytes of a cut character that never completed (as U+FFFD), if any."""
+        out: list[Event] = []
+        if reasoning := self._reasoning.flush():
+            out.append(ReasoningDelta(reasoning))
+        if text := self._text.flush():
+            out.append(TextDelta(text))
+        return out
 
     def apply(self, event: RestEvent) -> Event | None:
         kind = event.event
         if kind == "cmpl":
-            return TextDelta(event.text) if event.text else None
+            text = self._text.push(event.text)
+            return TextDelta(text) if text else None
         if kind == "k1":
             return self._k1(event)
         if kind == "search_plus":
@@ -85,12 +143,14 @@ class RestStream:
             self.finished = True
         elif kind == "error":
             raise _error(event)
+        elif kind not in KNOWN_KINDS:
+            self.drift.note(f"event:{kind}")
         return None
 
     def _k1(self, event: RestEvent) -> Event | None:
         if event.type and event.type != "text":
             return None  # search_targets / search_results progress, not reasoning text
-        text = event.text or (event.data.text if event.data is not None else "")
+        text = self._reasoning.push(event.text or (event.data.text if event.data is not None else ""))
         return ReasoningDelta(text) if text else None
 
     def _search(self, event: RestEvent) -> Event | None:
@@ -105,4 +165,4 @@ def _error(event: RestEvent) -> Exception:
     err = event.error
     if isinstance(err, _StreamError):
         return stream_error_event(err.error_type, err.message)
-    return stream_error_event("", err or event.text)
+    return stream_error_event("", err or clean(event.text))

@@ -2,9 +2,12 @@
 
 Bytes go in as they arrive from the socket; complete `data` payloads come out. An incremental UTF-8
 decoder sits under the line splitter, so a multi-byte character split across TCP chunks is joined instead of
-being replaced by U+FFFD. (When Kimi itself already put U+FFFD into `cmpl.text`, the character is lost
-upstream; we pass it on rather than truncating the text at it as kimi-free-api does.) `event:`, `id:`,
-`retry:` and comment lines are ignored: every Kimi event names itself inside its JSON.
+being replaced by U+FFFD. Bytes that are not UTF-8 within their line (Kimi cut a character between two events,
+kimi-web-rest.md §5.1) are kept as surrogate escapes (`surrogateescape`), so the event decoder can rejoin them
+with the next event's bytes (`upstream_worker.kimi.utf8`). (When Kimi itself already put U+FFFD into
+`cmpl.text`, the character is lost upstream; we pass it on rather than truncating the text at it as
+kimi-free-api does.) `event:`, `id:`, `retry:` and comment lines are ignored: every Kimi event names itself
+inside its JSON. The official API's stream (`data: {chunk}` … `data: [DONE]`) is read by the same decoder.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ class SseDecoder:
     __slots__ = ("_data", "_decoder", "_partial")
 
     def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._partial = ""
         self._data: list[str] = []
 

@@ -9,14 +9,17 @@ boundary: before the body they mean Kimi is unreachable, inside the body that th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 
-from shared.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from shared.errors import GatewayError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
 from upstream_worker.kimi.failures import http_error
+
+#: Turns a non-2xx answer (status, body, Retry-After header) into its exception; each upstream has its own.
+HttpErrorMapper = Callable[[int, bytes, str | None], GatewayError]
 
 #: An error body larger than this is not worth reading.
 MAX_ERROR_BODY_BYTES = 64 * 1024
@@ -33,6 +36,7 @@ async def open_stream(
     first_byte_s: float,
     data: bytes | None = None,
     json: Any = None,
+    error: HttpErrorMapper = http_error,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """A 2xx response whose body is still unread; any other status is raised as its `shared.errors` error."""
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s)
@@ -45,7 +49,7 @@ async def open_stream(
         raise UpstreamUnavailable(f"Kimi is unreachable ({type(exc).__name__})") from exc
     try:
         if resp.status >= 300:
-            raise http_error(resp.status, await _error_body(resp), resp.headers.get("Retry-After"))
+            raise error(resp.status, await _error_body(resp), resp.headers.get("Retry-After"))
         yield resp
     finally:
         if resp.content.at_eof():

@@ -136,9 +136,18 @@ def build_continuation(
     return ToolPrompt([_user_turn(text)], new_state, declarations)
 
 
-def correction_message(failure: ToolCallFailure, request: ChatRequest) -> Message:
-    """The repair turn sent into the same Kimi chat, after the answer that failed."""
-    return _user_turn(correction_text(failure, request))
+def correction_message(
+    failure: ToolCallFailure, request: ChatRequest, *, next_index: int | None = None
+) -> Message:
+    """The repair turn sent into the same Kimi chat, after the answer that failed.
+
+    With `next_index` (the index the failed answer should have used) the turn ends with this answer's rules,
+    so the call is numbered as the conversation expects.
+    """
+    text = correction_text(failure, request)
+    if next_index is not None and request.tool_choice.mode != "none":
+        text += "\n\n" + rules_text(request, next_index)
+    return _user_turn(text)
 
 
 def _user_turn(text: str) -> Message:
