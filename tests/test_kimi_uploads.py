@@ -236,13 +236,17 @@ async def test_a_file_kimi_cannot_read_is_a_502_without_failover(
 async def test_bytes_gone_and_deleted(
     attachments: Attachments, redis: aioredis.Redis, kimi_sim: SimServer
 ) -> None:
-    """A part whose bytes are no longer held is a 503 before any upload; `delete_bytes` removes a job's bytes."""
+    """A part whose bytes are no longer held is a 503 before any upload; a lane without an uploader uploads
+    nothing; `delete_bytes` removes a job's bytes."""
     creds = test_kimi_connect_driver.creds_for(kimi_sim)
     with pytest.raises(ServiceUnavailable):
         await attachments.files_for("connect", creds, "job-gone", [IMAGE])
     assert (
         kimi_sim.state.uploads == [] and await attachments.files_for("connect", creds, "job-gone", []) == []
     )
+    assert (
+        await attachments.files_for("official", creds, "job-gone", [IMAGE]) == []
+    )  # inline bytes: no upload
     store = AttachmentStore(redis)
     await store.put("job-2", {IMAGE.sha256: PNG})
     await attachments.delete_bytes("job-2")

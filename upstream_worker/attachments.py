@@ -59,8 +59,9 @@ class Attachments:
     async def files_for(
         self, lane: str, creds: KimiCredentials, job_id: str, parts: Sequence[AttachmentPart]
     ) -> list[KimiFile]:
-        """One Kimi file per part, in order: cached for this account and lane, else uploaded now."""
-        if not parts:
+        """One Kimi file per part, in order: cached for this account and lane, else uploaded now. A lane with no
+        uploader (an official API, which takes the bytes inline in its request) gets none."""
+        if not parts or lane not in self._uploaders:
             return []
         cached = await self._cache.get_many(lane, creds.account_id, [p.sha256 for p in parts])
         files = []
