@@ -178,3 +178,44 @@ def test_gemini_media_in_the_system_instruction_is_refused() -> None:
         "* system_instruction: images and documents belong in `contents`",
         "system_instruction",
     )
+
+
+def test_anthropic_attachment_beside_a_tool_result_goes_to_the_users_own_message() -> None:
+    """A user message that returns a tool result and adds an image: the image sits in the message after the
+    `tool` message the result became."""
+    image = {"type": "image", "source": {"type": "url", "url": URL}}
+    result = {"type": "tool_result", "tool_use_id": "t1", "content": "12:00"}
+    body = {
+        "model": "kimi",
+        "max_tokens": 9,
+        "messages": [
+            {"role": "user", "content": "time?"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "clock", "input": {}}],
+            },
+            {"role": "user", "content": [result, image, _T]},
+        ],
+    }
+    messages, inputs = _parse(anthropic.DIALECT, body)
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "user"]
+    assert inputs == [_at("messages.2.content.1", 3, 0, kind="image", url=URL)]
+    assert messages[3].content == [TextPart("what is it?")]
+
+
+def test_gemini_attachment_beside_a_function_response_goes_to_the_users_own_message() -> None:
+    """A content with a functionResponse and a blob: the blob sits in the message after the `tool` message."""
+    call = {"functionCall": {"id": "c1", "name": "clock", "args": {}}}
+    response = {"functionResponse": {"id": "c1", "name": "clock", "response": {"time": "12:00"}}}
+    blob = {"inlineData": {"mimeType": "image/png", "data": B64}}
+    body = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "time?"}]},
+            {"role": "model", "parts": [call]},
+            {"role": "user", "parts": [response, blob, {"text": "what is it?"}]},
+        ]
+    }
+    messages, inputs = _parse(gemini.DIALECT, body)
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "user"]
+    assert inputs == [_at("contents[2].parts[1]", 3, 0, data=PNG, mime="image/png")]
+    assert messages[3].content == [TextPart("what is it?")]
