@@ -26,6 +26,12 @@ TIME_TO_FIRST_TOKEN = Histogram(
     ["dialect"],
     buckets=_DURATION_BUCKETS,
 )
+#: kind ∈ kimi_web, api_key (the `x-upstream-kind` header); model is `ModelSpec.label`.
+REQUESTS_BY_KIND = Counter(
+    "kimi_gateway_requests_by_kind_total",
+    "Chat requests answered, by the upstream kind of the account that served them.",
+    ["kind", "model"],
+)
 IN_FLIGHT = Gauge("kimi_gateway_in_flight_requests", "Chat requests being answered.")
 OPEN_STREAMS = Gauge("kimi_gateway_open_streams", "SSE responses whose headers are sent and not yet closed.")
 CLIENT_DISCONNECTS = Counter(

@@ -71,10 +71,16 @@ class RequestSummary:
     model_label: str = "-"
     status: int = 200
     account_id: str | None = None
+    #: The serving account's public kind (`kimi_web`, `api_key`), from the worker's Start.
+    upstream_kind: str | None = None
     error: str | None = None
     ttft_s: float | None = None
     chunks: int = 0
     bytes: int = 0
+
+
+#: Which kind of account served the answer: `kimi_web` (a Kimi web account) or `api_key` (an official API key).
+UPSTREAM_KIND_HEADER = "x-upstream-kind"
 
 
 class _StreamResponse(web.StreamResponse):
@@ -185,12 +191,15 @@ def _finish(request_id: str, outcome: RequestSummary, duration_s: float) -> None
     metrics.REQUEST_DURATION.labels(outcome.dialect).observe(duration_s)
     if outcome.ttft_s is not None:
         metrics.TIME_TO_FIRST_TOKEN.labels(outcome.dialect).observe(outcome.ttft_s)
+    if outcome.upstream_kind is not None:
+        metrics.REQUESTS_BY_KIND.labels(outcome.upstream_kind, outcome.model_label).inc()
     log.info(
         "request",
         request_id=request_id,
         dialect=outcome.dialect,
         model=outcome.model,
         account_id=outcome.account_id,
+        upstream_kind=outcome.upstream_kind,
         status=outcome.status,
         error=outcome.error,
         duration_ms=round(duration_s * 1000, 2),
@@ -305,8 +314,9 @@ class Relay:
                 self.terminal = True
                 await self._send(b"".join(out))
                 raise error_from_event(event)
-            if isinstance(event, Start) and event.account_id:
-                self.outcome.account_id = event.account_id
+            if isinstance(event, Start):
+                self.outcome.account_id = event.account_id or self.outcome.account_id
+                self.outcome.upstream_kind = event.kind or self.outcome.upstream_kind
             if isinstance(event, _CHUNK_EVENTS):
                 self._count_chunk()
             data = self.renderer.feed(event)
@@ -343,7 +353,7 @@ class Relay:
                 "Content-Type": self.renderer.content_type,
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
-                "x-request-id": self.chat.request_id,
+                **self._ids(),
             },
         )
         try:
@@ -369,8 +379,15 @@ class Relay:
         self.outcome.bytes = len(body)
         return web.Response(
             body=body,
-            headers={"Content-Type": self.renderer.content_type, "x-request-id": self.chat.request_id},
+            headers={"Content-Type": self.renderer.content_type, **self._ids()},
         )
+
+    def _ids(self) -> dict[str, str]:
+        """`x-request-id`, and `x-upstream-kind` once the worker's Start named the serving account's kind."""
+        ids = {"x-request-id": self.chat.request_id}
+        if self.outcome.upstream_kind is not None:
+            ids[UPSTREAM_KIND_HEADER] = self.outcome.upstream_kind
+        return ids
 
     async def _end_stream(self) -> None:
         assert self.response is not None

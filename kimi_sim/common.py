@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from .state import SimState
+from .state import REGION_PREFIXES, SimState
 
 SIM_STATE: web.AppKey[SimState] = web.AppKey("sim_state", SimState)
 #: Where the logging middleware leaves the parsed request body for the handler.
@@ -24,6 +24,14 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(
         body=encoder.encode(data), status=status, content_type="application/json", headers=headers
     )
+
+
+def region_of(request: web.Request) -> str:
+    """The region whose host the call reached: the `/kimi-ai` prefix is www.kimi.ai, the root www.kimi.com."""
+    for region, prefix in REGION_PREFIXES.items():
+        if prefix and request.path.startswith(prefix + "/"):
+            return region
+    return "cn"
 
 
 def bearer(request: web.Request) -> str | None:

@@ -10,7 +10,7 @@ import msgspec
 from aiohttp import web
 
 from . import answers, tools
-from .common import bearer, json_response, pick, state_of
+from .common import bearer, json_response, pick, region_of, state_of
 from .config import SimConfig
 from .envelope import FLAG_DATA, FLAG_END_STREAM, frame, json_frame, split_frames
 from .faults import CONNECT_STREAM_FAULTS
@@ -72,7 +72,7 @@ def invalid_argument(message: str) -> web.Response:
 def authed(handler: Callable[[web.Request, SimAccount], Awaitable[web.StreamResponse]]) -> Handler:
     async def wrapper(request: web.Request) -> web.StreamResponse:
         try:
-            account = state_of(request).account_for_access(bearer(request) or "")
+            account = state_of(request).account_for_access(bearer(request) or "", region_of(request))
         except InvalidToken:
             return unauthenticated()
         return await handler(request, account)

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .common import body_of, json_response, pick, state_of
+from .common import body_of, json_response, pick, region_of, state_of
 from .connect import authed, unary_error
 from .state import Chat, InvalidToken, SimAccount, iso_time
 
@@ -105,7 +105,8 @@ async def get_available_models(request: web.Request, account: SimAccount) -> web
 
 @authed
 async def get_current_user(request: web.Request, account: SimAccount) -> web.StreamResponse:
-    user = {"id": account.sub, "nickname": "模拟用户", "region": "overseas", "membership": {"level": 10}}
+    region = "REGION_OVERSEA" if account.region == "global" else "REGION_CN"
+    user = {"id": account.sub, "nickname": "模拟用户", "region": region, "membership": {"level": 10}}
     return json_response({"user": user})
 
 
@@ -124,7 +125,7 @@ async def refresh_token(request: web.Request) -> web.StreamResponse:
     """No Authorization header: the refresh token travels in the body, either spelling."""
     token = str(pick(body_of(request), "refresh_token", "refreshToken") or "")
     try:
-        access, refresh = state_of(request).refresh(token)
+        access, refresh = state_of(request).refresh(token, region_of(request))
     except InvalidToken:
         return unary_error(401, "unauthenticated", "invalid claims", "REASON_INVALID_AUTH_TOKEN")
     return json_response({"accessToken": access, "refreshToken": refresh})

@@ -13,7 +13,7 @@ from .common import BODY_KEY, json_response, state_of
 from .connect import unary_error, unauthenticated
 from .envelope import split_frames
 from .rest import auth_error, rest_error
-from .state import LoggedRequest
+from .state import REGION_PREFIXES, LoggedRequest
 
 CONTROL_PREFIX = "/__sim/"
 _decoder = msgspec.json.Decoder()
@@ -56,6 +56,7 @@ async def log_requests(request: web.Request, handler: Any) -> web.StreamResponse
 
 
 def _is_connect(path: str) -> bool:
+    path = path.removeprefix(REGION_PREFIXES["global"])
     return path.startswith("/apiv2/") or ".AuthService/" in path
 
 
@@ -109,7 +110,11 @@ async def add_account(request: web.Request) -> web.StreamResponse:
     data = await _json(request)
     try:
         account = state_of(request).add_account(
-            data.get("kind", "refresh_token"), data.get("exp_in_s"), data.get("plan", "free")
+            data.get("kind", "refresh_token"),
+            data.get("exp_in_s"),
+            data.get("plan", "free"),
+            data.get("region", "cn"),
+            data.get("issuer"),
         )
     except ValueError as exc:
         return _bad_request(str(exc))
@@ -120,6 +125,8 @@ async def add_account(request: web.Request) -> web.StreamResponse:
             "sub": account.sub,
             "exp": account.exp,
             "plan": account.plan,
+            "region": account.region,
+            "issuer": account.issuer,
         }
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from . import answers, tools
-from .common import bearer, body_of, json_response, state_of
+from .common import bearer, body_of, json_response, region_of, state_of
 from .config import K1_KIMIPLUS_ID
 from .faults import REST_STREAM_FAULTS
 from .files import note_items, referenced_files, rest_file_ids
@@ -61,7 +61,7 @@ def authed(handler: Callable[[web.Request, SimAccount], Awaitable[web.StreamResp
     async def wrapper(request: web.Request) -> web.StreamResponse:
         token = bearer(request)
         try:
-            account = state_of(request).account_for_access(token or "")
+            account = state_of(request).account_for_access(token or "", region_of(request))
         except InvalidToken:
             return auth_error()
         return await handler(request, account)
@@ -71,7 +71,7 @@ def authed(handler: Callable[[web.Request, SimAccount], Awaitable[web.StreamResp
 
 async def refresh_token(request: web.Request) -> web.StreamResponse:
     try:
-        access, refresh = state_of(request).refresh(bearer(request) or "")
+        access, refresh = state_of(request).refresh(bearer(request) or "", region_of(request))
     except InvalidToken:
         return auth_error()
     return json_response({"access_token": access, "refresh_token": refresh})

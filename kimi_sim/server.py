@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .app import SIM_STATE, create_app
 from .config import SimConfig
-from .state import SimState
+from .state import REGION_PREFIXES, SimState
 
 #: Seconds a stopping simulator waits for open streams before cancelling them.
 SHUTDOWN_TIMEOUT_S = 0.5
@@ -23,6 +23,11 @@ class SimServer:
     @property
     def config(self) -> SimConfig:
         return self.state.config
+
+    @property
+    def global_url(self) -> str:
+        """The international region's origin (www.kimi.ai); `url` itself is the China region (www.kimi.com)."""
+        return self.url + REGION_PREFIXES["global"]
 
     async def aclose(self) -> None:
         await self.runner.cleanup()

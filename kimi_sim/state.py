@@ -16,6 +16,13 @@ from .official_state import OfficialState
 from .tokens import decode_claims, mint_jwt, new_digits, new_xid
 
 AccountKind = Literal["refresh_token", "kimi_auth"]
+#: kimi-web-2026.md §1: `cn` is www.kimi.com (the simulator's root), `global` is www.kimi.ai (`/kimi-ai`).
+Region = Literal["cn", "global"]
+#: Each region's path prefix on the simulator's one origin.
+REGION_PREFIXES: dict[str, str] = {"cn": "", "global": "/kimi-ai"}
+#: Token issuers (kimi-web-2026.md §2.2): `user-center` (older: `space_id`, no `aud`), `account` (2026-09: `aud`,
+#: `code_membership`, no `space_id`).
+ISSUERS = ("user-center", "account")
 StreamStatus = Literal["running", "completed", "client_closed", "cut", "error"]
 #: Where an uploaded file's parse goes: `ready`, `failed`, or `never` (it stays processing: `parse_stalled`).
 ParseOutcome = Literal["ready", "failed", "never"]
@@ -41,6 +48,10 @@ class SimAccount:
     revoked: bool = False
     #: "free" or "paid": free accounts are refused the gated models (`SimConfig.paid_models`, `peak_hours`).
     plan: str = "free"
+    #: The region whose host serves this account; the other region answers its tokens 401.
+    region: str = "cn"
+    #: Which issuer style its tokens have (`ISSUERS`).
+    issuer: str = "user-center"
 
 
 @dataclass
@@ -195,14 +206,37 @@ class SimState:
 
     # -- accounts and tokens -------------------------------------------------------------------------
 
-    def add_account(self, kind: AccountKind, exp_in_s: int | None = None, plan: str = "free") -> SimAccount:
-        """A new user; its `token` is a refresh token or a kimi-auth JWT, expiring in `exp_in_s` seconds."""
+    def add_account(
+        self,
+        kind: AccountKind,
+        exp_in_s: int | None = None,
+        plan: str = "free",
+        region: str = "cn",
+        issuer: str | None = None,
+    ) -> SimAccount:
+        """A new user of `region`; its `token` is a refresh token or a kimi-auth JWT, expiring in `exp_in_s`
+        seconds. `issuer` defaults to the region's usual one: `account` on global, `user-center` on cn."""
         if kind not in ("refresh_token", "kimi_auth"):
             raise ValueError(f"unknown account kind {kind!r}")
         if plan not in ("free", "paid"):
             raise ValueError(f"unknown plan {plan!r}")
+        if region not in REGION_PREFIXES:
+            raise ValueError(f"unknown region {region!r}")
+        issuer = issuer or ("account" if region == "global" else "user-center")
+        if issuer not in ISSUERS:
+            raise ValueError(f"unknown issuer {issuer!r}")
         account = SimAccount(
-            kind, "", new_xid(), 0, new_xid(), new_xid(), new_digits(), new_digits(), plan=plan
+            kind,
+            "",
+            new_xid(),
+            0,
+            new_xid(),
+            new_xid(),
+            new_digits(),
+            new_digits(),
+            plan=plan,
+            region=region,
+            issuer=issuer,
         )
         if kind == "refresh_token":
             ttl = self.config.refresh_ttl_s if exp_in_s is None else exp_in_s
@@ -216,52 +250,58 @@ class SimState:
 
     def _base_claims(self, account: SimAccount, ttl_s: int) -> dict[str, Any]:
         now = int(time.time())
-        return {"iss": "user-center", "exp": now + ttl_s, "iat": now, "jti": new_xid()}
+        claims: dict[str, Any] = {"iss": account.issuer, "exp": now + ttl_s, "iat": now, "jti": new_xid()}
+        if account.issuer == "account":
+            claims["aud"] = ["kimi.ai" if account.region == "global" else "kimi.com"]
+        return claims
+
+    def _user_claims(self, account: SimAccount) -> dict[str, Any]:
+        """The user's ids; `space_id` only from the older issuer, `region` only on international tokens (no
+        China sample has one, kimi-web-2026.md §1.3)."""
+        claims: dict[str, Any] = {"sub": account.sub, "abstract_user_id": account.abstract_user_id}
+        if account.issuer == "user-center":
+            claims["space_id"] = account.space_id
+        if account.region == "global":
+            claims["region"] = "overseas"
+        return claims
 
     def mint_refresh(self, account: SimAccount, ttl_s: int) -> str:
-        claims = self._base_claims(account, ttl_s) | {
-            "typ": "refresh",
-            "sub": account.sub,
-            "space_id": account.space_id,
-            "abstract_user_id": account.abstract_user_id,
-        }
+        claims = self._base_claims(account, ttl_s) | {"typ": "refresh"} | self._user_claims(account)
         token = mint_jwt(claims)
         self.refresh_tokens[token] = account.sub
         return token
 
     def mint_access(self, account: SimAccount, ttl_s: int) -> str:
-        claims = self._base_claims(account, ttl_s) | {
-            "typ": "access",
-            "app_id": "kimi",
-            "sub": account.sub,
-            "space_id": account.space_id,
-            "abstract_user_id": account.abstract_user_id,
-            "ssid": account.ssid,
-            "device_id": account.device_id,
-            "region": "overseas",
-            "membership": {"level": 10},
-        }
+        claims = (
+            self._base_claims(account, ttl_s)
+            | {"typ": "access", "app_id": "kimi"}
+            | self._user_claims(account)
+            | {"ssid": account.ssid, "device_id": account.device_id, "membership": {"level": 10}}
+        )
+        if account.issuer == "account":
+            claims["code_membership"] = {"level": 10}
         return mint_jwt(claims)
 
-    def refresh(self, refresh_token: str) -> tuple[str, str]:
+    def refresh(self, refresh_token: str, region: str = "cn") -> tuple[str, str]:
         """A new (access_token, refresh_token); the old refresh token dies only with rotate_refresh_tokens."""
-        account = self._live_account(refresh_token, self.refresh_tokens.get(refresh_token), "refresh")
+        account = self._live_account(refresh_token, self.refresh_tokens.get(refresh_token), "refresh", region)
         if self.config.rotate_refresh_tokens:
             del self.refresh_tokens[refresh_token]
         access = self.mint_access(account, self.config.access_ttl_s)
         return access, self.mint_refresh(account, self.config.refresh_ttl_s)
 
-    def account_for_access(self, token: str) -> SimAccount:
-        """The account of a live access / kimi-auth JWT (typ=access, app_id=kimi), else InvalidToken."""
+    def account_for_access(self, token: str, region: str = "cn") -> SimAccount:
+        """The account of a live access / kimi-auth JWT (typ=access, app_id=kimi) of `region`, else
+        InvalidToken."""
         try:
             claims = decode_claims(token)
         except ValueError as exc:
             raise InvalidToken("malformed token") from exc
         if claims.get("app_id") != "kimi":
             raise InvalidToken("not a kimi access token")
-        return self._live_account(token, claims.get("sub"), "access")
+        return self._live_account(token, claims.get("sub"), "access", region)
 
-    def _live_account(self, token: str, sub: Any, typ: str) -> SimAccount:
+    def _live_account(self, token: str, sub: Any, typ: str, region: str) -> SimAccount:
         try:
             claims = decode_claims(token)
         except ValueError as exc:
@@ -273,6 +313,8 @@ class SimState:
             raise InvalidToken("wrong token type")
         if not isinstance(claims.get("exp"), int) or claims["exp"] <= time.time():
             raise InvalidToken("expired token")
+        if account.region != region:
+            raise InvalidToken("a token of the other region")
         return account
 
     def revoke(self, sub: str) -> bool:

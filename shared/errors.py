@@ -14,6 +14,7 @@
     │   │   ├── UpstreamQuotaExhausted    a quota of the account is used up: cool it for the quota window
     │   │   └── UpstreamStreamBusy        another stream of the user still runs: retry soon, cool nothing
     │   ├── UpstreamOverloaded        Kimi says it is overloaded (529 for Anthropic, 503 elsewhere)
+    │   ├── UpstreamPlanRequired      403 permission: the account's plan may not use this model; try another
     │   ├── UpstreamUnavailable       503 connection refused, 5xx
     │   ├── UpstreamTimeout           504 first byte or idle deadline passed
     │   └── UpstreamProtocolError     502 stream ended without its terminal event, bad frame
@@ -146,6 +147,18 @@ class UpstreamStreamBusy(UpstreamRateLimited):
 class UpstreamOverloaded(UpstreamError):
     kind: ClassVar[str] = "overloaded"
     http_status: ClassVar[int] = 503
+
+
+class UpstreamPlanRequired(UpstreamError):
+    """Kimi refused this model to the account's plan (a free account on K3: `resource_exhausted` with
+    `REASON_SERVER_OVERLOADED_FOR_FREE_USER` on a plan-gated lane, or any `paywall` detail; kimi-web-2026.md
+    §4.4). The account is not broken and not cooled: another account may serve the model. A client that still
+    gets it (no account could) sees a 403 `permission` saying the model needs a paid Kimi plan: retrying the
+    same request does not help, so it is not a 429 that SDKs would retry on their own."""
+
+    kind: ClassVar[str] = "permission"
+    http_status: ClassVar[int] = 403
+    retryable = False
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -149,6 +149,8 @@ class Start(_Internal, tag="start"):
 
     conversation_id: str | None = None
     account_id: str | None = None
+    #: The public name of the serving account's kind (`kimi_web`, `api_key`): the `x-upstream-kind` header.
+    kind: str | None = None
 
 
 class TextDelta(_Internal, tag="text"):

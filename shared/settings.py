@@ -103,6 +103,28 @@ def _default_log_format() -> str:
     return "console" if sys.stderr.isatty() else "json"
 
 
+#: The routing policies (upstream_worker/routing.py says what each means).
+UPSTREAM_POLICIES = ("web_first", "keys_first", "web_only", "keys_only")
+
+
+def _policy(value: str) -> str:
+    policy = value.strip().lower()
+    if policy not in UPSTREAM_POLICIES:
+        raise ValueError(f"UPSTREAM_POLICY must be one of {', '.join(UPSTREAM_POLICIES)}, got {value!r}")
+    return policy
+
+
+def _model_policies(entries: tuple[str, ...]) -> tuple[str, ...]:
+    """`pattern=policy` entries, each checked; kept as `pattern=policy` with the policy normalised."""
+    checked = []
+    for entry in entries:
+        pattern, sep, policy = entry.partition("=")
+        if not sep or not pattern.strip():
+            raise ValueError(f"UPSTREAM_POLICY_MODELS entries read MODEL_PATTERN=POLICY, got {entry!r}")
+        checked.append(f"{pattern.strip()}={_policy(policy)}")
+    return tuple(checked)
+
+
 def _default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -155,6 +177,43 @@ class PoolSettings(SettingsGroup):
         "TOKEN_ENCRYPTION_KEY", None, "Fernet key (or passphrase) encrypting tokens at rest"
     )
     probe_interval_s: float = setting("PROBE_INTERVAL_S", 30.0, "the prober's pass interval")
+    #: A key pasted without its base URL belongs to this platform (keys are regional: .ai global, .cn China).
+    moonshot_base_url: str = setting(
+        "MOONSHOT_BASE_URL",
+        "https://api.moonshot.ai",
+        "official API base URL of a key pasted without one",
+        normalize=lambda url: url.rstrip("/"),
+    )
+    #: Tier0 keys allow one request at a time (moonshot-official-api.md §10.4); raise it to the key's tier.
+    api_key_max_concurrency: int = setting(
+        "API_KEY_MAX_CONCURRENCY", 1, "parallel requests per official API key"
+    )
+    #: The API's 429 usually says "try again after N seconds", which wins over this.
+    api_key_cooldown_429_s: int = setting(
+        "API_KEY_COOLDOWN_429_S", 10, "an API key's cooling after a 429 without a wait hint"
+    )
+    #: A used-up balance: parked until an operator tops up (the prober's probe brings it back sooner).
+    api_key_quota_cooldown_s: int = setting(
+        "API_KEY_QUOTA_COOLDOWN_S", 600, "an API key's cooling after `exceeded_current_quota_error`"
+    )
+    #: kimi-web-2026.md §8: Connect's AuthService/RefreshToken first, the legacy REST refresh only behind a flag.
+    refresh_rest_fallback: bool = setting(
+        "KIMI_REFRESH_REST_FALLBACK", True, "after a failed Connect refresh, try GET /api/auth/token/refresh"
+    )
+    #: Accounts and tokens are bound to one region (kimi-web-2026.md §1): each region's web origin. An account
+    #: whose token names no region is called on KIMI_BASE_URL; an account may also name its own origin.
+    cn_base_url: str = setting(
+        "KIMI_CN_BASE_URL",
+        "https://www.kimi.com",
+        "web origin of China-region accounts (token aud kimi.com)",
+        normalize=lambda url: url.rstrip("/"),
+    )
+    global_base_url: str = setting(
+        "KIMI_GLOBAL_BASE_URL",
+        "https://www.kimi.ai",
+        "web origin of international accounts (token aud kimi.ai or region overseas)",
+        normalize=lambda url: url.rstrip("/"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +319,19 @@ class WorkerSettings(SettingsGroup):
     max_deliveries: int = setting("WORKER_MAX_DELIVERIES", 3, "deliveries before a job is dead-lettered")
     max_attempts: int = setting("WORKER_MAX_ATTEMPTS", 3, "accounts tried before the first token, per job")
     heartbeat_interval_s: float = setting("WORKER_HEARTBEAT_INTERVAL_S", 5.0, "heartbeat period")
+    #: Which upstream serves a model when both web accounts and API keys can (upstream_worker/routing.py).
+    upstream_policy: str = setting(
+        "UPSTREAM_POLICY",
+        "web_first",
+        "web_first, keys_first, web_only or keys_only",
+        normalize=_policy,
+    )
+    upstream_policy_models: tuple[str, ...] = setting(
+        "UPSTREAM_POLICY_MODELS",
+        (),
+        "per-model policies, e.g. moonshot-v1-*=keys_first,kimi-k2.7-code=keys_only (first match wins)",
+        normalize=_model_policies,
+    )
     #: While a job waits for Kimi's first event, a Keepalive goes on its reply stream this often, so the
     #: gateway's IDLE_TIMEOUT_S (120 s) measures real silence only; keep it at most a quarter of that.
     keepalive_interval_s: float = setting(

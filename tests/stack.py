@@ -88,11 +88,12 @@ class Stack:
     #: The worker processes (empty when the worker runs in-process).
     workers: list[WorkerProc] = field(default_factory=list)
 
-    async def add(self, kind: str = "kimi_auth") -> str:
-        """A simulator account saved in the pool; its account id."""
+    async def add(self, kind: str = "kimi_auth", **sim_account: Any) -> str:
+        """A simulator account (`SimState.add_account` options: plan, region, issuer) saved in the pool; its id."""
+        token = self.sim.state.add_account(kind, **sim_account).token  # type: ignore[arg-type]
         async with aiohttp.ClientSession() as session:
-            pool = Accounts(self.redis, PoolSettings(), session, self.sim.url)
-            account, _ = await pool.add(self.sim.state.add_account(kind).token)  # type: ignore[arg-type]
+            pool = Accounts(self.redis, PoolSettings(**sim_regions(self.sim)), session, self.sim.url)
+            account, _ = await pool.add(token)
         return account.id
 
     async def sim_state(self) -> dict[str, Any]:
@@ -142,8 +143,13 @@ async def stack_factory(
             **gateway_overrides: Any,
         ) -> Stack:
             common = CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url)
+            regions = sim_regions(kimi_sim)
             settings = GatewaySettings(
-                common=common, keepalive_interval_s=0.5, idle_timeout_s=30.0, request_timeout_s=40.0
+                common=common,
+                pool=PoolSettings(**regions),
+                keepalive_interval_s=0.5,
+                idle_timeout_s=30.0,
+                request_timeout_s=40.0,
             )
             settings = dataclasses.replace(settings, **gateway_overrides)
             token_service_url = await _start_token_service(exits, settings)
@@ -155,13 +161,13 @@ async def stack_factory(
             if worker_processes:
                 procs = Procs(tmp_path)
                 exits.callback(procs.stop_all)
-                env = _worker_env(redis_url, kimi_sim.url, worker_env or {})
+                env = _worker_env(redis_url, kimi_sim, worker_env or {})
                 stack.workers = [_start_worker(procs, env) for _ in range(worker_processes)]
                 await _registered(redis, procs, [w.name for w in stack.workers])
                 return stack
             worker_settings = WorkerSettings(
                 common=common,
-                pool=PoolSettings(max_concurrency_per_account=1, lease_ttl_s=30),
+                pool=PoolSettings(max_concurrency_per_account=1, lease_ttl_s=30, **regions),
                 concurrency=4,
                 consumer_name=f"sdk-{uuid.uuid4().hex[:6]}",
                 heartbeat_interval_s=0.1,
@@ -190,12 +196,19 @@ async def _start_token_service(exits: AsyncExitStack, gateway: GatewaySettings) 
     return f"http://127.0.0.1:{server.port}"
 
 
-def _worker_env(redis_url: str, sim_url: str, extra: Mapping[str, str]) -> dict[str, str]:
+def sim_regions(sim: SimServer) -> dict[str, str]:
+    """PoolSettings fields that send each Kimi region's accounts to the simulator's host of that region."""
+    return {"cn_base_url": sim.url, "global_base_url": sim.global_url}
+
+
+def _worker_env(redis_url: str, sim: SimServer, extra: Mapping[str, str]) -> dict[str, str]:
     """The in-process worker's settings, as a worker process reads them from its environment."""
     return {
         **os.environ,
         "REDIS_URL": redis_url,
-        "KIMI_BASE_URL": sim_url,
+        "KIMI_BASE_URL": sim.url,
+        "KIMI_CN_BASE_URL": sim.url,
+        "KIMI_GLOBAL_BASE_URL": sim.global_url,
         "WORKER_HOST": "127.0.0.1",
         "WORKER_METRICS_PORT": "0",
         "WORKER_CONCURRENCY": "4",

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kimi_sim.server import SimServer
 from kimi_sim.tokens import mint_jwt
-from shared.secret import Secret
+from shared.secret import Secret, mask
 from shared.settings import CommonSettings, PoolSettings, TokenServiceSettings
 from token_service.admin import is_loopback
 from token_service.app import ACCOUNTS, create_app
@@ -122,17 +122,35 @@ async def test_without_a_key_a_relayed_loopback_caller_is_not_local(
     assert (await client.post("/token/check", json={"token": "junk"}, headers=relayed)).status == 200
 
 
-async def test_extract_finds_the_token_and_masks_it(client: Client, kimi_sim: SimServer) -> None:
-    """/auth/extract accepts a Cookie header dump and answers with token_info and a masked token only."""
+async def test_extract_hands_the_whole_token_back_to_an_admin(client: Client, kimi_sim: SimServer) -> None:
+    """/auth/extract finds the token in a Cookie header dump and answers it whole, with token_info (as
+    kimi-free-api-fix does); a caller without the admin key gets 401 and no token."""
     token = kimi_sim.state.add_account("kimi_auth", exp_in_s=3600).token
     bodies = Bodies()
     cookies = f"Cookie: _ga=GA1.1; kimi-auth={quote(token, safe='')}; theme=dark"
     body = await bodies.json(client, "POST", "/auth/extract", json={"cookies": cookies}, headers=AUTH)
-    assert body["success"] is True
-    assert body["token"].startswith(token[:6]) and body["token"].endswith(token[-4:]) and "…" in body["token"]
+    assert body["success"] is True and body["token"] == token
     assert body["token_info"]["kind"] == "kimi_auth" and body["token_info"]["remaining_hours"] == 1.0
     missing = await bodies.json(client, "POST", "/auth/extract", json={"cookies": "theme=dark"}, headers=AUTH)
     assert missing == {"success": False, "error": "No kimi-auth token found in the provided cookies string"}
+    refused = await client.post("/auth/extract", json={"cookies": cookies})
+    assert refused.status == 401 and token not in await refused.text()
+
+
+async def test_only_extract_answers_a_whole_token(client: Client, kimi_sim: SimServer) -> None:
+    """Saving, listing, probing and checking an account never answer its token, only a masked preview."""
+    token = kimi_sim.state.add_account("kimi_auth", exp_in_s=3600).token
+    bodies = Bodies()
+    saved = await bodies.json(
+        client, "POST", "/auth/save", json={"cookies": f"kimi-auth={token}"}, headers=AUTH
+    )
+    account_id = saved["account_id"]
+    await bodies.json(client, "POST", "/admin/accounts", json={"token": token}, headers=AUTH)
+    status = await bodies.json(client, "GET", "/auth/status", headers=AUTH)
+    listed = await bodies.json(client, "GET", "/admin/accounts", headers=AUTH)
+    await bodies.json(client, "POST", f"/admin/accounts/{account_id}/probe", headers=AUTH)
+    await bodies.json(client, "POST", "/token/check", json={"token": token})
+    assert status["accounts"][0]["preview"] == listed["accounts"][0]["preview"] == mask(token)
     bodies.assert_no_secret(token)
 
 
@@ -187,7 +205,7 @@ async def test_expired_and_garbage_tokens_get_clear_400s(client: Client) -> None
     assert body == {
         "success": False,
         "error": "unsupported token type 'id': expected a kimi-auth (typ=access, app_id=kimi) or a refresh_token"
-        " (typ=refresh)",
+        " (typ=refresh) or an official API key (sk-…)",
         "type": "invalid_request",
         "param": "token",
     }

@@ -9,8 +9,8 @@ from kimi_sim.answers import answer_for, reasoning_for, search_results_for
 from kimi_sim.server import SimServer
 from shared.errors import (
     UpstreamAuthError,
-    UpstreamError,
     UpstreamOverloaded,
+    UpstreamPlanRequired,
     UpstreamProtocolError,
     UpstreamQuotaExhausted,
     UpstreamRateLimited,
@@ -152,10 +152,10 @@ async def test_2026_models_reach_kimi_with_their_entry(
 async def test_free_account_refused_k3_and_peak_hours(
     kimi_sim: SimServer, session: aiohttp.ClientSession
 ) -> None:
-    """A free account asking for K3 gets the overload trailer (UpstreamOverloaded); at peak hours on every model."""
+    """A free account refused K3 raises UpstreamPlanRequired; at peak hours Instant's refusal is UpstreamOverloaded."""
     driver = ConnectDriver(session, kimi_sim.url, FAST)
     free = creds_for(kimi_sim)
-    with pytest.raises(UpstreamOverloaded):
+    with pytest.raises(UpstreamPlanRequired, match="kimi-k3-swarm needs a paid Kimi plan"):
         await collect(driver, call_for(free, "kimi-k3-swarm"))
     assert text_of(await collect(driver, call_for(free, "kimi-k2.8"))) == answer_for("hello")
     kimi_sim.state.config = kimi_sim.state.config.replace({"peak_hours": True})
@@ -204,7 +204,7 @@ async def test_delete_chat(kimi_sim: SimServer, session: aiohttp.ClientSession) 
         ("done_then_error", {"code": "resource_exhausted"}, UpstreamOverloaded, None),
         ("unauthenticated_trailer", {}, UpstreamAuthError, None),
         ("cut_mid_stream", {"after_chunks": 2}, UpstreamProtocolError, None),
-        ("paywall", {}, UpstreamError, None),
+        ("paywall", {}, UpstreamPlanRequired, None),
         ("user_stream_pushing", {}, UpstreamStreamBusy, 2.0),
         ("quota_exhausted", {}, UpstreamQuotaExhausted, None),
     ],

@@ -12,6 +12,7 @@ from shared.errors import (
     UpstreamAuthError,
     UpstreamError,
     UpstreamOverloaded,
+    UpstreamPlanRequired,
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
@@ -233,7 +234,7 @@ OVERLOAD = {
         ({"code": "unavailable"}, UpstreamUnavailable),
         ({"code": "invalid_argument"}, BadRequest),
         ({"code": "internal"}, UpstreamError),
-        ({"code": "permission_denied", "details": [{"debug": {"paywall": {}}}]}, UpstreamError),
+        ({"code": "permission_denied", "details": [{"debug": {"paywall": {}}}]}, UpstreamPlanRequired),
     ],
 )
 def test_connect_trailer_errors(error: dict[str, object], exc: type[GatewayError]) -> None:
@@ -246,14 +247,14 @@ def test_connect_trailer_errors(error: dict[str, object], exc: type[GatewayError
 
 
 def test_overload_message_and_paywall_status() -> None:
-    """The overload error carries Kimi's localized message; a paywall answers 402."""
+    """The overload error carries Kimi's localized message; a paywall answers 403 (a paid plan is needed)."""
     with pytest.raises(UpstreamOverloaded, match="Too many people"):
         ConnectStream("c", silent=False).feed(Frame(2, msgspec.json.encode({"error": OVERLOAD})), [])
-    with pytest.raises(UpstreamError) as info:
+    with pytest.raises(UpstreamPlanRequired) as info:
         ConnectStream("c", silent=False).feed(
             Frame(2, b'{"error":{"code":"resource_exhausted","details":[{"debug":{"paywall":{"x":1}}}]}}'), []
         )
-    assert info.value.status == 402
+    assert info.value.status == 403 and info.value.kind == "permission"
 
 
 # ---------------------------------------------------------------- HTTP errors

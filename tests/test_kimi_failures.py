@@ -8,11 +8,21 @@ from shared.errors import (
     GatewayError,
     NotFound,
     UpstreamOverloaded,
+    UpstreamPlanRequired,
     UpstreamQuotaExhausted,
     UpstreamRateLimited,
     UpstreamStreamBusy,
 )
-from upstream_worker.kimi.failures import ConnectErrorBody, connect_error, http_error, rest_error
+from shared.models import ModelSpec, resolve_model
+from upstream_worker.kimi.failures import (
+    OVERLOAD_REASON,
+    ConnectErrorBody,
+    connect_error,
+    http_error,
+    plan_gated,
+    plan_required,
+    rest_error,
+)
 from upstream_worker.kimi.files import FileForgotten
 
 
@@ -65,6 +75,45 @@ def test_http_error_quota(status: int, body: bytes, exc: type[GatewayError], ret
     err = http_error(status, body, "60")
     assert type(err) is exc
     assert err.retry_after_s == retry_after_s
+
+
+@pytest.mark.parametrize(
+    ("model", "gated"),
+    [
+        ("kimi-k3", True),
+        ("kimi-k3-swarm-max", True),
+        ("kimi-k2.8-low", True),
+        ("kimi-k2.6-instant", False),
+        ("kimi-k2.5-agent", False),
+        ("kimi", False),
+    ],
+)
+def test_plan_gated_lanes(model: str, gated: bool) -> None:
+    """Only the 2026 catalogue's agent lanes (K2.8, K3, K3 Swarm) are gated by plan; Instant and K2.5 are not."""
+    assert plan_gated(_spec(model)) is gated
+
+
+def test_free_user_refusal_on_a_gated_lane_is_the_plan() -> None:
+    """The free-user refusal on K3 becomes a 403 `permission` naming the model and Kimi's own text."""
+    refusal = connect_error(ConnectErrorBody("resource_exhausted", "Too many people", [], OVERLOAD_REASON))
+    err = plan_required(_spec("kimi-k3"), refusal)
+    assert type(err) is UpstreamPlanRequired
+    assert (err.status, err.kind, err.retryable) == (403, "permission", False)
+    assert err.message == (
+        "kimi-k3 needs a paid Kimi plan; this account's plan was refused it (Kimi: Too many people)"
+    )
+
+
+def test_paywall_detail_is_the_plan() -> None:
+    """A `paywall` detail is a plan refusal whatever the code and reason."""
+    err = http_error(200, b'{"code":"resource_exhausted","details":[{"debug":{"paywall":{"a":1}}}]}', None)
+    assert type(err) is UpstreamPlanRequired
+
+
+def _spec(model: str) -> ModelSpec:
+    spec = resolve_model(model)
+    assert spec is not None
+    return spec
 
 
 def test_an_unknown_file_id_is_a_stale_upload_an_unknown_chat_is_not() -> None:

@@ -153,11 +153,14 @@ def test_api_thinking_flags() -> None:
 
 
 def test_web_accounts_cannot_serve_api_only_models() -> None:
-    """An API-only id gives refresh_token accounts the "moonshot" protocol and the Connect request refuses it."""
+    """An API-only id has no protocol for either web kind (only a key's), and the Connect request refuses it too."""
     spec = resolve_model("kimi-k2.7-code")
     assert spec is not None
-    assert protocol_for("refresh_token", spec) == "moonshot"
-    assert protocol_for("kimi_auth", spec) == "connect"  # the kind's rule; the Connect driver then refuses:
+    for kind in ("refresh_token", "kimi_auth"):
+        with pytest.raises(ServiceUnavailable) as caught:
+            protocol_for(kind, spec)
+        assert caught.value.message == f"an account of kind {kind!r} cannot serve the model 'kimi-k2.7-code'"
+    assert protocol_for("api_key", spec) == "moonshot"
     request = ChatRequest(request_id="r", model=spec.id, messages=[Message(role="user", content="x")])
     with pytest.raises(ServiceUnavailable, match=r"kimi-k2\.7-code"):
         build_request(request, spec, None, None)

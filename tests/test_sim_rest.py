@@ -87,9 +87,9 @@ async def test_refresh_returns_access_and_refresh_tokens_with_documented_claims(
         "abstract_user_id",
         "ssid",
         "device_id",
-        "region",
         "membership",
     }
+    assert "region" not in access and "aud" not in access  # a China-region account of the older issuer
     assert refresh["typ"] == "refresh" and refresh["exp"] - refresh["iat"] == 90 * 86400
     assert set(refresh) == {"iss", "exp", "iat", "jti", "typ", "sub", "space_id", "abstract_user_id"}
     assert tokens["access_token"].split(".")[0] == "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9"

@@ -87,6 +87,17 @@ async def test_cli_adds_imports_lists_probes_and_removes(
     assert all(one.token not in text and two.token not in text for text in PRINTED)
 
 
+async def test_cli_add_takes_an_accounts_own_base_url(redis_url: str, kimi_sim: SimServer) -> None:
+    """`accounts add TOKEN --base-url URL` stores the account's own origin, and `list` shows where it is called."""
+    token = kimi_sim.state.add_account("kimi_auth", region="global").token
+    code, out, _ = await cli(redis_url, kimi_sim.url, "add", token, "--base-url", "https://proxy.example/")
+    assert code == 0 and out.startswith("added ")
+    code, out, _ = await cli(redis_url, kimi_sim.url, "list")
+    assert code == 0 and out.rstrip().endswith("  https://proxy.example")
+    code, _, err = await cli(redis_url, kimi_sim.url, "add", token, "--base-url", "proxy.example")
+    assert code == 1 and "base_url must be an http(s) origin" in err
+
+
 async def test_accounts_of_the_untagged_layout_move_to_the_pool_keys_at_start(
     aiohttp_client: ClientFactory, redis_url: str, redis: aioredis.Redis, kimi_sim: SimServer
 ) -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from kimi_sim.answers import answer_for
 from kimi_sim.server import SimServer
@@ -18,6 +19,7 @@ from shared.errors import (
     UpstreamAuthError,
     UpstreamError,
     UpstreamOverloaded,
+    UpstreamPlanRequired,
     UpstreamProtocolError,
     UpstreamQuotaExhausted,
     UpstreamRateLimited,
@@ -59,6 +61,7 @@ POOL = PoolSettings(max_concurrency_per_account=8, lease_ttl_s=30, cooldown_429_
         (ContentFiltered("x"), "ok"),
         (asyncio.CancelledError(), "cancelled"),
         (UpstreamStreamBusy("x"), "cancelled"),
+        (UpstreamPlanRequired("x"), "cancelled"),
         (UpstreamQuotaExhausted("x"), "quota"),
         (UpstreamRateLimited("your quota is used up"), "rate_limited"),
         (UpstreamOverloaded("x"), "overloaded"),
@@ -139,8 +142,8 @@ class _UsageReporting:
         return await self._inner.cleanup(call)
 
 
-def _reporting(session: aiohttp.ClientSession, settings: WorkerSettings) -> Driver:
-    return _UsageReporting(DRIVERS["connect"](session, settings))
+def _reporting(session: aiohttp.ClientSession, settings: WorkerSettings, redis: aioredis.Redis) -> Driver:
+    return _UsageReporting(DRIVERS["connect"](session, settings, redis))
 
 
 async def test_drivers_own_usage_goes_out_unchanged(redis, redis_url: str, kimi_sim: SimServer) -> None:

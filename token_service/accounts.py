@@ -22,6 +22,7 @@ from shared.settings import PoolSettings
 from token_service.kinds import admit
 from token_service.passthrough import PassThroughAccounts
 from token_service.pool import AccountPool
+from token_service.regions import checked_base_url
 from token_service.store import Account, now_ms
 
 
@@ -38,9 +39,12 @@ class Accounts(AccountPool):
         super().__init__(redis, settings, session, kimi_base_url)
         self.passthrough = PassThroughAccounts(redis, settings)
 
-    async def add(self, text: str) -> tuple[Account, bool]:
-        """Save the credential in pasted text (BadRequest when no kind recognises it or it has expired)."""
-        return await self.store.save(admit(text))
+    async def add(self, text: str, base_url: str | None = None) -> tuple[Account, bool]:
+        """Save the credential in pasted text (BadRequest when no kind recognises it or it has expired);
+        what the text left out (an API key's
+        base URL) comes from the settings; `base_url` gives a web account its own origin (token_service/regions.py), "" clears it."""
+        own = checked_base_url(base_url) if base_url else base_url
+        return await self.store.save(admit(text).with_defaults(self.settings), base_url=own)
 
     async def add_ephemeral(self, tokens: Sequence[str]) -> list[str]:
         """Pass-through tokens as accounts with a TTL, as the gateway stores them."""

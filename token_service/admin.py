@@ -1,13 +1,13 @@
 """The admin token API, served by the token service alone (`add_admin_routes(app)`); the gateway forwards
 every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
 
-    POST /auth/extract        {"cookies": …}            → {success, token (masked), token_info}
-    POST /auth/save           {"cookies"|"token": …}    → {success, account_id, token_info}
+    POST /auth/extract        {"cookies": …}            → {success, token (whole), token_info}
+    POST /auth/save           {"cookies"|"token": …, "base_url"?} → {success, account_id, token_info}
     GET  /auth/status                                   → {has_token, accounts: […]}
     POST /auth/clear (GET kept for compatibility)       → {success, removed}
     POST /token/check         {"token": …}              → {"live": bool}   (not admin-protected)
     GET  /admin/accounts                                → {accounts: […]}
-    POST /admin/accounts      {"token"|"tokens"|"text"} → {added: […], errors: […]}
+    POST /admin/accounts      {"token"|"tokens"|"text", "base_url"?} → {added: […], errors: […]}
     DELETE /admin/accounts/{id};  POST /admin/accounts/{id}/enable | /disable | /probe
     POST /admin/accounts/probe                          → {results: {id: verdict}}
 
@@ -15,7 +15,9 @@ The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx,
 Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a
 key only loopback callers are served (others get 401): a loopback peer that sent no Forwarded /
 X-Forwarded-For / X-Real-IP header, so a remote caller relayed by a proxy on this host (the gateway adds the
-caller's address) is never taken for a local one. No response ever holds a whole token: previews are masked.
+caller's address) is never taken for a local one. Only /auth/extract answers a whole token (its purpose is to hand
+the admin back the token found in what they pasted, as kimi-free-api-fix does); every other response shows masked
+previews.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from aiohttp import web
 
 from shared.errors import AuthenticationFailed, BadRequest, GatewayError, PayloadTooLarge
 from shared.logging import get_logger
-from shared.secret import Secret, mask
+from shared.secret import Secret
 from token_service import prober
 from token_service.accounts import Accounts
 from token_service.jwt_info import decode_claims, extract_jwt, token_info
@@ -62,6 +64,8 @@ class ExtractBody(msgspec.Struct, forbid_unknown_fields=False):
 class SaveBody(msgspec.Struct, forbid_unknown_fields=False):
     cookies: str | None = None
     token: str | None = None
+    #: The account's own Kimi origin (token_service/regions.py); absent: its region's.
+    base_url: str | None = None
 
 
 class CheckBody(msgspec.Struct, forbid_unknown_fields=False):
@@ -72,6 +76,7 @@ class AddBody(msgspec.Struct, forbid_unknown_fields=False):
     token: str | None = None
     tokens: list[str] | None = None
     text: str | None = None
+    base_url: str | None = None
 
 
 _json = msgspec.json.Encoder()
@@ -88,11 +93,12 @@ def add_admin_routes(app: web.Application) -> None:
 
 
 async def extract(request: web.Request) -> web.Response:
+    """The token found in pasted cookies, whole (kimi-web-connect.md §4.6): the admin asked for it back."""
     body = await _body(request, ExtractBody)
     token = extract_jwt(body.cookies)
     if token is None:
         return _ok({"success": False, "error": "No kimi-auth token found in the provided cookies string"})
-    return _ok({"success": True, "token": mask(token), "token_info": _info_or_error(token)})
+    return _ok({"success": True, "token": token, "token_info": _info_or_error(token)})
 
 
 async def save(request: web.Request) -> web.Response:
@@ -100,7 +106,7 @@ async def save(request: web.Request) -> web.Response:
     raw = body.token or body.cookies
     if not raw:
         raise BadRequest("give the token as `token` or `cookies`", param="token")
-    account, created = await _ctx(request).accounts.add(raw)
+    account, created = await _ctx(request).accounts.add(raw, body.base_url)
     info = _info_or_error(extract_jwt(raw) or raw.strip())
     return _ok({"success": True, "account_id": account.id, "created": created, "token_info": info})
 
@@ -134,7 +140,7 @@ async def add_accounts(request: web.Request) -> web.Response:
     errors: list[dict[str, Any]] = []
     for line, candidate in enumerate(candidates, start=1):
         try:
-            account, created = await _ctx(request).accounts.add(candidate)
+            account, created = await _ctx(request).accounts.add(candidate, body.base_url)
             added.append({"account_id": account.id, "created": created, "kind": account.kind})
         except BadRequest as exc:
             errors.append({"line": line, "error": exc.message})

@@ -1,7 +1,8 @@
 """Operator CLI on Redis directly: `python -m token_service accounts list|add|import|remove|probe`.
 
 accounts list                 one line per account: id, kind, state, user, expiry, hours left
-accounts add TOKEN            a credential of any kind (a kimi-auth JWT, a refresh_token, a pasted cookie)
+accounts add TOKEN [--base-url URL]   a credential of any kind (a kimi-auth JWT, a refresh_token, a pasted
+                                     cookie, an API key sk-…[@base]); --base-url: its own Kimi origin instead of its region's
 accounts import FILE          one token per line (`-` reads stdin); blank lines and `#` comments skipped
 accounts remove ID
 accounts probe [ID]           one account, or every account that is not disabled
@@ -31,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     accounts = commands.add_parser("accounts", help="manage the Kimi account pool in Redis")
     actions = accounts.add_subparsers(dest="action", required=True)
     actions.add_parser("list")
-    actions.add_parser("add").add_argument("token")
+    add = actions.add_parser("add")
+    add.add_argument("token")
+    add.add_argument("--base-url", help="the account's own Kimi origin (default: its token's region's)")
     actions.add_parser("import").add_argument("file")
     actions.add_parser("remove").add_argument("account_id")
     actions.add_parser("probe").add_argument("account_id", nargs="?")
@@ -63,7 +66,7 @@ async def _dispatch(accounts: Accounts, args: argparse.Namespace) -> int:
         case "list":
             _print_accounts(await accounts.list())
         case "add":
-            return await _add(accounts, [args.token])
+            return await _add(accounts, [args.token], args.base_url)
         case "import":
             return await _add(accounts, args.lines)
         case "remove":
@@ -80,11 +83,11 @@ async def _dispatch(accounts: Accounts, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _add(accounts: Accounts, lines: Sequence[str]) -> int:
+async def _add(accounts: Accounts, lines: Sequence[str], base_url: str | None = None) -> int:
     failed = 0
     for number, line in enumerate(lines, start=1):
         try:
-            account, created = await accounts.add(line)
+            account, created = await accounts.add(line, base_url)
         except GatewayError as exc:
             failed += 1
             print(f"line {number}: {exc.message}", file=sys.stderr)
@@ -104,4 +107,7 @@ def _print_accounts(accounts: Sequence[Account]) -> None:
     for a in accounts:
         hours = f"{a.hours_left:.1f}h" if a.hours_left is not None else "-"
         user = a.user_id or "-"
-        print(f"{a.id}  {a.kind:<13}  {a.state:<8}  {user:<20}  {a.expires_at or '-'}  {hours}  {a.preview}")
+        print(
+            f"{a.id}  {a.kind:<13}  {a.state:<8}  {user:<20}  {a.expires_at or '-'}  {hours}  {a.preview}"
+            f"  {a.origin or '-'}"
+        )

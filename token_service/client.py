@@ -3,11 +3,13 @@
 
 Workers (upstream_worker/resources.py, runner.py):
     pool = AccountPool(redis, settings.pool, session, settings.common.kimi_base_url)
-    lease = await pool.lease(exclude=…, only=…, wait_s=…)    # Lease; RateLimited | ServiceUnavailable
+    lease = await pool.lease(exclude=…, only=…, kinds=…, wait_s=…)   # Lease; RateLimited | ServiceUnavailable
     creds = await pool.credentials(lease)                     # Credentials; refreshes single-flight
     await pool.extend(lease)                                  # bool
     await pool.release(lease, outcome, retry_after_s=None, detail=None)
     protocol_for(lease.kind, spec)                            # the driver that serves this model
+    kinds_serving(spec)                                       # {"kimi_web": kinds, "api_key": kinds} for a model
+    upstream_of(lease.kind)                                   # "kimi_web" | "api_key": the kind's public name
 The gateway (gateway/auth.py, gateway/admin_proxy.py):
     passthrough_tokens(credential)                            # `Bearer T1,T2` → the tokens, or None
     check_passthrough(tokens)                                 # routes that need no job: checked, not stored
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from shared.settings import TokenServiceSettings
 from token_service.admin import ADMIN_ROUTES as _ADMIN_ROUTES
-from token_service.kinds import protocol_for
+from token_service.kinds import UPSTREAMS, Upstream, kinds_serving, protocol_for, upstream_of
 from token_service.leases import Lease
 from token_service.passthrough import PassThroughAccounts, check_passthrough, passthrough_tokens
 from token_service.pool import BUSY_POLL_S, AccountPool, Credentials, ReleaseOutcome
@@ -28,14 +30,18 @@ __all__ = [
     "ADMIN_MAX_BODY_BYTES",
     "ADMIN_ROUTES",
     "BUSY_POLL_S",
+    "UPSTREAMS",
     "AccountPool",
     "Credentials",
     "Lease",
     "PassThroughAccounts",
     "ReleaseOutcome",
+    "Upstream",
     "check_passthrough",
+    "kinds_serving",
     "passthrough_tokens",
     "protocol_for",
+    "upstream_of",
 ]
 
 #: The token service's HTTP routes (method, path template), which the gateway forwards to it unchanged.

@@ -40,6 +40,8 @@ class Claims(msgspec.Struct, frozen=True):
     space_id: str = ""
     region: str = ""
     membership_level: int | None = None
+    #: The 2026 issuer's audience (`["kimi.ai"]`); a string or a list in the token, always a tuple here.
+    aud: tuple[str, ...] = ()
 
 
 def extract_jwt(text: str) -> str | None:
@@ -93,7 +95,16 @@ def _claims_from(raw: dict[str, Any]) -> Claims:
         space_id=_text(raw.get("space_id")),
         region=_text(raw.get("region")),
         membership_level=_int_or_none(level),
+        aud=_audience(raw.get("aud")),
     )
+
+
+def _audience(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(item for item in value if isinstance(item, str))
+    return ()
 
 
 def _text(value: object) -> str:

@@ -6,32 +6,38 @@ A kind is everything the system must know about one sort of upstream credential 
     bearer_shape   whether one part of a client's `Bearer T1,T2` is meant as this kind's credential (pass-through)
     refresh        how the credential becomes a short-lived bearer, or None: it is the bearer itself
     probe          one cheap authenticated call, given the credential and the bearer to present
-    protocol_for   which upstream protocol serves a model with an account of this kind
+    protocol_for   which upstream protocol serves a model with an account of this kind, None when it cannot
     limits         per-account concurrency cap and cooldowns, from the pool settings
+    upstream       its public name, the class routing chooses between: "kimi_web" or "api_key"
 Credentials are a msgspec tagged union (`Credential`) tagged by the kind's name; an account hash stores its one
 credential sealed as that JSON. Nothing outside this module compares a kind's name: code asks the registry.
 
-Today's kinds are both Kimi JWTs, told apart by their payload (kimi-web-rest.md §2.1, kimi-web-connect.md §4.2):
+Two kinds are Kimi web JWTs, told apart by their payload (kimi-web-rest.md §2.1, kimi-web-connect.md §4.2):
     kimi_auth       typ=access, app_id=kimi: itself the Bearer of the Connect API
     refresh_token   typ=refresh: exchanged for a short-lived access token (GET /api/auth/token/refresh)
+the third is an official Open Platform key (moonshot-official-api.md; pasted forms in token_service/api_keys.py):
+    api_key         `sk-…` with the base URL of its platform: the Bearer of the official API; never pass-through
 A new kind is its credential struct (added to `Credential`), its functions and one `Kind(...)` row
 (docs/ARCHITECTURE.md, "Add an upstream kind").
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, get_args
+from typing import Any, Generic, Literal, Self, TypeVar, get_args
 
 import msgspec
 
 from shared.errors import BadRequest, ServiceUnavailable
 from shared.models import ModelSpec
 from shared.settings import PoolSettings
+from token_service import api_keys
 from token_service.jwt_info import account_id_for, decode_claims, extract_jwt, iso, looks_like_jwt
 from token_service.kimi_auth import KimiAuthClient
+from token_service.regions import region_of
 
 # -- states -------------------------------------------------------------------------------------------------
 
@@ -44,6 +50,10 @@ IN_SERVICE: tuple[AccountState, ...] = ("active", "cooling")
 #: Why an account cools down; each kind says for how long when Kimi gave no Retry-After.
 CoolReason = Literal["rate_limited", "quota", "overloaded"]
 COOL_REASONS: tuple[CoolReason, ...] = get_args(CoolReason)
+
+#: A kind's public name: what routing chooses between, the `x-upstream-kind` header and the metrics' `kind`.
+Upstream = Literal["kimi_web", "api_key"]
+UPSTREAMS: tuple[Upstream, ...] = get_args(Upstream)
 
 # -- credentials --------------------------------------------------------------------------------------------
 
@@ -59,6 +69,8 @@ class Identity(msgspec.Struct, frozen=True):
     #: Kimi's per-device ids; empty when the credential carries none (the store then draws stable ones).
     device_id: str = ""
     session_id: str = ""
+    #: The Kimi region the credential names (token_service/regions.py), "" when it names none.
+    region: str = ""
 
 
 class CredentialBase(msgspec.Struct, frozen=True, tag_field="kind", forbid_unknown_fields=True):
@@ -75,6 +87,10 @@ class CredentialBase(msgspec.Struct, frozen=True, tag_field="kind", forbid_unkno
     def origin(self) -> str | None:
         """Where calls as this account go; None: KIMI_BASE_URL (a kind with its own host overrides this)."""
         return None
+
+    def with_defaults(self, settings: PoolSettings) -> Self:
+        """The credential as it is stored: what the pasted text left out filled from the settings."""
+        return self
 
 
 class _KimiJwt(CredentialBase, frozen=True):
@@ -93,6 +109,7 @@ class _KimiJwt(CredentialBase, frozen=True):
             iat=claims.iat,
             device_id=claims.device_id,
             session_id=claims.ssid,
+            region=region_of(claims) or "",
         )
 
 
@@ -104,7 +121,29 @@ class RefreshTokenCredential(_KimiJwt, tag="refresh_token", frozen=True):
     """Kimi's `refresh_token`: exchanged for short-lived access tokens, and rotated by Kimi now and then."""
 
 
-Credential = KimiAuthCredential | RefreshTokenCredential
+class ApiKeyCredential(CredentialBase, tag="api_key", frozen=True):
+    """An official Open Platform key and the base URL of its platform (keys are regional: §1)."""
+
+    key: str
+    #: `https://api.moonshot.ai` or `https://api.moonshot.cn` (or a stand-in); "" until `with_defaults`.
+    base_url: str = ""
+
+    @property
+    def secret(self) -> str:
+        return self.key
+
+    def identity(self) -> Identity:
+        # Another namespace than the JWT kinds' ids; the same key on another base URL is the same account.
+        return Identity(account_id=hashlib.sha256(f"api_key:{self.key}".encode()).hexdigest()[:12])
+
+    def origin(self) -> str | None:
+        return self.base_url or None
+
+    def with_defaults(self, settings: PoolSettings) -> Self:
+        return self if self.base_url else msgspec.structs.replace(self, base_url=settings.moonshot_base_url)
+
+
+Credential = KimiAuthCredential | RefreshTokenCredential | ApiKeyCredential
 
 _credential_encoder = msgspec.json.Encoder()
 _credential_decoder = msgspec.json.Decoder(Credential)
@@ -168,8 +207,10 @@ class Kind(Generic[C]):
     refresh: Callable[[KimiAuthClient, C], Awaitable[Refreshed[C]]] | None
     #: (client, credential, bearer) → None, or a `shared.errors.UpstreamError`.
     probe: Callable[[KimiAuthClient, C, str], Awaitable[None]]
-    protocol_for: Callable[[ModelSpec], str]
+    #: The protocol an account of this kind speaks for a model; None: it cannot serve that model.
+    protocol_for: Callable[[ModelSpec], str | None]
     limits: Callable[[PoolSettings], Limits]
+    upstream: Upstream
     #: How a secret stored before credentials were tagged reads (only kinds that existed then have one).
     from_bare_secret: Callable[[str], C] | None = None
 
@@ -240,13 +281,14 @@ def _web_limits(settings: PoolSettings) -> Limits:
     )
 
 
-def _always_connect(spec: ModelSpec) -> str:
-    """A kimi-auth token has no refresh token to reach the REST API with: every model goes over Connect."""
-    return "connect"
+def _always_connect(spec: ModelSpec) -> str | None:
+    """A kimi-auth token has no refresh token to reach the REST API with: every web model goes over Connect."""
+    return "connect" if spec.web else None
 
 
-def _model_protocol(spec: ModelSpec) -> str:
-    return spec.protocol
+def _model_protocol(spec: ModelSpec) -> str | None:
+    """The model's web lane; a model only the official API serves has none."""
+    return spec.protocol if spec.web else None
 
 
 KIMI_AUTH: Kind[KimiAuthCredential] = Kind(
@@ -259,6 +301,7 @@ KIMI_AUTH: Kind[KimiAuthCredential] = Kind(
     probe=_probe_connect,
     protocol_for=_always_connect,
     limits=_web_limits,
+    upstream="kimi_web",
     from_bare_secret=KimiAuthCredential,
 )
 
@@ -272,11 +315,58 @@ REFRESH_TOKEN: Kind[RefreshTokenCredential] = Kind(
     probe=_probe_rest,
     protocol_for=_model_protocol,
     limits=_web_limits,
+    upstream="kimi_web",
     from_bare_secret=RefreshTokenCredential,
 )
 
+# -- official API keys ----------------------------------------------------------------------------------------
+
+
+def _recognize_key(text: str) -> ApiKeyCredential | None:
+    form = api_keys.parse(text)
+    return ApiKeyCredential(form.key, form.base_url) if form is not None else None
+
+
+def _never_passthrough(part: str) -> bool:
+    """Many clients send a dummy `sk-…` key to an open gateway: a client's key is never taken for an account."""
+    return False
+
+
+async def _probe_key(auth: KimiAuthClient, credential: ApiKeyCredential, bearer: str) -> None:
+    await api_keys.probe(auth.session, credential.base_url or api_keys.REGIONS["global"], bearer)
+
+
+def _api_protocol(spec: ModelSpec) -> str | None:
+    return "moonshot" if spec.api is not None else None
+
+
+def _key_limits(settings: PoolSettings) -> Limits:
+    """The key's tier caps its concurrency; the API's 429s name their wait, which wins over these."""
+    return Limits(
+        max_in_flight=max(1, settings.api_key_max_concurrency),
+        cooldown_s={
+            "rate_limited": settings.api_key_cooldown_429_s,
+            "quota": settings.api_key_quota_cooldown_s,
+            "overloaded": settings.cooldown_overload_s,
+        },
+    )
+
+
+API_KEY: Kind[ApiKeyCredential] = Kind(
+    name="api_key",
+    label="an official API key (sk-…)",
+    credential_type=ApiKeyCredential,
+    recognize=_recognize_key,
+    bearer_shape=_never_passthrough,
+    refresh=None,
+    probe=_probe_key,
+    protocol_for=_api_protocol,
+    limits=_key_limits,
+    upstream="api_key",
+)
+
 #: Every kind, in the order pasted text is tried against them.
-KINDS: tuple[Kind[Any], ...] = (KIMI_AUTH, REFRESH_TOKEN)
+KINDS: tuple[Kind[Any], ...] = (KIMI_AUTH, REFRESH_TOKEN, API_KEY)
 
 # -- lookups ------------------------------------------------------------------------------------------------
 
@@ -332,8 +422,29 @@ def is_credential_shaped(part: str) -> bool:
 
 
 def protocol_for(kind_name: str, spec: ModelSpec) -> str:
-    """The upstream protocol an account of this kind speaks for this model (the worker's driver key)."""
-    return kind_named(kind_name).protocol_for(spec)
+    """The upstream protocol an account of this kind speaks for this model (the worker's driver key);
+    ServiceUnavailable when the kind cannot serve the model (the lease's kinds filter keeps that from
+    happening)."""
+    protocol = kind_named(kind_name).protocol_for(spec)
+    if protocol is None:
+        raise ServiceUnavailable(f"an account of kind {kind_name!r} cannot serve the model {spec.id!r}")
+    return protocol
+
+
+def upstream_of(kind_name: str) -> Upstream | None:
+    """The public name of a kind (`kimi_web`, `api_key`); None for a kind this process does not know."""
+    kind = _BY_NAME.get(kind_name)
+    return kind.upstream if kind is not None else None
+
+
+def kinds_serving(spec: ModelSpec) -> dict[Upstream, frozenset[str]]:
+    """For each public upstream, the names of the kinds whose accounts can serve the model (maybe none)."""
+    return {
+        upstream: frozenset(
+            kind.name for kind in KINDS if kind.upstream == upstream and kind.protocol_for(spec) is not None
+        )
+        for upstream in UPSTREAMS
+    }
 
 
 def max_in_flight(settings: PoolSettings) -> dict[str, int]:
@@ -343,7 +454,10 @@ def max_in_flight(settings: PoolSettings) -> dict[str, int]:
 
 
 def _refusal(text: str) -> BadRequest:
-    """Why no kind took the text: the JWT's own defect, else its type against every accepted kind."""
+    """Why no kind took the text: an API key's defect, the JWT's own, else its type against every kind."""
+    key_defect = api_keys.defect(text)
+    if key_defect is not None:
+        return BadRequest(key_defect, param="token")
     token = extract_jwt(text) or text.strip()
     try:
         claims = decode_claims(token)

@@ -129,8 +129,10 @@ end
 _PLACE = PLACE_LUA + "place(P.account_id)\nreturn 1\n"
 _REBUILD = PLACE_LUA + "rebuild()\nreturn 1\n"
 
-# P: ttl_ms, lease_id, exclude (ids), only (ids; absent: the whole pool), fields (hash fields to answer).
-# Ephemeral (pass-through) accounts are only leased when named in `only`.
+# P: ttl_ms, lease_id, exclude (ids), only (ids; absent: the whole pool), kinds (kind names; absent: every kind
+# this process knows), fields (hash fields to answer).
+# Ephemeral (pass-through) accounts are only leased when named in `only`. Accounts of a kind outside `kinds` are
+# walked past like those of a kind this process does not know (left where they are, never leased).
 # Answers a flat name/value list: status ok | busy | cooling | none, then account_id and the `fields` of the
 # leased account (they save `AccountPool.credentials` a round trip on the first token's path), `busy` (how many
 # candidates are at their cap) or `soonest_ms` (when the first cooling candidate is back).
@@ -143,6 +145,13 @@ local exclude = {}
 for _, id in ipairs(P.exclude) do exclude[id] = true end
 local nex = #P.exclude
 local only = P.only
+local wanted_kinds = nil
+if P.kinds ~= nil then
+  wanted_kinds = {}
+  for _, kind in ipairs(P.kinds) do wanted_kinds[kind] = true end
+end
+-- Of a kind this lease may take (and that this process knows).
+local function wanted(a) return a.cap ~= nil and (wanted_kinds == nil or wanted_kinds[a.kind] == true) end
 
 if redis.call('GET', LAYOUT) ~= LAYOUT_VERSION then rebuild() end
 
@@ -171,6 +180,8 @@ local function pick_only()
       local a = account(id)
       if a == nil then
         redis.call('SREM', INDEX, id)
+      elseif not wanted(a) then
+        -- another kind than this lease takes: not a candidate
       elseif usable(a) then
         local lk = lease_zset(id)
         for _, gone in ipairs(redis.call('ZRANGEBYSCORE', lk, '-inf', NOW)) do
@@ -211,7 +222,7 @@ end
 
 local function check_ready(id, score)
   local a = account(id)
-  if a ~= nil and a.cap == nil then return false end
+  if a ~= nil and not wanted(a) then return false end
   if a ~= nil and not a.ephemeral and usable(a) then
     if math.floor(score / SCALE) >= FULL then busy = 1 else best, best_a = id, a end
     return true
@@ -222,7 +233,7 @@ end
 
 local function check_cooling(id, score)
   local a = account(id)
-  if a ~= nil and a.cap == nil then return false end
+  if a ~= nil and not wanted(a) then return false end
   if a ~= nil and a.state == 'cooling' and not a.ephemeral and not expired(a) then
     soonest = score
     return true
@@ -357,6 +368,7 @@ class LeaseScripts:
         exclude: set[str],
         only: set[str] | None,
         fields: Sequence[str],
+        kinds: frozenset[str] | None = None,
     ) -> Picked:
         lease_id = secrets.token_hex(8)
         named: dict[str, Any] = {
@@ -367,6 +379,8 @@ class LeaseScripts:
         }
         if only is not None:
             named["only"] = sorted(only)
+        if kinds is not None:
+            named["kinds"] = sorted(kinds)
         raw = await self._lease(keys=POOL_KEYS, args=[self.params(now_ms, **named)])
         reply = reply_by_name(raw)
         status = reply["status"]

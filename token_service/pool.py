@@ -29,6 +29,7 @@ from token_service.kimi_auth import KimiAuthClient
 from token_service.kinds import COOL_REASONS, IN_SERVICE, CoolReason, Kind, kind_named, max_in_flight
 from token_service.leases import Lease, LeaseScripts
 from token_service.refresh import Refresher
+from token_service.regions import Origins
 from token_service.store import IN_USE_FIELDS, AccountStore, InUse, now_ms
 
 ReleaseOutcome = Literal[
@@ -53,7 +54,8 @@ class Credentials(msgspec.Struct, frozen=True):
     user_id: str
     device_id: str
     session_id: str
-    #: Where calls as this account go, for a kind whose credential names its own host; None: KIMI_BASE_URL.
+    #: Where calls as this account go: a kind's own host, else the account's region's web origin
+    #: (token_service/regions.py); None: the driver's KIMI_BASE_URL.
     origin: str | None = None
 
 
@@ -68,17 +70,26 @@ class AccountPool:
         kimi_base_url: str,
     ) -> None:
         self.settings = settings
-        self.auth = KimiAuthClient(session, kimi_base_url)
+        self.origins = Origins(kimi_base_url, settings.cn_base_url, settings.global_base_url)
+        self.auth = KimiAuthClient(
+            session, kimi_base_url, rest_fallback=settings.refresh_rest_fallback, origins=self.origins
+        )
         self.scripts = LeaseScripts(redis, max_in_flight(settings))
-        self.store = AccountStore(redis, SecretBox(settings.token_encryption_key), self.scripts)
+        self.store = AccountStore(redis, SecretBox(settings.token_encryption_key), self.scripts, self.origins)
         self.refresher = Refresher(redis, self.store, self.auth, settings.refresh_margin_s)
         #: The account fields the lease script answered, by lease id, until `credentials` or `release`.
         self._leased_fields: dict[str, dict[str, str]] = {}
 
     async def lease(
-        self, *, exclude: set[str] | None = None, only: set[str] | None = None, wait_s: float = 0.0
+        self,
+        *,
+        exclude: set[str] | None = None,
+        only: set[str] | None = None,
+        kinds: frozenset[str] | None = None,
+        wait_s: float = 0.0,
     ) -> Lease:
-        """The best usable account; waits up to `wait_s` while every one is at its concurrency cap."""
+        """The best usable account (of `kinds`, when given: names of the kind registry); waits up to `wait_s`
+        while every one is at its concurrency cap."""
         deadline = time.monotonic() + wait_s
         while True:
             picked = await self.scripts.take(
@@ -87,6 +98,7 @@ class AccountPool:
                 exclude=exclude or set(),
                 only=only,
                 fields=IN_USE_FIELDS,
+                kinds=kinds,
             )
             if picked.lease is not None:
                 self._leased_fields[picked.lease.lease_id] = dict(picked.fields)
@@ -118,7 +130,8 @@ class AccountPool:
             bearer = account.access
         else:
             bearer = await self.refresher.access_token(lease.account_id)
-        return _credentials(lease.account_id, account, bearer)
+        origin = self.store.origin_of(account.region, account.base_url)
+        return _credentials(lease.account_id, account, bearer, origin)
 
     async def release(
         self,
@@ -195,7 +208,7 @@ def _no_account(status: str, soonest_ms: int) -> Exception:
     )
 
 
-def _credentials(account_id: str, account: InUse, bearer: str) -> Credentials:
+def _credentials(account_id: str, account: InUse, bearer: str, origin: str) -> Credentials:
     """A bearer that is a JWT carries the freshest ids; the stored ones stand in for any it lacks."""
     try:
         claims: Claims | None = decode_claims(bearer)
@@ -208,5 +221,5 @@ def _credentials(account_id: str, account: InUse, bearer: str) -> Credentials:
         user_id=(claims.sub if claims and claims.sub else account.user_id),
         device_id=(claims.device_id if claims and claims.device_id else account.device_id),
         session_id=(claims.ssid if claims and claims.ssid else account.session_id),
-        origin=account.credential.origin(),
+        origin=account.credential.origin() or origin or None,
     )

@@ -74,17 +74,16 @@ async def _verdict(accounts: Accounts, account: Account) -> ProbeResult:
 
 
 async def _call(accounts: Accounts, account_id: str, kind: Kind[Any], credential: Credential) -> None:
+    auth = accounts.auth.at(await accounts.store.origin(account_id))  # the account's region's host
     if not kind.refreshes:
-        await kind.probe(accounts.auth, credential, credential.secret)
+        await kind.probe(auth, credential, credential.secret)
         return
     access = await accounts.refresher.access_token(account_id)
     try:
-        await kind.probe(accounts.auth, credential, access)
+        await kind.probe(auth, credential, access)
     except UpstreamAuthError:
         # The cached access token may be what was revoked; one forced refresh decides.
-        await kind.probe(
-            accounts.auth, credential, await accounts.refresher.access_token(account_id, force=True)
-        )
+        await kind.probe(auth, credential, await accounts.refresher.access_token(account_id, force=True))
 
 
 async def check_live(auth: KimiAuthClient, text: str) -> bool:
@@ -95,6 +94,7 @@ async def check_live(auth: KimiAuthClient, text: str) -> bool:
     try:
         credential = recognize(text)
         kind = kind_of(credential)
+        auth = auth.for_region(credential.identity().region)
         bearer = credential.secret
         if kind.refresh is not None:
             bearer = (await kind.refresh(auth, credential)).access_token

@@ -28,9 +28,9 @@ from token_service.kimi_auth import TIMEOUT_S, KimiAuthClient
 from token_service.kinds import kind_of
 from token_service.store import AccountStore, now_ms
 
-#: The lock outlives one refresh call (its own timeout) so it is never lost mid-call, and frees itself
-#: when its holder crashes.
-LOCK_TTL_MS = int((TIMEOUT_S + 5) * 1000)
+#: The lock outlives one refresh (a Connect call and its REST fallback, each with its own timeout) so it is
+#: never lost mid-refresh, and frees itself when its holder crashes.
+LOCK_TTL_MS = int((2 * TIMEOUT_S + 5) * 1000)
 #: Waiters re-read the account this often.
 POLL_S = 0.02
 _UNLOCK = """
@@ -104,8 +104,9 @@ class Refresher:
         refresh = kind_of(credential).refresh
         if refresh is None:
             raise ServiceUnavailable(f"account {account_id}: its kind does not refresh")
+        auth = self.auth.at(await self.store.origin(account_id))  # its region's hosts
         try:
-            result = await refresh(self.auth, credential)
+            result = await refresh(auth, credential)
         except UpstreamError as exc:
             await self._failed(account_id, exc)
             raise

@@ -3,7 +3,8 @@
 Hash fields (all strings): kind, sub, exp, iat, state, state_reason, cooling_until_ms, ephemeral, created_ms,
 last_used_ms, last_ok_ms, last_error, last_error_ms, preview, device_id, session_id, secret (the sealed
 credential: tagged JSON of token_service/kinds.py's union; hashes written before it hold the bare token),
-access (sealed access token of a kind that refreshes), access_exp, and counters `n_<name>`.
+access (sealed access token of a kind that refreshes), access_exp, region (the Kimi region the credential names,
+"" when none), base_url (the operator's own origin for the account, "" when none), and counters `n_<name>`.
 Secrets are sealed by `SecretBox` and never leave this module except through `credential()` / `access()`.
 """
 
@@ -44,6 +45,7 @@ from token_service.kinds import (
     kind_of,
 )
 from token_service.leases import PLACE_LUA, LeaseScripts, place_keys, reply_by_name
+from token_service.regions import Origins
 
 COUNTERS = ("leases", "ok", "rate_limited", "quota", "overloaded", "auth_failed", "errors", "refreshes")
 
@@ -59,6 +61,8 @@ IN_USE_FIELDS = (
     "secret",
     "access",
     "access_exp",
+    "region",
+    "base_url",
 )
 
 log = get_logger("token_service.store")
@@ -112,6 +116,11 @@ class Account(msgspec.Struct, frozen=True):
     access_exp: int | None = None
     cooling_until_ms: int = 0
     last_used_ms: int = 0
+    #: The Kimi region its token names ("" when none), its own origin (the operator's, or an API key's platform), and the origin
+    #: its calls go to (token_service/regions.py).
+    region: str = ""
+    base_url: str = ""
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,8 @@ class InUse:
     #: A kind that refreshes: the cached access token and its `exp`, if any.
     access: str | None = None
     access_exp: int | None = None
+    region: str = ""
+    base_url: str = ""
 
 
 def now_ms() -> int:
@@ -135,16 +146,21 @@ def now_ms() -> int:
 class AccountStore:
     """CRUD of accounts and their state machine, on Redis directly."""
 
-    def __init__(self, redis: aioredis.Redis, box: SecretBox, scripts: LeaseScripts) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, box: SecretBox, scripts: LeaseScripts, origins: Origins | None = None
+    ) -> None:
         self.redis = redis
         self.box = box
         self.scripts = scripts
+        #: Where each account's calls go; None (pass-through only): its own base_url, else KIMI_BASE_URL.
+        self.origins = origins
         self._transition = redis.register_script(_TRANSITION)
 
     async def save(
-        self, credential: Credential, *, ephemeral_ttl_s: int | None = None
+        self, credential: Credential, *, ephemeral_ttl_s: int | None = None, base_url: str | None = None
     ) -> tuple[Account, bool]:
-        """Store (or replace the credential of) an account; returns it and whether it is new."""
+        """Store (or replace the credential of) an account; returns it and whether it is new. `base_url` sets
+        the account's own origin ("" clears it); None keeps what it had."""
         account_id = credential.identity().account_id
         key = account_key(account_id)
         created = not await self.redis.exists(key)
@@ -154,6 +170,8 @@ class AccountStore:
                 fields.pop(field)
             fields["state"] = "active"
             fields["state_reason"] = "saved"
+        if base_url is not None:
+            fields["base_url"] = base_url
         fields["secret"] = self.box.seal(encode_credential(credential))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=fields)
@@ -189,7 +207,11 @@ class AccountStore:
 
     async def get(self, account_id: str) -> Account | None:
         raw = await self.redis.hgetall(account_key(account_id))
-        return _account_from(account_id, {_str(k): _str(v) for k, v in raw.items()}) if raw else None
+        if not raw:
+            return None
+        fields = {_str(k): _str(v) for k, v in raw.items()}
+        origin = self.origin_of(fields.get("region", ""), fields.get("base_url", ""))
+        return _account_from(account_id, fields, origin)
 
     async def ids(self) -> list[str]:
         return sorted(_str(m) for m in await self.redis.smembers(ACCOUNT_INDEX))
@@ -226,7 +248,18 @@ class AccountStore:
             session_id=fields.get("session_id", ""),
             access=self.box.open(access) if access and access_exp else None,
             access_exp=int(access_exp) if access and access_exp else None,
+            region=fields.get("region", ""),
+            base_url=fields.get("base_url", ""),
         )
+
+    def origin_of(self, region: str, base_url: str) -> str:
+        """The origin calls as an account go to; "" when only KIMI_BASE_URL can say (no origins known)."""
+        return self.origins.for_account(region, base_url) if self.origins else base_url
+
+    async def origin(self, account_id: str) -> str:
+        """Where calls as this account go (token_service/regions.py)."""
+        region, base_url = await self.redis.hmget(account_key(account_id), ["region", "base_url"])
+        return self.origin_of(_str(region or b""), _str(base_url or b""))
 
     async def credential(self, account_id: str) -> Credential | None:
         """The account's credential, opened; None when the account (or its credential) is gone."""
@@ -332,7 +365,7 @@ class AccountStore:
 
 def _fields_of(credential: Credential, *, ephemeral: bool) -> Fields:
     identity = credential.identity()
-    return {
+    fields: Fields = {
         "kind": kind_of(credential).name,
         "sub": identity.user_id,
         "exp": str(identity.exp) if identity.exp is not None else "",
@@ -345,7 +378,13 @@ def _fields_of(credential: Credential, *, ephemeral: bool) -> Fields:
         "preview": mask(credential.secret),
         "device_id": identity.device_id or _random_19_digits(),
         "session_id": identity.session_id or _random_19_digits(),
+        "region": identity.region,
     }
+    # A kind with its own host (an API key's platform) names the account's origin; a web account keeps the
+    # operator's own base_url, if any, across saves.
+    if (own := credential.origin()) is not None:
+        fields["base_url"] = own
+    return fields
 
 
 def _random_19_digits() -> str:
@@ -356,7 +395,7 @@ def _str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _account_from(account_id: str, h: dict[str, str]) -> Account:
+def _account_from(account_id: str, h: dict[str, str], origin: str) -> Account:
     exp = _opt_int(h.get("exp"))
     now = time.time()
     left = exp - int(now) if exp is not None else None
@@ -385,6 +424,9 @@ def _account_from(account_id: str, h: dict[str, str]) -> Account:
         access_exp=_opt_int(h.get("access_exp")),
         cooling_until_ms=cooling_ms,
         last_used_ms=_opt_int(h.get("last_used_ms")) or 0,
+        region=h.get("region", ""),
+        base_url=h.get("base_url", ""),
+        origin=origin,
     )
 
 

@@ -29,6 +29,7 @@ from shared.schema import (
     Usage,
 )
 from shared.usage_estimate import estimate_prompt_tokens, estimate_tokens
+from token_service.client import upstream_of
 from upstream_worker.conversations import Conversation, RecordTracker
 from upstream_worker.kimi.call import UpstreamCall
 from upstream_worker.publisher import ReplyPublisher
@@ -83,6 +84,8 @@ class Answer:
     state: AnswerState = AnswerState.WAITING
     #: The client has its Start (from an earlier attempt, when that one failed after Kimi accepted it).
     start_sent: bool = False
+    #: The upstream kind that Start named; an attempt on another kind sends Start again, with its kind.
+    start_kind: str | None = None
     #: The streamed text, for the usage estimate.
     parts: list[str] = field(default_factory=list)
     #: The driver's own Usage, published instead of the estimate.
@@ -160,14 +163,16 @@ class Answer:
                 self.state = AnswerState.DONE
 
     def _pass_start(self, event: Start) -> None:
-        if self.start_sent:  # a retried attempt: the client already has its Start
+        creds = self.attempt.call.creds if self.attempt else None
+        kind = event.kind or (upstream_of(creds.kind) if creds else None)
+        if self.start_sent and kind == self.start_kind:  # a retried attempt: the client has its Start
             return
-        self.start_sent = True
+        self.start_sent, self.start_kind = True, kind
         conversation_id = self.record.conversation_id if self.record else None
-        account_id = self.attempt.call.creds.account_id if self.attempt else None
         event = Start(
             conversation_id=conversation_id or event.conversation_id,
-            account_id=event.account_id or account_id,
+            account_id=event.account_id or (creds.account_id if creds else None),
+            kind=kind,
         )
         self.publisher.hold(event, START_HOLD_S)
 

@@ -40,6 +40,10 @@ UPSTREAM_ERRORS = Counter(
     "kimi_worker_upstream_errors", "Upstream failures, by error kind.", ["protocol", "kind"]
 )
 FAILOVERS = Counter("kimi_worker_failovers", "Jobs retried on another account before the first token.")
+#: kind ∈ kimi_web, api_key (the `x-upstream-kind` header); model is `ModelSpec.label`.
+REQUESTS_BY_KIND = Counter(
+    "kimi_worker_requests_by_kind", "Answers served, by the upstream kind of the account.", ["kind", "model"]
+)
 JOBS_IN_FLIGHT = Gauge("kimi_worker_jobs_in_flight", "Jobs this process is running.")
 QUEUE_LENGTH = Gauge("kimi_queue_length", "Entries in the job stream (XLEN).")
 QUEUE_PENDING = Gauge("kimi_queue_pending", "Jobs delivered to a worker and not yet acked.")

@@ -41,7 +41,8 @@ async def open_worker(
         async with _session(settings) as session:
             pool = AccountPool(redis, settings.pool, session, common.kimi_base_url)
             attachments = Attachments.create(redis, session, common.kimi_base_url, settings.timeouts)
-            runner = KimiRunner(settings, redis, pool, open_drivers(session, settings, drivers), attachments)
+            drivers_ = open_drivers(session, settings, redis, drivers)
+            runner = KimiRunner(settings, redis, pool, drivers_, attachments)
             yield Worker(settings, redis, blocking, runner, pool)
     finally:
         await blocking.aclose()

@@ -11,6 +11,11 @@ answers `UpstreamStreamBusy`. That is a moment of this one request, not a limit 
 not cooled, only skipped by the job's next lease, so that another account can serve at once. When none can (a
 continued conversation is pinned to its account; a pool of one), the job waits a little and asks the busy
 accounts again: `STREAM_BUSY_WAITS_S`, never past the job's deadline.
+
+A model the account's plan may not use (`UpstreamPlanRequired`: K3 on a free account) is not the account's
+failure either: it is released `cancelled` (no cooldown, no error noted) and skipped by this job only, without
+counting against `max_attempts` (each such account is excluded, so the pool's size bounds it). When no account
+is left the client gets that error: 403, the model needs a paid Kimi plan.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from shared.errors import (
     UpstreamAuthError,
     UpstreamError,
     UpstreamOverloaded,
+    UpstreamPlanRequired,
     UpstreamQuotaExhausted,
     UpstreamRateLimited,
     UpstreamStreamBusy,
@@ -47,9 +53,9 @@ def release_outcome(failure: BaseException | None) -> ReleaseOutcome:
         case None | ClientError() | ContentFiltered():
             # A client's mistake Kimi refused, or its content policy: no fault of the account.
             return "ok"
-        case asyncio.CancelledError() | UpstreamStreamBusy() | FileForgotten():
-            # FileForgotten: a stale cache entry of ours, not the account's fault.
-            # Cut by the job, or refused before it ran: nothing is learned about the account.
+        case asyncio.CancelledError() | UpstreamStreamBusy() | UpstreamPlanRequired() | FileForgotten():
+            # Cut by the job, or refused before it ran (busy, or a model its plan lacks), or a stale cached
+            # file of ours (FileForgotten): nothing is learned about the account.
             return "cancelled"
         case UpstreamQuotaExhausted():
             return "quota"
@@ -94,6 +100,8 @@ class RetryBudget:
             if self.busy_answers >= MAX_STREAM_BUSY:
                 return False
             self.busy.add(account_id)
+        elif isinstance(exc, UpstreamPlanRequired):
+            pass  # another account may have the plan; excluding each one bounds this by the pool's size
         elif isinstance(exc, FAILOVER):
             self.failures += 1
             if self.failures >= self.max_attempts:

@@ -58,7 +58,7 @@ from shared.models import ModelSpec, resolve_model
 from shared.schema import ChatRequest, Done, Event
 from shared.settings import WorkerSettings
 from token_service.client import BUSY_POLL_S, AccountPool, Lease, protocol_for
-from upstream_worker import conversations, metrics
+from upstream_worker import conversations, metrics, routing
 from upstream_worker.answer import Answer, Attempt, keep_alive
 from upstream_worker.attachments import Attachments
 from upstream_worker.conversations import Conversation, RecordTracker
@@ -135,12 +135,13 @@ class KimiRunner:
         answer: Answer,
         held: HeldLease,
     ) -> None:
+        route = routing.route_for(spec, self._settings)
         only = {conversation.account_id} if conversation else _account_ids(request)
         budget = RetryBudget(self._settings.max_attempts, request.deadline_s)
         first = True
         while True:
             asked_s = time.monotonic()
-            lease = await self._lease(only, budget)
+            lease = await self._lease(route, only, budget)
             if conversation is not None and (not first or time.monotonic() - asked_s >= BUSY_POLL_S):
                 conversation = await self._latest(request, conversation)
             first = False
@@ -156,13 +157,16 @@ class KimiRunner:
                     raise
                 _log_retry(request.request_id, lease.account_id, exc)
 
-    async def _lease(self, only: set[str] | None, budget: RetryBudget) -> Lease:
-        """The next account to try: any not yet failed, else (after a short wait) one that was only busy."""
+    async def _lease(self, route: routing.Route, only: set[str] | None, budget: RetryBudget) -> Lease:
+        """The next account to try, in the route's order of kinds: any not yet failed, else (after a short
+        wait) one that was only busy."""
         while True:
             # With a busy account to come back to, do not wait seconds for another one at its cap.
             wait_s = 0.0 if budget.busy else LEASE_WAIT_S
             try:
-                return await self._pool.lease(exclude=budget.excluded, only=only, wait_s=wait_s)
+                return await routing.lease(
+                    self._pool, route, exclude=budget.excluded, only=only, wait_s=wait_s
+                )
             except GatewayError:
                 if await budget.wait_for_busy():
                     continue
@@ -206,6 +210,7 @@ class KimiRunner:
             if turn is not None:
                 done = await _settle_tools(turn, call, done, driver, protocol, calls)
             answer.end(call, done)
+            routing.count_served(lease.kind, spec)
         except asyncio.CancelledError as exc:
             failure = exc
             answer.cut()

@@ -37,6 +37,10 @@ class KimiCredentials(Protocol):
     @property
     def session_id(self) -> str | None: ...
 
+    #: The account's web origin (its region's host, or its own); None: the driver's KIMI_BASE_URL.
+    @property
+    def origin(self) -> str | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Creds:
@@ -48,6 +52,13 @@ class Creds:
     user_id: str | None = None
     device_id: str | None = None
     session_id: str | None = None
+    origin: str | None = None
+
+
+def origin_of(creds: KimiCredentials, default: str) -> str:
+    """Where a call as this account goes: its own origin (kimi-web-2026.md §1: a token works only on its region's
+    host), else the driver's configured one."""
+    return (creds.origin or default).rstrip("/")
 
 
 def reveal(token: str | Secret) -> str:

@@ -14,16 +14,16 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from shared.errors import GatewayError
+from shared.errors import GatewayError, UpstreamOverloaded
 from shared.logging import get_logger
 from shared.schema import Done, Event, Keepalive
 from shared.settings import UpstreamTimeouts
 from upstream_worker import metrics
-from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
+from upstream_worker.kimi.call import KimiCredentials, UpstreamCall, origin_of
 from upstream_worker.kimi.connect_events import ConnectStream
 from upstream_worker.kimi.connect_request import build_request, encode_request
 from upstream_worker.kimi.envelope import EnvelopeDecoder
-from upstream_worker.kimi.failures import truncated
+from upstream_worker.kimi.failures import plan_gated, plan_required, truncated
 from upstream_worker.kimi.headers import FallbackIds, connect_headers
 from upstream_worker.kimi.transport import open_stream, read_chunks, request_json
 
@@ -50,7 +50,8 @@ class ConnectDriver:
         body = encode_request(
             build_request(call.request, call.spec, call.chat_id, call.parent_id, call.files)
         )
-        headers = connect_headers(call.creds, self._base, self._ids, call.chat_id)
+        base = origin_of(call.creds, self._base)
+        headers = connect_headers(call.creds, base, self._ids, call.chat_id)
         first_byte_s = self._timeouts.first_byte_for(call.spec.is_agent)
         stream = ConnectStream(call.chat_id, silent=call.spec.silent)
         out: list[Event] = []
@@ -58,7 +59,7 @@ class ConnectDriver:
             async with open_stream(
                 self._session,
                 "POST",
-                f"{self._base}{CHAT_PATH}",
+                f"{base}{CHAT_PATH}",
                 headers=headers,
                 data=body,
                 connect_s=self._timeouts.connect_s,
@@ -92,17 +93,22 @@ class ConnectDriver:
             for event in out:
                 yield event
             yield Done(finish_reason="stop", conversation_id=stream.chat_id)
+        except UpstreamOverloaded as exc:
+            if not plan_gated(call.spec):
+                raise
+            raise plan_required(call.spec, exc) from exc
         finally:
             metrics.count_drift(self.protocol, stream.drift.drain())
 
     async def delete_chat(self, creds: KimiCredentials, chat_id: str) -> bool:
         """DeleteChat; True when Kimi confirmed. Never raises: cleanup must not fail a finished turn."""
-        headers = connect_headers(creds, self._base, self._ids, chat_id, stream=False)
+        base = origin_of(creds, self._base)
+        headers = connect_headers(creds, base, self._ids, chat_id, stream=False)
         try:
             await request_json(
                 self._session,
                 "POST",
-                f"{self._base}{DELETE_CHAT_PATH}",
+                f"{base}{DELETE_CHAT_PATH}",
                 headers=headers,
                 json={"chat_id": chat_id},
                 connect_s=self._timeouts.connect_s,

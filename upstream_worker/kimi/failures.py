@@ -4,6 +4,10 @@ REST answers errors as `{"error_type", "message"}` (kimi-web-rest.md §6.1); Con
 "message", "details":[{"debug":{"reason", "localizedMessage", "paywall"?}}]}`, either as an HTTP body or
 inside the flag-2 trailer as `{"error": {...}}` (kimi-web-connect.md §3.7). One Struct decodes all of these
 shapes. Messages shown to clients come from Kimi's own text, never from a request (so never a token).
+
+A free account refused a model (kimi-web-2026.md §4.4) is `UpstreamPlanRequired`, not a failure of the account:
+a `paywall` detail always; `REASON_SERVER_OVERLOADED_FOR_FREE_USER` only on a lane Kimi gates by plan (the 2026
+agent lanes K2.8, K3, K3 Swarm: `plan_gated`), since on Instant the same reason means peak-hour load.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from shared.errors import (
     UpstreamAuthError,
     UpstreamError,
     UpstreamOverloaded,
+    UpstreamPlanRequired,
     UpstreamProtocolError,
     UpstreamQuotaExhausted,
     UpstreamRateLimited,
@@ -25,6 +30,7 @@ from shared.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from shared.models import ModelSpec
 from upstream_worker.kimi.files import FileForgotten
 
 #: Kimi allows one running stream per user; the other one ends within seconds, so retry soon.
@@ -127,7 +133,7 @@ def connect_error(err: ConnectErrorBody, retry_after_s: float | None = None) -> 
     """kimi-web-connect.md §3.7 and client-formats.md §5.2: one Connect error code → one exception."""
     text = f"Kimi: {err.text()}"
     if err.paywalled():
-        return UpstreamError(f"{text} (this lane needs a paid Kimi plan)", status=402)
+        return UpstreamPlanRequired(f"{text} (this lane needs a paid Kimi plan)")
     code = err.code
     if code in ("unauthenticated", "permission_denied"):
         return UpstreamAuthError(text)
@@ -149,6 +155,18 @@ def connect_error(err: ConnectErrorBody, retry_after_s: float | None = None) -> 
     if code == "not_found":
         return FileForgotten(text) if FILE_NOT_FOUND_REASON in err.reasons() else NotFound(text)
     return UpstreamError(text)
+
+
+def plan_gated(spec: ModelSpec) -> bool:
+    """A lane Kimi refuses free accounts (the 2026 catalogue's agent entries: K2.8, K3, K3 Swarm)."""
+    return spec.is_agent and spec.web_model is not None
+
+
+def plan_required(spec: ModelSpec, refusal: GatewayError) -> UpstreamPlanRequired:
+    """A free-user refusal on a plan-gated lane: the account's plan, not Kimi's load."""
+    return UpstreamPlanRequired(
+        f"{spec.id} needs a paid Kimi plan; this account's plan was refused it ({refusal.message})"
+    )
 
 
 def rest_error(error_type: str, message: str, retry_after_s: float | None = None) -> GatewayError | None:

@@ -24,7 +24,7 @@ from shared.models import K1_KIMIPLUS_ID
 from shared.schema import Done, Event, FinishReason, Keepalive, Start
 from shared.settings import UpstreamTimeouts
 from upstream_worker import metrics
-from upstream_worker.kimi.call import KimiCredentials, UpstreamCall
+from upstream_worker.kimi.call import KimiCredentials, UpstreamCall, origin_of
 from upstream_worker.kimi.failures import truncated
 from upstream_worker.kimi.files import rest_refs
 from upstream_worker.kimi.flatten import flatten_rest
@@ -98,14 +98,14 @@ class RestDriver:
 
     async def delete_chat(self, creds: KimiCredentials, chat_id: str) -> bool:
         """DELETE the chat; True when Kimi confirmed. Never raises: cleanup must not fail a finished turn."""
-        headers = rest_headers(
-            creds, self._base, self._ids, creds.user_id or self._user_ids.get(creds.account_id)
-        )
+        base = origin_of(creds, self._base)
+        user_id = creds.user_id or self._user_ids.get(creds.account_id)
+        headers = rest_headers(creds, base, self._ids, user_id)
         try:
             await request_json(
                 self._session,
                 "DELETE",
-                f"{self._base}/api/chat/{chat_id}",
+                f"{base}/api/chat/{chat_id}",
                 headers=headers,
                 connect_s=self._timeouts.connect_s,
                 timeout_s=UNARY_TIMEOUT_S,
@@ -130,8 +130,9 @@ class RestDriver:
         stream: RestStream,
         first: bool,
     ) -> AsyncIterator[Event]:
-        url = f"{self._base}/api/chat/{chat_id}/completion/stream"
-        headers = rest_headers(creds, self._base, self._ids, user_id, chat_id)
+        base = origin_of(creds, self._base)
+        url = f"{base}/api/chat/{chat_id}/completion/stream"
+        headers = rest_headers(creds, base, self._ids, user_id, chat_id)
         headers["Accept"] = "text/event-stream"
         first_byte_s = self._timeouts.first_byte_s
         async with open_stream(
@@ -199,11 +200,12 @@ class RestDriver:
     async def _unary(
         self, creds: KimiCredentials, user_id: str | None, method: str, path: str, body: Any = None
     ) -> bytes:
-        headers = rest_headers(creds, self._base, self._ids, user_id)
+        base = origin_of(creds, self._base)
+        headers = rest_headers(creds, base, self._ids, user_id)
         return await request_json(
             self._session,
             method,
-            f"{self._base}{path}",
+            f"{base}{path}",
             headers=headers,
             json=body,
             connect_s=self._timeouts.connect_s,

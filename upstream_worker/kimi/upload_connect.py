@@ -18,7 +18,7 @@ import msgspec
 from shared.errors import GatewayError, UpstreamTimeout
 from shared.schema import AttachmentPart
 from shared.settings import UpstreamTimeouts
-from upstream_worker.kimi.call import KimiCredentials
+from upstream_worker.kimi.call import KimiCredentials, origin_of
 from upstream_worker.kimi.failures import http_error
 from upstream_worker.kimi.files import KimiFile, ParseFailed, UploadFailed, upload_failure
 from upstream_worker.kimi.headers import FallbackIds, connect_headers
@@ -83,14 +83,14 @@ class ConnectUploader:
         return KimiFile(id=file_id, kind=part.kind, name=part.name, size=part.size)
 
     async def _send(self, creds: KimiCredentials, data: bytes, part: AttachmentPart) -> str:
-        headers = connect_headers(creds, self._base, self._ids, stream=False)
+        headers = connect_headers(creds, origin_of(creds, self._base), self._ids, stream=False)
         del headers["Content-Type"]  # aiohttp writes the multipart boundary
         form = aiohttp.FormData(quote_fields=False)  # a raw UTF-8 file name, as browsers send it
         form.add_field("file", data, filename=part.name.replace('"', "'"), content_type=part.mime)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeouts.connect_s)
         try:
             async with self._session.post(
-                f"{self._base}{UPLOAD_PATH}", data=form, headers=headers, timeout=timeout
+                f"{origin_of(creds, self._base)}{UPLOAD_PATH}", data=form, headers=headers, timeout=timeout
             ) as resp:
                 if resp.status >= 300:
                     body = await resp.content.read(MAX_ERROR_BODY_BYTES)
@@ -128,8 +128,8 @@ class ConnectUploader:
             raw = await request_json(
                 self._session,
                 "POST",
-                f"{self._base}{PROGRESS_PATH}",
-                headers=connect_headers(creds, self._base, self._ids, stream=False),
+                f"{origin_of(creds, self._base)}{PROGRESS_PATH}",
+                headers=connect_headers(creds, origin_of(creds, self._base), self._ids, stream=False),
                 json={"file_ids": [file_id]},
                 connect_s=self._timeouts.connect_s,
                 timeout_s=UNARY_TIMEOUT_S,

@@ -22,7 +22,7 @@ import msgspec
 from shared.errors import GatewayError, UpstreamTimeout
 from shared.schema import AttachmentPart
 from shared.settings import UpstreamTimeouts
-from upstream_worker.kimi.call import KimiCredentials
+from upstream_worker.kimi.call import KimiCredentials, origin_of
 from upstream_worker.kimi.files import KimiFile, ParseFailed, UploadFailed, upload_failure
 from upstream_worker.kimi.headers import FallbackIds, rest_headers
 from upstream_worker.kimi.sse import SseDecoder
@@ -152,7 +152,7 @@ class RestUploader:
             async with open_stream(
                 self._session,
                 "POST",
-                f"{self._base}/api/file/parse_process",
+                f"{origin_of(creds, self._base)}/api/file/parse_process",
                 headers=self._headers(creds),
                 json=body,
                 connect_s=self._timeouts.connect_s,
@@ -175,7 +175,7 @@ class RestUploader:
             return await request_json(
                 self._session,
                 "POST",
-                f"{self._base}{path}",
+                f"{origin_of(creds, self._base)}{path}",
                 headers=self._headers(creds),
                 json=body,
                 connect_s=self._timeouts.connect_s,
@@ -185,7 +185,7 @@ class RestUploader:
             raise upload_failure(exc, str(body.get("name") or "the file")) from exc
 
     def _headers(self, creds: KimiCredentials) -> dict[str, str]:
-        return rest_headers(creds, self._base, self._ids, creds.user_id)
+        return rest_headers(creds, origin_of(creds, self._base), self._ids, creds.user_id)
 
 
 def _status_of(payload: str, file_id: str) -> str | None:
