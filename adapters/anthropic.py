@@ -9,10 +9,11 @@ expects (a sha256 of the thinking text: Kimi signs nothing; thinking blocks sent
 Kimi takes neither `max_tokens` nor `stop_sequences`: the gateway cuts the answer text itself
 (adapters/shaping.py) and reports `max_tokens` / `stop_sequence`. `temperature`, `top_p`, `top_k`, `metadata`,
 `output_config`, `context_management`, `cache_control` anywhere, any `anthropic-beta` header and `?beta=true`
-are accepted and ignored; image and document blocks answer 400 until file uploads are supported;
-`thinking: {"type": "disabled"}` hides the thinking blocks of a thinking model (`adaptive` and `enabled` show
+are accepted and ignored; `thinking: {"type": "disabled"}` hides the thinking blocks of a thinking model (`adaptive` and `enabled` show
 them). A `role: "system"` message (or a `mid_conv_system` block) inside `messages` is system text at its place,
-as Claude Code 2.x sends it (../shared/spec/tools-and-attachments.md §2.3, §7.1).
+as Claude Code 2.x sends it (../shared/spec/tools-and-attachments.md §2.3, §7.1). `image` and `document`
+blocks (base64, URL, plain-text or string-content sources) in any message become attachments
+(adapters/attachments.py); a `file` source is a 400 (the gateway has no Files API).
 
 Tools (§2): client tools (`input_schema`) become `ToolSpec`s, server tools (a dated `type`) are dropped since
 Kimi cannot run them; `tool_choice` auto / any / tool / none and `disable_parallel_tool_use`; `tool_use` blocks
@@ -30,6 +31,7 @@ from typing import Annotated, Any, Final, Literal, NamedTuple
 
 import msgspec
 
+from adapters.attachments import Place, from_base64, from_text, from_url, refuse_file_id
 from adapters.base import (
     JSON_CONTENT_TYPE,
     SSE_CONTENT_TYPE,
@@ -54,9 +56,10 @@ from adapters.common import (
     require_text,
 )
 from adapters.dispatch import Ending, EndReason, FunctionDialect
+from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec
-from shared.schema import ChatRequest, Message, Part, TextPart, ToolCall, ToolChoice, ToolSpec
+from shared.schema import AttachmentKind, ChatRequest, Message, Part, TextPart, ToolCall, ToolChoice, ToolSpec
 
 NAME: Final = "anthropic"
 
@@ -71,12 +74,23 @@ class _Text(_Wire, tag="text"):
     text: str
 
 
+class _Source(msgspec.Struct):
+    #: Empty when absent: a tool result's image reads as a placeholder whatever its source; a message's is refused.
+    type: str = ""
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+    file_id: str | None = None
+    content: str | list[msgspec.Raw] | None = None
+
+
 class _Image(_Wire, tag="image"):
-    pass
+    source: _Source
 
 
 class _Document(_Wire, tag="document"):
-    pass
+    source: _Source
+    title: str | None = None
 
 
 class _Thinking(_Wire, tag="thinking"):
@@ -211,10 +225,6 @@ class _Request(_CountRequest):
 _request_decoder: Final = msgspec.json.Decoder(_Request)
 _count_decoder: Final = msgspec.json.Decoder(_CountRequest)
 _json_encoder: Final = msgspec.json.Encoder()
-_UNSUPPORTED: Final[dict[type[_Wire], str]] = {
-    _Image: "Image content blocks are not supported yet.",
-    _Document: "Document content blocks are not supported yet.",
-}
 #: What a non-text block of a tool result reads as in the prompt (its bytes do not reach Kimi).
 _RESULT_PLACEHOLDER: Final[dict[type[_Wire], str]] = {
     _Image: "[image]",
@@ -237,7 +247,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     if wire.max_tokens == 0:
         raise BadRequest("max_tokens: Field required", param="max_tokens")
     spec = _resolve(wire.model)
-    messages = _messages(wire)
+    messages = _messages(wire, ctx.attachments)
     param = f"messages.{len(wire.messages) - 1}.content"
     require_text(messages, param, f"{param}: the messages hold no text; there is nothing to answer")
     check_bounds(
@@ -293,14 +303,17 @@ def _tool_choice(wire: _ToolChoiceIn | None, tools: list[ToolSpec]) -> ToolChoic
     return ToolChoice(_CHOICE_MODE[wire.type])
 
 
-def _messages(wire: _CountRequest) -> list[Message]:
+def _messages(wire: _CountRequest, attachments: list[AttachmentInput] | None = None) -> list[Message]:
+    """The canonical messages; image and document blocks go to `attachments` (dropped when None)."""
     if not wire.messages:
         raise BadRequest("messages: at least one message is required", param="messages")
     system = _system(wire.system)
+    offset = 1 if system is not None else 0
+    found = attachments if attachments is not None else []
     turns: list[Message] = []
     names: dict[str, str] = {}  # tool_use id → tool name, for the results that follow
     for i, message in enumerate(wire.messages):
-        turns.extend(_turn(message, i, names))
+        turns.extend(_turn(message, i, names, offset + len(turns), found))
     return [system, *turns] if system is not None else turns
 
 
@@ -310,10 +323,14 @@ def _system(system: str | list[_Text]) -> Message | None:
     return Message(role="system", content=[TextPart(text=b.text) for b in system]) if system else None
 
 
-def _turn(message: _Message, index: int, names: dict[str, str]) -> list[Message]:
+def _turn(
+    message: _Message, index: int, names: dict[str, str], at: int, attachments: list[AttachmentInput]
+) -> list[Message]:
     """One wire message as canonical messages: its tool results first (as `tool` messages), then a system text
-    it carries (`mid_conv_system`), then its own role's content and calls."""
-    content = _content(message.content, index)
+    it carries (`mid_conv_system`), then its own role's content and calls (at canonical index `at` + the
+    messages before it, where its image and document blocks are placed)."""
+    placed: list[AttachmentInput] = []
+    content = _content(message.content, index, placed)
     if isinstance(message.content, str):
         return [Message(role=message.role, content=content)]
     out: list[Message] = []
@@ -327,21 +344,47 @@ def _turn(message: _Message, index: int, names: dict[str, str]) -> list[Message]
                 out.append(_result(block, names))
             case _MidConvSystem(content=blocks):
                 out.append(Message(role="system", content=[TextPart(text=b.text) for b in blocks]))
-    if content or calls or not out:
+    if content or calls or placed or not out:
+        attachments.extend(msgspec.structs.replace(a, message_index=at + len(out)) for a in placed)
         out.append(Message(role=message.role, content=content, tool_calls=calls or None))
     return out
 
 
-def _content(content: str | list[_Block], index: int) -> str | list[Part]:
+def _content(content: str | list[_Block], index: int, attachments: list[AttachmentInput]) -> str | list[Part]:
+    """The text of one wire message; its image and document blocks go to `attachments`, placed among its parts
+    (their message index is the caller's to set: one wire message may become several canonical ones)."""
     if isinstance(content, str):
         return content
     parts: list[Part] = []
+    placed = 0
     for j, block in enumerate(content):
         if isinstance(block, _Text):
             parts.append(TextPart(text=block.text))
-        elif type(block) in _UNSUPPORTED:
-            raise BadRequest(_UNSUPPORTED[type(block)], param=f"messages.{index}.content.{j}")
+        elif isinstance(block, _Image | _Document):
+            place = Place(f"messages.{index}.content.{j}", 0, len(parts) + placed)  # index: set by `_turn`
+            attachments.append(_attachment(block, place))
+            placed += 1
     return parts
+
+
+def _attachment(block: _Image | _Document, place: Place) -> AttachmentInput:
+    """An image or document block as an attachment, whatever its source."""
+    source = block.source
+    kind: AttachmentKind | None = "image" if isinstance(block, _Image) else None
+    name = block.title if isinstance(block, _Document) else None
+    if source.type == "base64":
+        return from_base64(source.data or "", place, kind=kind, mime=source.media_type, name=name)
+    if source.type == "url":
+        return from_url(source.url or "", place, kind=kind, name=name)
+    if source.type == "file":
+        raise refuse_file_id(place)
+    if kind is None and source.type == "text":
+        return from_text(source.data or "", place, name=name)
+    if kind is None and source.type == "content" and isinstance(source.content, str):
+        return from_text(source.content, place, name=name)
+    raise BadRequest(
+        f"{place.param}: a source of type `{source.type}` is not supported here", param=place.param
+    )
 
 
 def _result(block: _ToolResult, names: dict[str, str]) -> Message:

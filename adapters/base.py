@@ -14,6 +14,7 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
+from shared.attachment_input import AttachmentInput
 from shared.errors import GatewayError
 from shared.schema import ChatRequest, Event
 
@@ -31,6 +32,9 @@ class RequestContext:
     #: The route's say on streaming (Gemini: `:streamGenerateContent` streams, `:generateContent` does not);
     #: None where the body says it.
     stream: bool | None = None
+    #: Filled by `parse`: the request's image and document parts, in request order, for the gateway's intake
+    #: (adapters/attachments.py); their places in the canonical messages are recorded in each input.
+    attachments: list[AttachmentInput] = field(default_factory=list)
 
 
 class ReplyOptions(msgspec.Struct, frozen=True, kw_only=True):

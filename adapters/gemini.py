@@ -11,8 +11,9 @@ breaks it, while an empty line is skipped by every SSE parser and is whitespace 
 
 Field names are accepted in both proto JSON spellings (`systemInstruction` and `system_instruction`).
 `maxOutputTokens` and `stopSequences` are enforced by the gateway (adapters/shaping.py); reasoning becomes
-parts with `"thought": true` only when `thinkingConfig.includeThoughts` is set. `inlineData` / `fileData`
-answer 400 until file uploads are supported; other generation settings are accepted and ignored.
+parts with `"thought": true` only when `thinkingConfig.includeThoughts` is set; other generation settings
+are accepted and ignored. `inlineData` (base64) and `fileData` with an http(s) `fileUri` in any content
+become attachments (adapters/attachments.py); other URIs (Files API, gs://), audio and video are a 400.
 
 Function calling (../shared/spec/tools-and-attachments.md §3): `tools[].functionDeclarations` (`parameters` or
 `parametersJsonSchema`) become `ToolSpec`s, `toolConfig.functionCallingConfig` (AUTO / VALIDATED / ANY / NONE,
@@ -30,6 +31,7 @@ from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 
+from adapters.attachments import Place, from_base64, from_url, refuse_media
 from adapters.base import (
     JSON_CONTENT_TYPE,
     SSE_CONTENT_TYPE,
@@ -54,9 +56,10 @@ from adapters.common import (
     require_text,
 )
 from adapters.dispatch import Ending, EndReason, FunctionDialect
+from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec, listed_models
-from shared.schema import ChatRequest, Message, Role, ToolCall, ToolChoice, ToolSpec
+from shared.schema import ChatRequest, Message, Part, Role, TextPart, ToolCall, ToolChoice, ToolSpec
 
 NAME: Final = "gemini"
 
@@ -209,12 +212,17 @@ def _model_id(ctx: RequestContext) -> str:
     return (ctx.path_model or "").strip().removeprefix("models/")
 
 
-def _messages(wire: _Request) -> list[Message]:
+def _messages(wire: _Request, attachments: list[AttachmentInput] | None = None) -> list[Message]:
+    """The canonical messages; media parts go to `attachments` (dropped when None)."""
     if not wire.contents:
         raise BadRequest("* GenerateContentRequest.contents: contents is not specified", param="contents")
     system = _system(wire.system_instruction)
+    offset = 1 if system is not None else 0
+    found = attachments if attachments is not None else []
     calls = _Calls()
-    turns = [m for i, c in enumerate(wire.contents) for m in _turn(c, f"contents[{i}]", calls)]
+    turns: list[Message] = []
+    for i, content in enumerate(wire.contents):
+        turns.extend(_turn(content, f"contents[{i}]", calls, offset + len(turns), found))
     return [system, *turns] if system is not None else turns
 
 
@@ -245,34 +253,76 @@ class _Calls:
         )
 
 
-def _turn(content: _Content, param: str, calls: _Calls) -> list[Message]:
-    """One content as canonical messages: its function responses (as `tool` messages), then its text and calls."""
+def _turn(
+    content: _Content, param: str, calls: _Calls, at: int, attachments: list[AttachmentInput]
+) -> list[Message]:
+    """One content as canonical messages: its function responses (as `tool` messages), then its text, media
+    and calls (at canonical index `at` + the responses before it)."""
     role = _ROLES.get(content.role)
     if role is None:
         raise BadRequest(f"* {param}.role: unknown role `{content.role}`", param=f"{param}.role")
     results = [calls.result(p.function_response) for p in content.parts if p.function_response is not None]
     made = [calls.call(p.function_call) for p in content.parts if p.function_call is not None]
-    text = _text(content, param)
-    if text or made or not results:
-        return [*results, Message(role=role, content=text, tool_calls=made or None)]
+    placed: list[AttachmentInput] = []
+    body = _body(content, param, placed)
+    if body or made or placed or not results:
+        attachments.extend(msgspec.structs.replace(a, message_index=at + len(results)) for a in placed)
+        return [*results, Message(role=role, content=body, tool_calls=made or None)]
     return results
 
 
 def _system(system: _Content | str | None) -> Message | None:
     if system is None:
         return None
+    if not isinstance(system, str) and any(p.inline_data or p.file_data for p in system.parts):
+        raise BadRequest(
+            "* system_instruction: images and documents belong in `contents`", param="system_instruction"
+        )
     text = system if isinstance(system, str) else _text(system, "system_instruction")
     return Message(role="system", content=text) if text else None
 
 
-def _text(content: _Content, param: str) -> str:
-    """The text parts of one content, joined; thoughts sent back are dropped, media refused."""
-    texts: list[str] = []
+def _body(content: _Content, param: str, attachments: list[AttachmentInput]) -> str | list[Part]:
+    """A content's text, joined; with media, its text parts kept apart and each blob or file recorded in its
+    place (the message index is `_turn`'s to set)."""
+    if not any(p.inline_data is not None or p.file_data is not None for p in content.parts):
+        return _text(content, param)
+    parts: list[Part] = []
+    placed = 0
     for j, part in enumerate(content.parts):
         if part.inline_data is not None or part.file_data is not None:
-            raise BadRequest(
-                "inline_data and file_data parts are not supported yet.", param=f"{param}.parts[{j}]"
-            )
+            place = Place(f"{param}.parts[{j}]", 0, len(parts) + placed)
+            attachments.append(_attachment(part, place))
+            placed += 1
+        elif part.text is not None and not part.thought:
+            parts.append(TextPart(part.text))
+    return parts
+
+
+def _attachment(part: _Part, place: Place) -> AttachmentInput:
+    """`inlineData` {mimeType, data} or `fileData` {fileUri, mimeType}, each with an optional `displayName`
+    (keys already camelCase)."""
+    blob = part.inline_data if part.inline_data is not None else part.file_data or {}
+    mime, name = blob.get("mimeType"), blob.get("displayName")
+    mime = mime if isinstance(mime, str) else None
+    name = name if isinstance(name, str) else None
+    refuse_media(mime, place)
+    if part.inline_data is not None:
+        data = blob.get("data")
+        return from_base64(data if isinstance(data, str) else "", place, mime=mime, name=name)
+    uri = blob.get("fileUri")
+    if not isinstance(uri, str) or not uri.lower().startswith(("http://", "https://")):
+        raise BadRequest(
+            f"* {place.param}.fileData.fileUri: only http(s) URLs are fetched (the gateway has no Files API)",
+            param=place.param,
+        )
+    return from_url(uri, place, mime=mime, name=name)
+
+
+def _text(content: _Content, param: str) -> str:
+    """The text parts of one content, joined; thoughts sent back are dropped, media skipped (`_body`)."""
+    texts: list[str] = []
+    for part in content.parts:
         if part.text is not None and not part.thought:
             texts.append(part.text)
     return "".join(texts)
@@ -282,7 +332,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     """The canonical request of a generateContent body; the route says whether it streams (`ctx.stream`)."""
     spec = _resolve(ctx)
     wire = _decode(body, _Request)
-    messages = _messages(wire)
+    messages = _messages(wire, ctx.attachments)
     param = f"contents[{len(wire.contents) - 1}].parts"
     require_text(messages, param, f"* GenerateContentRequest.{param}: contents hold no text")
     reply = _reply_options(wire.generation_config)

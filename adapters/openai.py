@@ -20,7 +20,9 @@ Parameters Kimi's web chat cannot honour (README, "OpenAI parameters"):
 - accepted and ignored: temperature, top_p, presence_penalty, frequency_penalty, seed, user, logit_bias,
   metadata, store, service_tier, `response_format` of type text / json_object, `n: 1`, `logprobs: false`;
 - refused with 400: `n` > 1, `logprobs: true`, `custom` tools, `response_format` of type json_schema,
-  image / file / audio content parts (until file upload lands), a request without any text.
+  audio content parts, file ids, a request without any text.
+Images (`image_url`: http(s) or data URL) and files (`file.file_data` + `filename`; kimi-free-api's
+`{"type": "file", "file_url": {"url"}}`) in any message become attachments (adapters/attachments.py).
 kimi-free-api extensions: `use_search`, `conversation_id`, model-name flags (see shared/models.py).
 """
 
@@ -31,6 +33,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from adapters.attachments import Place, from_base64, from_url, refuse_file_id
 from adapters.base import (
     JSON_CONTENT_TYPE,
     SSE_CONTENT_TYPE,
@@ -53,6 +56,7 @@ from adapters.common import (
     require_text,
 )
 from adapters.dispatch import Ending, EndReason, FunctionDialect
+from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, GatewayError
 from shared.models import ModelSpec, listed_models
 from shared.schema import ChatRequest, Message, Part, Role, TextPart, ToolCall, ToolChoice, ToolSpec
@@ -71,6 +75,10 @@ class _ImageURL(_Wire):
     detail: str | None = None
 
 
+class _FileURL(_Wire):
+    url: str
+
+
 class _FileRef(_Wire):
     file_data: str | None = None
     file_id: str | None = None
@@ -82,6 +90,7 @@ class _Part(_Wire):
     text: str | None = None
     image_url: _ImageURL | str | None = None
     file: _FileRef | None = None
+    file_url: _FileURL | None = None
 
 
 class _FunctionCall(_Wire):
@@ -166,11 +175,6 @@ _ROLES: Final[dict[str, Role]] = {
     "tool": "tool",
     "function": "tool",
 }
-#: Parts the worker cannot send Kimi yet (it uploads no files): refused rather than silently dropped.
-_NOT_YET: Final = {
-    "image_url": "Image content parts are not supported yet (file upload is not implemented).",
-    "file": "File content parts are not supported yet (file upload is not implemented).",
-}
 
 
 def parse(body: bytes, ctx: RequestContext) -> Parsed:
@@ -180,7 +184,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
         raise BadRequest("`messages` must hold at least one message.", param="messages")
     _refuse_unsupported(wire)
     spec = model_spec(wire.model, f"The model `{wire.model}` does not exist.")
-    messages = [_message(m, i) for i, m in enumerate(wire.messages)]
+    messages = [_message(m, i, ctx.attachments) for i, m in enumerate(wire.messages)]
     param = f"messages[{len(messages) - 1}].content"
     require_text(messages, param, "The messages hold no text; there is nothing to answer.")
     tools = _tools(wire.tools or [])
@@ -254,13 +258,13 @@ def _refuse_unsupported(wire: _Request) -> None:
         raise BadRequest("Kimi's web chat does not support structured outputs.", param="response_format")
 
 
-def _message(wire: _Message, index: int) -> Message:
+def _message(wire: _Message, index: int, attachments: list[AttachmentInput]) -> Message:
     role = _ROLES.get(wire.role)
     if role is None:
         raise BadRequest(f"Unknown role `{wire.role}`.", param=f"messages[{index}].role")
     content: str | list[Part] = wire.content if isinstance(wire.content, str) else ""
     if isinstance(wire.content, list):
-        content = [_part(p, f"messages[{index}].content[{j}]") for j, p in enumerate(wire.content)]
+        content = _parts(wire.content, index, attachments)
     if role == "assistant" and wire.tool_calls:
         calls = [ToolCall(c.id, c.function.name, c.function.arguments) for c in wire.tool_calls]
         return Message(role=role, content=content, tool_calls=calls)
@@ -269,12 +273,41 @@ def _message(wire: _Message, index: int) -> Message:
     return Message(role=role, content=content)
 
 
+def _parts(wire: list[_Part], index: int, attachments: list[AttachmentInput]) -> list[Part]:
+    """A message's text parts; its image and file parts go to `attachments`, each with its place."""
+    parts: list[Part] = []
+    for j, part in enumerate(wire):
+        place = Place(f"messages[{index}].content[{j}]", index, j)
+        found = _attachment(part, place)
+        if found is not None:
+            attachments.append(found)
+        else:
+            parts.append(_part(part, place.param))
+    return parts
+
+
 def _part(wire: _Part, param: str) -> Part:
     if wire.type == "text":
         return TextPart(text=wire.text or "")
-    if wire.type in _NOT_YET:
-        raise BadRequest(_NOT_YET[wire.type], param=param)
     raise BadRequest(f"Unsupported content part of type `{wire.type}`.", param=param)
+
+
+def _attachment(wire: _Part, place: Place) -> AttachmentInput | None:
+    """An `image_url` or `file` part as an attachment; None for every other part type."""
+    if wire.type == "image_url":
+        image = wire.image_url
+        if image is None:
+            raise BadRequest("An `image_url` part needs `image_url.url`.", param=place.param)
+        return from_url(image if isinstance(image, str) else image.url, place, kind="image")
+    if wire.type != "file":
+        return None
+    if wire.file_url is not None:
+        return from_url(wire.file_url.url, place)
+    if wire.file is not None and wire.file.file_data:
+        return from_base64(wire.file.file_data, place, name=wire.file.filename)
+    if wire.file is not None and wire.file.file_id:
+        raise refuse_file_id(place)
+    raise BadRequest("A `file` part needs `file.file_data` (and `file.filename`).", param=place.param)
 
 
 # ---------------------------------------------------------------- errors

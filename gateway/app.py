@@ -13,11 +13,12 @@ from aiohttp import web
 
 from adapters.base import RequestContext
 from gateway import admin_proxy
+from gateway.attachments.intake import attachment_body_bytes
 from gateway.auth import authenticate_local
 from gateway.docs import ROUTE_SUMMARIES
 from gateway.middleware import error_middleware
 from gateway.relay import REQUEST_ID, handle_chat
-from gateway.resources import SETTINGS, passthrough_accounts, redis_clients, reply_reader
+from gateway.resources import SETTINGS, attachment_intake, passthrough_accounts, redis_clients, reply_reader
 from gateway.routes import (
     CHAT_ROUTES,
     DEFAULT_DIALECT,
@@ -37,11 +38,14 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(settings: GatewaySettings) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware(ROWS, DEFAULT_DIALECT)],
-        client_max_size=settings.max_body_bytes,
+        # The larger cap of requests with attachments; the relay holds the others to MAX_BODY_BYTES.
+        client_max_size=attachment_body_bytes(settings.max_body_bytes, settings.attachments),
     )
     app[SETTINGS] = settings
     app[ROUTE_SUMMARIES] = SUMMARIES
-    app.cleanup_ctx.extend([redis_clients, reply_reader, passthrough_accounts, admin_proxy.admin_forwarder])
+    app.cleanup_ctx.extend(
+        [redis_clients, reply_reader, passthrough_accounts, attachment_intake, admin_proxy.admin_forwarder]
+    )
     for chat in CHAT_ROUTES:
         app.router.add_route(chat.method, chat.path, _chat_handler(chat))
     for row in LOCAL_ROUTES:

@@ -23,10 +23,13 @@ from redis.exceptions import RedisError
 
 from adapters.base import Parsed, Renderer, RequestContext
 from gateway import metrics
+from gateway.attachments.intake import attachment_body_bytes
 from gateway.auth import check_client, client_id, store_passthrough
 from gateway.replies import ReplyEntry, Subscription
-from gateway.resources import PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
+from gateway.resources import INTAKE, PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from gateway.routes import ChatRoute
+from shared.attachment_input import AttachmentInput
+from shared.attachments import AttachmentStore, attachment_ttl_s
 from shared.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -139,7 +142,8 @@ async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> t
     query, model = dict(request.query), request.match_info.get("model")
     ctx = RequestContext(request_id, path_model=model, query=query, now_s=now_s, stream=route.stream)
     tokens = check_client(request, settings)
-    chat, reply = route.dialect.parse(await read_body(request, settings.max_body_bytes), ctx)
+    chat, reply = await _parse(request, route, ctx)
+    chat = await _take_attachments(request, chat, ctx.attachments)
     async with redis_errors():  # a client's own tokens are stored only for a request that parsed
         account_ids = await store_passthrough(tokens, request.app[PASSTHROUGH])
     chat = msgspec.structs.replace(
@@ -150,6 +154,39 @@ async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> t
         client_id=client_id(request, tokens),
     )
     return Parsed(chat, reply), ctx
+
+
+async def _parse(request: web.Request, route: ChatRoute, ctx: RequestContext) -> Parsed:
+    """Parse a body of up to the attachment cap; one above `MAX_BODY_BYTES` must carry attachments."""
+    settings = request.app[SETTINGS]
+    small = settings.max_body_bytes
+    body = await read_body(request, attachment_body_bytes(small, settings.attachments))
+    try:
+        parsed = route.dialect.parse(body, ctx)
+    except GatewayError:
+        if len(body) > small and not ctx.attachments:
+            raise _too_large(small) from None
+        raise
+    if len(body) > small and not ctx.attachments:
+        raise _too_large(small)
+    return parsed
+
+
+def _too_large(small: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body exceeds {small} bytes (more is allowed only for attachments).")
+
+
+async def _take_attachments(
+    request: web.Request, chat: ChatRequest, inputs: list[AttachmentInput]
+) -> ChatRequest:
+    """Fetch, check and store the request's attachments (before its job exists); the request with them."""
+    if not inputs:
+        return chat
+    taken = await request.app[INTAKE].take(chat, inputs)
+    ttl_s = attachment_ttl_s(request.app[SETTINGS].request_timeout_s)
+    async with redis_errors():
+        await AttachmentStore(request.app[REDIS]).put(chat.request_id, taken.blobs, ttl_s)
+    return taken.request
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

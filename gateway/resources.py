@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from gateway.attachments.fetch import open_fetcher
+from gateway.attachments.intake import AttachmentIntake, AttachmentLimits
 from gateway.replies import ReplyReader
 from gateway.workers import WorkerWatch
 from shared.keys import REPLY_BLOCK_MS
@@ -22,6 +24,8 @@ REPLIES = web.AppKey("replies", ReplyReader)
 #: Clients' own Kimi tokens (`Bearer T1,T2`), stored as ephemeral accounts.
 PASSTHROUGH = web.AppKey("passthrough", PassThroughAccounts)
 WORKER_WATCH = web.AppKey("worker_watch", WorkerWatch)
+#: Takes in each request's images and documents (URL fetches through the app's one fetcher).
+INTAKE = web.AppKey("attachment_intake", AttachmentIntake)
 
 
 async def redis_clients(app: web.Application) -> AsyncIterator[None]:
@@ -49,3 +53,11 @@ async def reply_reader(app: web.Application) -> AsyncIterator[None]:
 async def passthrough_accounts(app: web.Application) -> AsyncIterator[None]:
     app[PASSTHROUGH] = PassThroughAccounts(app[REDIS], app[SETTINGS].pool)
     yield
+
+
+async def attachment_intake(app: web.Application) -> AsyncIterator[None]:
+    """The attachment intake and the URL fetcher's session it uses."""
+    settings = app[SETTINGS].attachments
+    async with open_fetcher(settings) as fetcher:
+        app[INTAKE] = AttachmentIntake(fetcher, AttachmentLimits.from_settings(settings))
+        yield

@@ -139,12 +139,13 @@ def test_parse_model_flags_become_options() -> None:
         (
             _body(messages=[{"role": "user", "content": [{"type": "image", "source": {"type": "base64"}}]}]),
             BadRequest,
-            "Image content blocks are not supported yet.",
+            "messages.0.content.0: the attachment's data is empty",
         ),
         (
-            _body(messages=[{"role": "user", "content": [{"type": "document", "source": {}}]}]),
+            _body(messages=[{"role": "user", "content": [{"type": "document", "source": {"type": "file"}}]}]),
             BadRequest,
-            "Document content blocks are not supported yet.",
+            "messages.0.content.0: file ids are not supported (the gateway has no Files API); send the bytes "
+            "or a URL",
         ),
         (
             b"{not json",

@@ -103,12 +103,14 @@ async def test_error_types(client: anthropic.AsyncAnthropic, stack: Stack) -> No
             "type": "invalid_request_error",
             "message": "max_tokens: Field required",
         }
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
-    with pytest.raises(anthropic.BadRequestError, match="Image content blocks are not supported yet"):
+    image = {"type": "image", "source": {"type": "file", "file_id": "file_1"}}
+    with pytest.raises(
+        anthropic.BadRequestError, match=r"messages\.0\.content\.0: file ids are not supported"
+    ):
         await client.messages.create(
             model="kimi",
             max_tokens=10,
-            messages=[{"role": "user", "content": [image]}],  # type: ignore[list-item]
+            messages=[{"role": "user", "content": [image, {"type": "text", "text": "?"}]}],  # type: ignore[list-item]
         )
 
 

@@ -130,17 +130,18 @@ def test_parse_snake_case_fields_and_models_prefix() -> None:
             "kimi",
             _body(
                 contents=[
-                    {"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "AA=="}}]}
+                    {"role": "user", "parts": [{"inlineData": {"mimeType": "audio/wav", "data": "AA=="}}]}
                 ]
             ),
             BadRequest,
-            "inline_data and file_data parts are not supported yet.",
+            "contents[0].parts[0]: audio/wav is not supported; Kimi reads images and documents only",
         ),
         (
             "kimi",
             _body(contents=[{"role": "user", "parts": [{"file_data": {"file_uri": "gs://x"}}]}]),
             BadRequest,
-            "inline_data and file_data parts are not supported yet.",
+            "* contents[0].parts[0].fileData.fileUri: only http(s) URLs are fetched (the gateway has no Files "
+            "API)",
         ),
         (
             "kimi",

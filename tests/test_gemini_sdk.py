@@ -121,15 +121,18 @@ async def test_v1_models_list_depends_on_how_the_caller_authenticates(stack: Sta
 
 
 async def test_error_types(client: genai.Client) -> None:
-    """An unknown model is a 404 NOT_FOUND ClientError; inline_data is a 400 INVALID_ARGUMENT."""
+    """An unknown model is a 404 NOT_FOUND ClientError; audio inline_data is a 400 INVALID_ARGUMENT."""
     with pytest.raises(errors.ClientError) as missing:
         await client.aio.models.generate_content(model="gemini-2.5-pro", contents=PROMPT)
     assert (missing.value.code, missing.value.status) == (404, "NOT_FOUND")
-    image = types.Part.from_bytes(data=b"\x89PNG", mime_type="image/png")
+    audio = types.Part.from_bytes(data=b"RIFF", mime_type="audio/wav")
     with pytest.raises(errors.ClientError) as media:
-        await client.aio.models.generate_content(model="kimi", contents=[image])
+        await client.aio.models.generate_content(model="kimi", contents=[audio, "?"])
     assert (media.value.code, media.value.status) == (400, "INVALID_ARGUMENT")
-    assert media.value.message == "inline_data and file_data parts are not supported yet."
+    assert (
+        media.value.message
+        == "contents[0].parts[0]: audio/wav is not supported; Kimi reads images and documents only"
+    )
 
 
 async def test_authentication_error(stack_factory: StackFactory) -> None:

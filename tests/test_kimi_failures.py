@@ -6,6 +6,7 @@ import pytest
 
 from shared.errors import (
     GatewayError,
+    NotFound,
     UpstreamOverloaded,
     UpstreamPlanRequired,
     UpstreamQuotaExhausted,
@@ -22,6 +23,7 @@ from upstream_worker.kimi.failures import (
     plan_required,
     rest_error,
 )
+from upstream_worker.kimi.files import FileForgotten
 
 
 @pytest.mark.parametrize(
@@ -112,3 +114,14 @@ def _spec(model: str) -> ModelSpec:
     spec = resolve_model(model)
     assert spec is not None
     return spec
+
+
+def test_an_unknown_file_id_is_a_stale_upload_an_unknown_chat_is_not() -> None:
+    """REST `file.not_found` and Connect `not_found` / REASON_FILE_NOT_FOUND are FileForgotten; a chat's stays NotFound."""
+    assert type(rest_error("file.not_found", "找不到指定的文件")) is FileForgotten
+    assert (
+        type(connect_error(ConnectErrorBody("not_found", "file", [], "REASON_FILE_NOT_FOUND")))
+        is FileForgotten
+    )
+    assert type(connect_error(ConnectErrorBody("not_found", "chat", [], "REASON_CHAT_NOT_FOUND"))) is NotFound
+    assert type(http_error(400, b'{"error_type":"file.not_found","message":"x"}', None)) is FileForgotten

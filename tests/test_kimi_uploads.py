@@ -18,9 +18,7 @@ from kimi_sim.server import SimServer
 from shared.attachments import AttachmentStore, digest
 from shared.errors import (
     GatewayError,
-    NotFound,
     ServiceUnavailable,
-    UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
     error_event,
@@ -33,7 +31,7 @@ from tests.driver_helpers import FAST, collect, text_of
 from tests.driver_helpers import session as session  # the fixture
 from upstream_worker.attachments import Attachments
 from upstream_worker.kimi import ConnectDriver, Creds, RestDriver, UpstreamCall
-from upstream_worker.kimi.files import KimiFile, ParseFailed, UploadFailed
+from upstream_worker.kimi.files import FileForgotten, KimiFile, ParseFailed, UploadFailed
 from upstream_worker.retries import FAILOVER
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(200))
@@ -238,13 +236,17 @@ async def test_a_file_kimi_cannot_read_is_a_502_without_failover(
 async def test_bytes_gone_and_deleted(
     attachments: Attachments, redis: aioredis.Redis, kimi_sim: SimServer
 ) -> None:
-    """A part whose bytes are no longer held is a 503 before any upload; `delete_bytes` removes a job's bytes."""
+    """A part whose bytes are no longer held is a 503 before any upload; a lane without an uploader uploads
+    nothing; `delete_bytes` removes a job's bytes."""
     creds = test_kimi_connect_driver.creds_for(kimi_sim)
     with pytest.raises(ServiceUnavailable):
         await attachments.files_for("connect", creds, "job-gone", [IMAGE])
     assert (
         kimi_sim.state.uploads == [] and await attachments.files_for("connect", creds, "job-gone", []) == []
     )
+    assert (
+        await attachments.files_for("official", creds, "job-gone", [IMAGE]) == []
+    )  # inline bytes: no upload
     store = AttachmentStore(redis)
     await store.put("job-2", {IMAGE.sha256: PNG})
     await attachments.delete_bytes("job-2")
@@ -255,17 +257,17 @@ async def test_bytes_gone_and_deleted(
 async def test_a_stale_file_id_fails_the_turn_before_it_starts(
     lane: Lane, kimi_sim: SimServer, session: aiohttp.ClientSession
 ) -> None:
-    """A file id Kimi does not know for this account (what a stale cache entry would cause; the runner then
-    forgets it) fails the turn before its Start: Connect `not_found` → NotFound, REST 400 → UpstreamError."""
+    """A file id Kimi does not know for this account (what a stale cache entry causes; the runner then forgets
+    it and tries once more) fails the turn before its Start with FileForgotten, on both lanes."""
     creds = await lane.creds(kimi_sim, session)
     spec = resolve_model(lane.model)
     assert spec is not None
     request = ChatRequest(request_id="r", model=spec.id, messages=[Message(role="user", content=PROMPT)])
     call = UpstreamCall(request=request, spec=spec, creds=creds, files=[KimiFile("gone", "file", "a.pdf", 3)])
     expected = (
-        (NotFound, "Kimi: file not found")
+        (FileForgotten, "Kimi: file not found")
         if lane.name == "connect"
-        else (UpstreamError, "Kimi answered HTTP 400")
+        else (FileForgotten, "Kimi: 找不到指定的文件")
     )
     events = []
     with pytest.raises(GatewayError) as caught:

@@ -4,8 +4,8 @@ Before `driver.chat(call)` the runner asks `Attachments.files_for(lane, creds, j
 looked up in the account's upload cache (upload_cache.py); the others are read from the job's bytes in Redis
 (shared/attachments.py) and uploaded on the account's lane (upload_rest.py, upload_connect.py), then
 remembered. The files go into `call.files`, which the REST body turns into `refs` / `refs_file` and the
-Connect request into file blocks. When the job ends, whatever its outcome, the runner calls
-`delete_bytes(job_id)`.
+Connect request into file blocks. When the job ends, whatever its outcome, upstream_worker/job.py deletes
+the job's bytes (`AttachmentStore.delete`, as `delete_bytes` does).
 
 Uploads of one turn run one after another: a turn rarely carries more than a few files, and one account's
 lane is what they share anyway. Failures are those of upstream_worker/kimi/files.py, raised as they come.
@@ -59,8 +59,9 @@ class Attachments:
     async def files_for(
         self, lane: str, creds: KimiCredentials, job_id: str, parts: Sequence[AttachmentPart]
     ) -> list[KimiFile]:
-        """One Kimi file per part, in order: cached for this account and lane, else uploaded now."""
-        if not parts:
+        """One Kimi file per part, in order: cached for this account and lane, else uploaded now. A lane with no
+        uploader (an official API, which takes the bytes inline in its request) gets none."""
+        if not parts or lane not in self._uploaders:
             return []
         cached = await self._cache.get_many(lane, creds.account_id, [p.sha256 for p in parts])
         files = []

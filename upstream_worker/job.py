@@ -7,7 +7,8 @@
     deadline passed in the queue → timeout error
     else runner.run(request) within the deadline, stopped when the client leaves → the terminal error, if any
               ▼
-    publisher closed (reply TTL set) → XACK → outcome (`kimi_worker_jobs_total{outcome}`, the job's log line)
+    publisher closed (reply TTL set) → XACK → attachment bytes deleted → outcome (`kimi_worker_jobs_total{outcome}`,
+    the job's log line)
 
 The ack comes last: an entry whose worker dies before it stays pending, and another worker reclaims it. A
 Redis failure does the same on purpose: the job is left unacked, and its reply stream says whether it can run
@@ -26,6 +27,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from shared.attachments import AttachmentStore, request_attachments
 from shared.errors import Cancelled, GatewayError, ServiceUnavailable, UpstreamTimeout, error_event
 from shared.logging import get_logger
 from shared.schema import Done, ErrorEvent, Event, Job, Keepalive, Start, events_decoder, job_decoder
@@ -107,6 +109,7 @@ class JobLifecycle:
         self._redis = redis
         self._queue = queue
         self._runner = runner
+        self._attachments = AttachmentStore(redis)
         #: The reply XADDs of every running job share pipelines (upstream_worker/batcher.py).
         self._batcher = RedisBatcher(redis)
 
@@ -134,10 +137,17 @@ class JobLifecycle:
             metrics.RECLAIMED.inc()
             settled = await self._settle_reclaimed(entry, job)
             if settled is not None:
+                await self._drop_attachments(job)
                 return settled
         outcome = await self._execute(job, running)
         await self._queue.ack(entry.entry_id)
+        await self._drop_attachments(job)
         return outcome
+
+    async def _drop_attachments(self, job: Job) -> None:
+        """The job has ended: its attachment bytes go (their TTL only backs this up)."""
+        if request_attachments(job.request.messages):
+            await self._attachments.delete(job.request.request_id)
 
     async def _settle_reclaimed(self, entry: JobEntry, job: Job) -> JobOutcome | None:
         """A reclaimed job runs again (None) only when its reply has no content yet; else it ends here."""

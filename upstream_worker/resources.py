@@ -16,6 +16,7 @@ from shared.metrics import instrument_redis
 from shared.redis_client import make_blocking_redis, make_redis
 from shared.settings import WorkerSettings
 from token_service.client import AccountPool
+from upstream_worker.attachments import Attachments
 from upstream_worker.drivers import DRIVERS, DriverFactory, open_drivers
 from upstream_worker.runner import KimiRunner
 from upstream_worker.worker import Worker
@@ -39,7 +40,9 @@ async def open_worker(
     try:
         async with _session(settings) as session:
             pool = AccountPool(redis, settings.pool, session, common.kimi_base_url)
-            runner = KimiRunner(settings, redis, pool, open_drivers(session, settings, redis, drivers))
+            attachments = Attachments.create(redis, session, common.kimi_base_url, settings.timeouts)
+            drivers_ = open_drivers(session, settings, redis, drivers)
+            runner = KimiRunner(settings, redis, pool, drivers_, attachments)
             yield Worker(settings, redis, blocking, runner, pool)
     finally:
         await blocking.aclose()

@@ -37,6 +37,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from token_service.pool import ReleaseOutcome
+from upstream_worker.kimi.files import FileForgotten
 
 #: Failures worth another account before the first token (429, quota, overload, 401, 5xx, no connection).
 FAILOVER = (UpstreamRateLimited, UpstreamOverloaded, UpstreamAuthError, UpstreamUnavailable)
@@ -52,9 +53,9 @@ def release_outcome(failure: BaseException | None) -> ReleaseOutcome:
         case None | ClientError() | ContentFiltered():
             # A client's mistake Kimi refused, or its content policy: no fault of the account.
             return "ok"
-        case asyncio.CancelledError() | UpstreamStreamBusy() | UpstreamPlanRequired():
-            # Cut by the job, or refused before it ran (busy, or a model its plan lacks): nothing is learned
-            # about the account.
+        case asyncio.CancelledError() | UpstreamStreamBusy() | UpstreamPlanRequired() | FileForgotten():
+            # Cut by the job, or refused before it ran (busy, or a model its plan lacks), or a stale cached
+            # file of ours (FileForgotten): nothing is learned about the account.
             return "cancelled"
         case UpstreamQuotaExhausted():
             return "quota"
@@ -82,9 +83,18 @@ class RetryBudget:
     #: Excluded only because Kimi said they were busy: leased again after a wait.
     busy: set[str] = field(default_factory=set)
     last_error: UpstreamError | None = None
+    #: A stale cached file was found (FileForgotten): the turn is tried once more, uploading again.
+    refreshed_files: bool = False
 
     def retry_after(self, account_id: str, exc: UpstreamError) -> bool:
-        """Count a failure of `account_id`; True when the job may try again (with the account skipped)."""
+        """Count a failure of `account_id`; True when the job may try again (with the account skipped, unless
+        only its cached files were stale)."""
+        if isinstance(exc, FileForgotten):
+            if self.refreshed_files:
+                return False
+            self.refreshed_files = True
+            self.last_error = exc
+            return True
         if isinstance(exc, UpstreamStreamBusy):
             self.busy_answers += 1
             if self.busy_answers >= MAX_STREAM_BUSY:

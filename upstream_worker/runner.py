@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import redis.asyncio as aioredis
 
+from shared.attachments import request_attachments
 from shared.errors import (
     ClientError,
     GatewayError,
@@ -59,9 +60,12 @@ from shared.settings import WorkerSettings
 from token_service.client import BUSY_POLL_S, AccountPool, Lease, protocol_for
 from upstream_worker import conversations, metrics, routing
 from upstream_worker.answer import Answer, Attempt, keep_alive
+from upstream_worker.attachments import Attachments
 from upstream_worker.conversations import Conversation, RecordTracker
 from upstream_worker.drivers import PROMPTED_TOOLS, Driver
 from upstream_worker.kimi.call import UpstreamCall
+from upstream_worker.kimi.files import FileForgotten
+from upstream_worker.kimi.flatten import turn_attachments
 from upstream_worker.publisher import ReplyPublisher
 from upstream_worker.retries import STREAM_BUSY_WAITS_S, RetryBudget, release_outcome
 from upstream_worker.tool_turn import ToolTurn
@@ -95,12 +99,18 @@ class HeldLease:
 
 class KimiRunner:
     def __init__(
-        self, settings: WorkerSettings, redis: aioredis.Redis, pool: AccountPool, drivers: dict[str, Driver]
+        self,
+        settings: WorkerSettings,
+        redis: aioredis.Redis,
+        pool: AccountPool,
+        drivers: dict[str, Driver],
+        attachments: Attachments,
     ) -> None:
         self._settings = settings
         self._redis = redis
         self._pool = pool
         self._drivers = drivers
+        self._attachments = attachments
 
     async def run(self, request: ChatRequest, publisher: ReplyPublisher, held: HeldLease) -> None:
         """Publish the whole answer, ending with Usage + Done; raise a GatewayError when it fails."""
@@ -197,6 +207,8 @@ class KimiRunner:
                 keep_chat=_keeps(request),
             )
             calls.append(call)
+            parts = turn_attachments(request.messages, protocol, call.is_continuation)
+            call.files = await self._attachments.files_for(protocol, creds, request.request_id, parts)
             answer.attempt = Attempt(call, protocol, sent_parent_id, conversation is not None)
             done = await _stream(driver, call, turn.take if turn else answer.take, protocol)
             if turn is not None:
@@ -211,6 +223,10 @@ class KimiRunner:
             failure = exc
             if isinstance(exc, ClientError | UpstreamError):
                 metrics.UPSTREAM_ERRORS.labels(protocol, exc.kind).inc()
+            if isinstance(exc, FileForgotten):
+                await self._attachments.forget(
+                    protocol, lease.account_id, request_attachments(request.messages)
+                )
             raise
         finally:
             await self._finish(lease, failure, calls, answer, driver, held)

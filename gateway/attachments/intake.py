@@ -12,6 +12,7 @@ Errors name the part: 400 for an unsupported or mislabelled type, too many attac
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +52,12 @@ class TakenAttachments:
     request: ChatRequest
     #: sha256 → bytes, once per content: what `AttachmentStore.put(job_id, blobs)` stores.
     blobs: dict[str, bytes]
+
+
+def attachment_body_bytes(max_body_bytes: int, settings: AttachmentSettings) -> int:
+    """The body cap of a request that carries attachments: the plain cap plus the base64 size of the most
+    attachment bytes a request may hold (base64 makes 3 bytes 4 characters)."""
+    return max_body_bytes + 4 * math.ceil(settings.max_request_bytes / 3)
 
 
 class AttachmentIntake:

@@ -31,6 +31,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.models import ModelSpec
+from upstream_worker.kimi.files import FileForgotten
 
 #: Kimi allows one running stream per user; the other one ends within seconds, so retry soon.
 STREAM_PUSHING_RETRY_AFTER_S = 2.0
@@ -38,6 +39,8 @@ OVERLOAD_REASON = "REASON_SERVER_OVERLOADED_FOR_FREE_USER"
 STREAM_PUSHING_REASON = "REASON_USER_STREAM_PUSHING"
 #: A `resource_exhausted` reason naming a quota (e.g. REASON_LONG_TEXT_QUOTA_EXCEEDED) means a used-up quota.
 QUOTA_REASON_PART = "QUOTA"
+#: A Connect `not_found` with this reason names a file id, not a chat.
+FILE_NOT_FOUND_REASON = "REASON_FILE_NOT_FOUND"
 
 
 class _Localized(msgspec.Struct):
@@ -150,7 +153,7 @@ def connect_error(err: ConnectErrorBody, retry_after_s: float | None = None) -> 
     if code in ("invalid_argument", "failed_precondition", "out_of_range"):
         return BadRequest(text)
     if code == "not_found":
-        return NotFound(text)
+        return FileForgotten(text) if FILE_NOT_FOUND_REASON in err.reasons() else NotFound(text)
     return UpstreamError(text)
 
 
@@ -179,6 +182,8 @@ def rest_error(error_type: str, message: str, retry_after_s: float | None = None
         return UpstreamRateLimited(text, retry_after_s=retry_after_s)
     if error_type == "chat.not_found":
         return NotFound(text)
+    if error_type == "file.not_found":
+        return FileForgotten(text)
     if error_type == "validation.error":
         return BadRequest(text)
     return None

@@ -78,6 +78,14 @@ class ParseFailed(UpstreamError):
     retryable = False
 
 
+class FileForgotten(UpstreamError):
+    """A turn referenced a cached upload Kimi no longer holds for the account (REST `file.not_found`, Connect
+    `REASON_FILE_NOT_FOUND`): the runner forgets the account's cached files and tries the turn once more,
+    which uploads them again (502 when that fails too)."""
+
+    http_status: ClassVar[int] = 502
+
+
 #: Failures that are the account's, not the upload's: they keep their own class (cooldown, failover).
 _ACCOUNT_FAILURES = (UpstreamAuthError, UpstreamRateLimited, UpstreamOverloaded, UpstreamTimeout)
 
