@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from adapters.base import Dialect, Renderer, RequestContext
 from gateway import metrics
 from gateway.auth import authenticate
+from gateway.jobs import enqueue
 from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import POOL, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from shared.errors import (
@@ -30,9 +31,10 @@ from shared.errors import (
     UpstreamTimeout,
     error_from_event,
 )
-from shared.keys import CANCEL_TTL_S, JOBS_MAXLEN, JOBS_STREAM, REPLY_BLOCK_MS, cancel_key, reply_key
+from shared.keys import CANCEL_TTL_S, REPLY_BLOCK_MS, cancel_key, reply_key
 from shared.logging import get_logger
 from shared.models import resolve_model
+from shared.redis_client import gateway_error
 from shared.schema import (
     ChatRequest,
     Citation,
@@ -43,7 +45,6 @@ from shared.schema import (
     ReasoningDelta,
     Start,
     TextDelta,
-    encode_job,
     events_decoder,
 )
 
@@ -89,7 +90,7 @@ async def redis_errors() -> AsyncIterator[None]:
     try:
         yield
     except RedisError as exc:
-        raise ServiceUnavailable("Redis is unreachable; try again shortly.") from exc
+        raise gateway_error(exc) from exc
 
 
 async def handle_chat(request: web.Request, dialect: Dialect) -> web.StreamResponse:
@@ -222,9 +223,7 @@ class Relay:
             )
         job = Job(request=self.chat, reply_key=self.key, enqueued_s=time.time())
         async with redis_errors():
-            await self.request.app[REDIS].xadd(
-                JOBS_STREAM, {"job": encode_job(job)}, maxlen=JOBS_MAXLEN, approximate=True
-            )
+            await enqueue(self.request.app[REDIS], job, self.settings.jobs_backlog_max)
 
     async def _pump(self, subscription: Subscription) -> web.StreamResponse:
         settings = self.settings

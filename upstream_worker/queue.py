@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from shared import keys
@@ -92,10 +93,13 @@ class JobQueue:
             )
 
     async def ack(self, entry_id: str) -> None:
-        await self._redis.xack(keys.JOBS_STREAM, keys.JOBS_GROUP, entry_id)
+        """Ack the entry and delete it, in one round trip: no prompt stays in Redis once its job is done."""
+        pipe = self._redis.pipeline(transaction=False)
+        _ack_and_delete(pipe, entry_id)
+        await pipe.execute()
 
     async def dead_letter(self, entry: JobEntry, reason: str) -> None:
-        """Move an entry to the dead-letter stream and ack it, in one round trip."""
+        """Move an entry to the dead-letter stream, ack it and delete it, in one round trip."""
         fields: dict[Any, Any] = {
             "entry_id": entry.entry_id,
             "reason": reason,
@@ -106,7 +110,7 @@ class JobQueue:
             fields["job"] = entry.payload
         pipe = self._redis.pipeline(transaction=False)
         pipe.xadd(keys.DEAD_LETTER_STREAM, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
-        pipe.xack(keys.JOBS_STREAM, keys.JOBS_GROUP, entry.entry_id)
+        _ack_and_delete(pipe, entry.entry_id)
         await pipe.execute()
 
     async def _with_deliveries(self, entries: list[JobEntry]) -> list[JobEntry]:
@@ -122,6 +126,11 @@ class JobQueue:
             JobEntry(e.entry_id, e.payload, int(r[0]["times_delivered"]) if r else 1, reclaimed=True)
             for e, r in zip(entries, rows, strict=True)
         ]
+
+
+def _ack_and_delete(pipe: Pipeline, entry_id: str) -> None:
+    pipe.xack(keys.JOBS_STREAM, keys.JOBS_GROUP, entry_id)
+    pipe.xdel(keys.JOBS_STREAM, entry_id)
 
 
 def _stream_entries(reply: Any) -> list[tuple[Any, Any]]:
