@@ -1,8 +1,11 @@
 """The one way services build their asyncio Redis client: fail-fast timeouts, a bounded pool that waits.
 
 No `health_check_interval`: it sends a PING before reusing a connection idle that long, a round trip on
-the request path; redis-py's default Retry already reconnects and retries on a dead connection. redis-py
-sets TCP_NODELAY on its sockets itself.
+the request path. Instead a command that meets a dead connection (Redis restarted, or a proxy closed it
+while idle: "Connection closed by server") is sent once more, at once, on a new connection (`_RECONNECT`);
+without it the first command on every pooled connection fails after a Redis restart. Only connection errors
+are retried, never timeouts, and only once with no pause: a Redis that is down fails the retry's connect at
+once. redis-py sets TCP_NODELAY on its sockets itself.
 
 A burst of requests needs more connections at once than the pool holds: a command then waits (up to
 `REDIS_POOL_WAIT_S`) for one to come free instead of failing, as redis-py's plain pool does ("Too many
@@ -17,6 +20,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection, BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -25,6 +30,8 @@ from shared.settings import CommonSettings
 
 #: What a client shed for want of a connection is told to wait: a burst drains in well under a second.
 POOL_RETRY_AFTER_S = 1.0
+#: One immediate retry of a command whose connection turned out dead (see the module docstring).
+_RECONNECT = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 class PoolExhausted(RedisConnectionError):
@@ -53,6 +60,7 @@ def make_redis(settings: CommonSettings, *, max_connections: int = 256) -> aiore
         socket_timeout=settings.redis_socket_timeout_s,
         max_connections=max_connections,
         timeout=settings.redis_pool_wait_s,
+        retry=_RECONNECT,  # each connection takes a copy
     )
     return aioredis.Redis.from_pool(pool)
 
@@ -66,6 +74,7 @@ def make_blocking_redis(
         socket_connect_timeout=settings.redis_socket_timeout_s,
         socket_timeout=block_ms / 1000 + settings.redis_socket_timeout_s,
         max_connections=max_connections,
+        retry=_RECONNECT,  # each connection takes a copy
     )
 
 
