@@ -41,6 +41,8 @@ async def serve(settings: WorkerSettings) -> int:
             log.info("worker_draining", consumer=settings.consumer_name)
     finally:
         await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
     failure = worker.exception() if not worker.cancelled() else asyncio.CancelledError()
     if failure is not None:
         log.error("worker_failed", consumer=settings.consumer_name, exc_info=failure)
