@@ -218,6 +218,7 @@ class Worker:
                 await self._pool.extend(lease)
 
     async def _cancel_loop(self) -> None:
+        failing = False  # one line per outage, not four a second
         while await self._pause(CANCEL_POLL_S):
             watched = [r.job for r in self._running.values() if r.job.upstream_running]
             if not watched:
@@ -225,8 +226,11 @@ class Worker:
             try:
                 flags = await self._cancel_flags(watched)
             except (RedisError, OSError) as exc:
-                log.warning("cancel_poll_failed", error=str(exc))
+                if not failing:
+                    log.warning("cancel_poll_failed", error=str(exc))
+                failing = True
                 continue
+            failing = False
             for job, flag in zip(watched, flags, strict=True):
                 if flag:
                     job.stop(JobOutcome.CANCELLED)
