@@ -25,6 +25,7 @@ from adapters.base import Parsed, Renderer, RequestContext
 from gateway import metrics
 from gateway.attachments.intake import attachment_body_bytes
 from gateway.auth import check_client, client_id, store_passthrough
+from gateway.jobs import enqueue
 from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import INTAKE, PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from gateway.routes import ChatRoute
@@ -39,9 +40,10 @@ from shared.errors import (
     UpstreamTimeout,
     error_from_event,
 )
-from shared.keys import CANCEL_TTL_S, JOBS_MAXLEN, JOBS_STREAM, REPLY_BLOCK_MS, cancel_key, reply_key
+from shared.keys import CANCEL_TTL_S, REPLY_BLOCK_MS, cancel_key, reply_key
 from shared.logging import get_logger
 from shared.models import resolve_model
+from shared.redis_client import gateway_error
 from shared.schema import (
     ChatRequest,
     Citation,
@@ -53,7 +55,6 @@ from shared.schema import (
     Start,
     TextDelta,
     ToolCallEvent,
-    encode_job,
     events_decoder,
 )
 
@@ -108,7 +109,7 @@ async def redis_errors() -> AsyncIterator[None]:
     try:
         yield
     except RedisError as exc:
-        raise ServiceUnavailable("Redis is unreachable; try again shortly.") from exc
+        raise gateway_error(exc) from exc
 
 
 async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamResponse:
@@ -281,9 +282,7 @@ class Relay:
             )
         job = Job(request=self.chat, reply_key=self.key, enqueued_s=time.time())
         async with redis_errors():
-            await self.request.app[REDIS].xadd(
-                JOBS_STREAM, {"job": encode_job(job)}, maxlen=JOBS_MAXLEN, approximate=True
-            )
+            await enqueue(self.request.app[REDIS], job, self.settings.jobs_backlog_max)
 
     async def _pump(self, subscription: Subscription) -> web.StreamResponse:
         settings = self.settings

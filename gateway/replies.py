@@ -11,7 +11,8 @@ connection is released with `CLIENT UNBLOCK <its id>` (sent on the request clien
 the worker's own time to a first event (lease, upstream request) covers. When the last subscription leaves,
 the reader is unblocked at once and idles without a command, so a lone client's next request starts a fresh
 read. A failed read (Redis unreachable) fails every subscription it covered, as a relay's own read did;
-the relays answer 503 (or an in-band error) and the reader goes on with the next read.
+the relays answer 503 (or an in-band error) and the reader tries its next read `FAILED_READ_PAUSE_S` later.
+Its connection comes back by itself once Redis does (shared/redis_client.py: one reconnect per command).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ ReplyEntry: TypeAlias = tuple[bytes, dict[bytes, bytes]]
 #: How long a newly subscribed key may wait for the reader's current BLOCK to end by itself before the
 #: reader is unblocked: shorter than the worker's time from job to first event (about 4 ms on one VM).
 UNBLOCK_GRACE_S = 0.002
+#: After a failed read, the pause before the next: a subscription whose relay has not taken its error yet
+#: (busy writing to a slow client) must not make the reader spin on refused connections.
+FAILED_READ_PAUSE_S = 0.1
 
 log = get_logger("gateway.replies")
 
@@ -135,9 +139,11 @@ class ReplyReader:
                 self._idle.clear()
                 await self._idle.wait()
                 continue
-            await self._read_once()
+            if not await self._read_once():
+                await asyncio.sleep(FAILED_READ_PAUSE_S)
 
-    async def _read_once(self) -> None:
+    async def _read_once(self) -> bool:
+        """One XREAD over every subscribed key, its entries handed over; False when it failed."""
         streams = {key: sub.last_id for key, sub in self._subs.items()}
         self._reading = True
         self._round += 1
@@ -151,7 +157,7 @@ class ReplyReader:
             for key in streams:
                 if (sub := self._subs.get(key)) is not None:
                     sub._fail(exc)
-            return
+            return False
         finally:
             self._reading = False
         for key, entries in reply or ():
@@ -159,6 +165,7 @@ class ReplyReader:
                 sub._deliver(entries)
         if reply:
             await asyncio.sleep(0)  # the relays just woken write first; the next XREAD can wait for them
+        return True
 
     def _unblock_if_still(self, round_: int) -> None:
         """Release the reader's BLOCK if XREAD number `round_` is still waiting."""

@@ -1,7 +1,9 @@
 """Every Redis key name, TTL and block time of the system, with the unit in the name.
 
 Layout (../shared/DESIGN.md §4):
-    kimi:jobs                      stream of jobs, consumer group `workers`
+    kimi:jobs                      stream of unfinished jobs, consumer group `workers`: a worker deletes
+                                   the entry when it acks it; the gateway refuses new jobs past
+                                   JOBS_BACKLOG_MAX entries (gateway/jobs.py), it never trims
     kimi:jobs:dead                 dead-letter stream (jobs delivered MAX_DELIVERIES times)
     kimi:reply:{<job id>}          per-job reply stream of canonical events (msgpack), with a TTL
     kimi:cancel:{<job id>}         set by the gateway when its client disconnects
@@ -56,8 +58,6 @@ ACCOUNT_POOL_KEYS = (ACCOUNT_INDEX, ACCOUNT_READY, ACCOUNT_COOLING, ACCOUNT_LEAS
 #: The untagged prefix of older versions (`kimi:acct:<id>`, `kimi:acct:index`, …), read only to migrate.
 LEGACY_ACCOUNT_PREFIX = "kimi:acct:"
 
-#: Approximate cap of the job stream; acked entries beyond it are trimmed (XADD MAXLEN ~).
-JOBS_MAXLEN = 100_000
 #: A reply stream outlives its job by this long so a reconnecting gateway can still read it.
 REPLY_TTL_S = 300
 #: Cancel flags only matter while the job runs.

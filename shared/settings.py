@@ -162,6 +162,10 @@ class CommonSettings(SettingsGroup):
     )
     #: Fail fast when Redis does not answer (LiteLLM PR #35273: no socket timeout → every request hangs).
     redis_socket_timeout_s: float = setting("REDIS_SOCKET_TIMEOUT_S", 5.0, "socket timeout of Redis commands")
+    #: A burst waits for a pooled connection rather than failing; past this wait it is overload (429).
+    redis_pool_wait_s: float = setting(
+        "REDIS_POOL_WAIT_S", 2.0, "longest wait for a free pooled Redis connection"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +313,11 @@ class GatewaySettings(SettingsGroup):
     idle_timeout_s: float = setting("IDLE_TIMEOUT_S", 120.0, "longest silence from the worker")
     #: SSE keep-alive period while waiting for the first token (client-formats.md §4: ≤ 15 s).
     keepalive_interval_s: float = setting("KEEPALIVE_INTERVAL_S", 10.0, "SSE keep-alive period")
+    #: Jobs queued or running (XLEN kimi:jobs: workers delete what they ack) past which new requests are
+    #: refused with 429 + Retry-After; nothing queued is ever trimmed to make room.
+    jobs_backlog_max: int = setting(
+        "JOBS_BACKLOG_MAX", 10_000, "jobs queued or running before new requests get 429"
+    )
     #: A worker heartbeat older than this does not count for /readyz.
     worker_stale_s: float = setting("WORKER_STALE_S", 15.0, "a worker heartbeat older than this is dead")
     #: The admin API lives in the token service; the gateway forwards /auth/*, /admin/* and /token/check there.

@@ -132,3 +132,20 @@ async def _blocked_other_than(redis: aioredis.Redis, client_id: str) -> bool:
 
 async def _not_blocked(redis: aioredis.Redis) -> bool:
     return await blocked_readers(redis) == 0
+
+
+async def test_a_reader_whose_redis_is_down_does_not_spin(redis) -> None:
+    """Redis unreachable while a subscription stays open (its relay busy writing to a slow client): the
+    reader tries again after FAILED_READ_PAUSE_S, so half a second of it costs next to no CPU."""
+    blocking = aioredis.Redis.from_url("redis://127.0.0.1:1/0", single_connection_client=True)
+    replies = ReplyReader(blocking, redis, LONG_BLOCK_MS)
+    replies.start()
+    cpu_s = time.process_time()
+    try:
+        replies.subscribe("r:down")
+        await asyncio.sleep(0.5)
+        cpu_s = time.process_time() - cpu_s
+    finally:
+        await replies.aclose()
+        await blocking.aclose()
+    assert cpu_s < 0.1

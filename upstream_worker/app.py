@@ -31,9 +31,10 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
         app[WORKER] = worker
         app[WORKER_TASK] = asyncio.create_task(worker.run())
         yield
-        # Graceful drain: stop reading, finish and ack what is in flight.
+        # Graceful drain: stop reading, finish and ack what is in flight. How the task ended (a failure is
+        # the process's exit code, upstream_worker/__main__.py) is not a cleanup error.
         await worker.aclose()
-        await app[WORKER_TASK]
+        await asyncio.wait({app[WORKER_TASK]})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -93,8 +93,12 @@ class RunningJob:
         return self._upstream
 
     def stop(self, reason: JobOutcome) -> None:
-        """Cancel the upstream call; the job ends with `reason`'s error."""
-        if self._upstream is not None and not self._upstream.done():
+        """Cancel the upstream call, once; the job ends with the first `reason`'s error.
+
+        Once: the cancel watch and the deadline keep asking while the call winds down (it releases its
+        lease, cleans the upstream chat up), and a second cancellation would cut that short.
+        """
+        if self._stop_reason is None and self._upstream is not None and not self._upstream.done():
             self._stop_reason = reason
             self._upstream.cancel()
 
@@ -181,13 +185,17 @@ class JobLifecycle:
     async def _execute(self, job: Job, running: RunningJob) -> JobOutcome:
         request = job.request
         started_s = time.time()
-        publisher = self._publisher(job)
+        # A reply stream that lost events stops the job: the rest would be an answer with a hole in it.
+        publisher = self._publisher(job, on_failure=lambda: running.stop(JobOutcome.ERROR))
         remaining_s = request.deadline_s - started_s if request.deadline_s else None
         if remaining_s is not None and remaining_s <= 0:
             publisher.publish(error_event(UpstreamTimeout("the request's deadline passed in the queue")))
             outcome = JobOutcome.TIMEOUT
         else:
             outcome = await self._run(job, publisher, running, remaining_s)
+        if publisher.failed and outcome is JobOutcome.OK:
+            publisher.publish(error_event(_stopped(JobOutcome.ERROR)))
+            outcome = JobOutcome.ERROR
         await publisher.aclose()
         log.info(
             "job",
@@ -209,7 +217,7 @@ class JobLifecycle:
         try:
             done, _ = await asyncio.wait({upstream}, timeout=remaining_s)
         except asyncio.CancelledError:
-            upstream.cancel()
+            running.stop(JobOutcome.CANCELLED)
             await asyncio.wait({upstream})
             raise
         if not done:
@@ -222,18 +230,24 @@ class JobLifecycle:
         exc = upstream.exception()
         if exc is None:
             return JobOutcome.OK
-        publisher.publish(error_event(exc))
-        if not isinstance(exc, GatewayError):
+        if isinstance(exc, RedisError | OSError):
+            log.warning("job_redis_failed", request_id=job.request.request_id, error=str(exc))
+            exc = _stopped(JobOutcome.ERROR)
+        elif not isinstance(exc, GatewayError):
             log.error("job_failed", request_id=job.request.request_id, exc_info=exc)
+        publisher.publish(error_event(exc))
         return JobOutcome.ERROR
 
-    def _publisher(self, job: Job) -> ReplyPublisher:
-        return ReplyPublisher(self._redis, job.reply_key, batcher=self._batcher)
+    def _publisher(self, job: Job, on_failure: Callable[[], None] | None = None) -> ReplyPublisher:
+        return ReplyPublisher(self._redis, job.reply_key, batcher=self._batcher, on_failure=on_failure)
 
 
 def _stopped(reason: JobOutcome) -> GatewayError:
+    """The error a stopped job ends with: its deadline, its client leaving, or Redis failing under it."""
     if reason is JobOutcome.TIMEOUT:
         return UpstreamTimeout("the request's deadline passed")
+    if reason is JobOutcome.ERROR:
+        return ServiceUnavailable("Redis failed while this answer was streaming; retry the request")
     return Cancelled("the client cancelled the request")
 
 

@@ -14,12 +14,16 @@ conversation record rides with `Start` this way): they are not sent on their own
 XADDs under way.
 
 With a `RedisBatcher` (the worker passes its one), the XADDs of every job of the process share pipelines.
+
+A failed XADD (Redis unreachable, restarting) loses events, so what follows could only be an answer with a
+hole in it: the publisher is `failed` from then on, calls `on_failure` once (the job stops its upstream call)
+and sends nothing more but an `ErrorEvent`, which ends the stream if Redis is back by then.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -35,9 +39,17 @@ log = get_logger(__name__)
 
 
 class ReplyPublisher:
-    def __init__(self, redis: aioredis.Redis, key: str, *, batcher: RedisBatcher | None = None) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        key: str,
+        *,
+        batcher: RedisBatcher | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         self._redis = redis
         self._batcher = batcher
+        self._on_failure = on_failure
         self._key = key
         self._pending: list[Event] = []
         #: Commands for the next XADD's pipeline, with how many each adds.
@@ -50,11 +62,15 @@ class ReplyPublisher:
         self.failed = False
 
     def publish(self, event: Event) -> None:
+        if self.failed and not isinstance(event, ErrorEvent):
+            return
         self._pending.append(event)
         self._kick()
 
     def hold(self, event: Event, within_s: float) -> None:
         """Queue `event` to leave with the next published one, or after `within_s` at the latest."""
+        if self.failed:
+            return
         self._pending.append(event)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(within_s, self._kick)
@@ -93,6 +109,10 @@ class ReplyPublisher:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            if self.failed:  # events published before the failure was known: only the error still goes
+                batch = [event for event in batch if isinstance(event, ErrorEvent)]
+                if not batch:
+                    continue
             attached, self._attached = self._attached, []
             # The entry that ends the stream sets its TTL, so that closing costs no round trip of its own.
             ends = not self._pending and (self._closing or isinstance(batch[-1], Done | ErrorEvent))
@@ -123,10 +143,12 @@ class ReplyPublisher:
         try:
             await call
         except (RedisError, OSError) as exc:
-            # The gateway will time out on its own; one line per failed job, not per event.
-            if not self.failed:
-                log.warning("reply_publish_failed", reply_key=self._key, error=str(exc))
+            if self.failed:  # one line per failed stream, not per event
+                return
+            log.warning("reply_publish_failed", reply_key=self._key, error=str(exc))
             self.failed = True
+            if self._on_failure is not None:
+                self._on_failure()
 
 
 def _fill(pipe: Pipeline, key: str, fields: dict[FieldT, EncodableT], expire: bool) -> None:

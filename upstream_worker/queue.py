@@ -2,6 +2,11 @@
 
 One `JobQueue` per worker process, named after its consumer. Blocking reads use their own client (a socket
 timeout longer than BLOCK); everything else goes through the shared request-path client.
+
+Redis may lose its data (FLUSHALL, a restart without persistence): the consumer group is then gone, and every
+read answers NOGROUP. A read that meets NOGROUP creates the group again (from id 0, so jobs enqueued meanwhile
+are read too) and returns nothing; each heartbeat also creates it, in the round trip that writes the
+heartbeat, so a worker the gateway counts as alive always has a group to read from.
 """
 
 from __future__ import annotations
@@ -10,9 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from shared import keys
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 #: The dead-letter stream is for humans to inspect; keep the last this many.
 DEAD_LETTER_MAXLEN = 10_000
@@ -39,14 +48,32 @@ class JobQueue:
         try:
             await self._redis.xgroup_create(keys.JOBS_STREAM, keys.JOBS_GROUP, id="0", mkstream=True)
         except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+            if not _error_code(exc, "BUSYGROUP"):
                 raise
 
+    async def announce(self, now_ms: int) -> None:
+        """The heartbeat (`kimi:workers[consumer] = now_ms`), written after making sure the group exists."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xgroup_create(keys.JOBS_STREAM, keys.JOBS_GROUP, id="0", mkstream=True)
+        pipe.hset(keys.WORKERS_HASH, self.consumer, now_ms)
+        created, _ = await pipe.execute(raise_on_error=False)
+        if isinstance(created, ResponseError) and not _error_code(created, "BUSYGROUP"):
+            raise created
+        if created is True:
+            log.warning("consumer_group_created", consumer=self.consumer, by="heartbeat")
+
     async def read(self, count: int, block_ms: int | None) -> list[JobEntry]:
-        """New entries for this consumer; `block_ms=None` returns at once."""
-        reply = await self._blocking.xreadgroup(
-            keys.JOBS_GROUP, self.consumer, {keys.JOBS_STREAM: ">"}, count=count, block=block_ms
-        )
+        """New entries for this consumer; `block_ms=None` returns at once. A lost group is created again."""
+        try:
+            reply = await self._blocking.xreadgroup(
+                keys.JOBS_GROUP, self.consumer, {keys.JOBS_STREAM: ">"}, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if not _error_code(exc, "NOGROUP"):
+                raise
+            await self.ensure_group()
+            log.warning("consumer_group_created", consumer=self.consumer, by="read")
+            return []
         return [JobEntry(_text(entry_id), _payload(fields)) for entry_id, fields in _stream_entries(reply)]
 
     async def claim_idle(self, min_idle_ms: int, count: int) -> list[JobEntry]:
@@ -92,10 +119,13 @@ class JobQueue:
             )
 
     async def ack(self, entry_id: str) -> None:
-        await self._redis.xack(keys.JOBS_STREAM, keys.JOBS_GROUP, entry_id)
+        """Ack the entry and delete it, in one round trip: no prompt stays in Redis once its job is done."""
+        pipe = self._redis.pipeline(transaction=False)
+        _ack_and_delete(pipe, entry_id)
+        await pipe.execute()
 
     async def dead_letter(self, entry: JobEntry, reason: str) -> None:
-        """Move an entry to the dead-letter stream and ack it, in one round trip."""
+        """Move an entry to the dead-letter stream, ack it and delete it, in one round trip."""
         fields: dict[Any, Any] = {
             "entry_id": entry.entry_id,
             "reason": reason,
@@ -106,7 +136,7 @@ class JobQueue:
             fields["job"] = entry.payload
         pipe = self._redis.pipeline(transaction=False)
         pipe.xadd(keys.DEAD_LETTER_STREAM, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
-        pipe.xack(keys.JOBS_STREAM, keys.JOBS_GROUP, entry.entry_id)
+        _ack_and_delete(pipe, entry.entry_id)
         await pipe.execute()
 
     async def _with_deliveries(self, entries: list[JobEntry]) -> list[JobEntry]:
@@ -122,6 +152,16 @@ class JobQueue:
             JobEntry(e.entry_id, e.payload, int(r[0]["times_delivered"]) if r else 1, reclaimed=True)
             for e, r in zip(entries, rows, strict=True)
         ]
+
+
+def _ack_and_delete(pipe: Pipeline, entry_id: str) -> None:
+    pipe.xack(keys.JOBS_STREAM, keys.JOBS_GROUP, entry_id)
+    pipe.xdel(keys.JOBS_STREAM, entry_id)
+
+
+def _error_code(exc: ResponseError, code: str) -> bool:
+    """Whether a Redis error reply carries `code` (its first word: NOGROUP, BUSYGROUP, …)."""
+    return str(exc).startswith(code)
 
 
 def _stream_entries(reply: Any) -> list[tuple[Any, Any]]:

@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aiohttp
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from shared.attachments import request_attachments
 from shared.errors import (
@@ -57,7 +59,7 @@ from shared.logging import get_logger
 from shared.models import ModelSpec, resolve_model
 from shared.schema import ChatRequest, Done, Event
 from shared.settings import WorkerSettings
-from token_service.client import BUSY_POLL_S, AccountPool, Lease, protocol_for
+from token_service.client import BUSY_POLL_S, AccountPool, Lease, ReleaseOutcome, protocol_for
 from upstream_worker import conversations, metrics, routing
 from upstream_worker.answer import Answer, Attempt, keep_alive
 from upstream_worker.attachments import Attachments
@@ -76,6 +78,9 @@ log = get_logger(__name__)
 #: How long a job waits for an account while every usable one is at its concurrency cap (a continued
 #: conversation waits for its own account, whose previous turn may still be releasing it).
 LEASE_WAIT_S = 10.0
+#: Pause between two tries of a release that failed on Redis (a restart takes about a second).
+RELEASE_RETRY_S = 0.5
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -146,13 +151,16 @@ class KimiRunner:
         while True:
             asked_s = time.monotonic()
             lease = await self._lease(route, only, budget)
-            if conversation is not None and (not first or time.monotonic() - asked_s >= BUSY_POLL_S):
-                conversation = await self._latest(request, conversation)
-            first = False
-            if conversation is not None and lease.ephemeral and not request.account_ids:
-                # A pass-through client's chat: the server's pool never continues it for someone else.
-                await self._pool.release(lease, "cancelled")
-                raise _unknown_conversation(request.options.conversation_id or conversation.chat_id)
+            try:
+                if conversation is not None and (not first or time.monotonic() - asked_s >= BUSY_POLL_S):
+                    conversation = await self._latest(request, conversation)
+                first = False
+                if conversation is not None and lease.ephemeral and not request.account_ids:
+                    # A pass-through client's chat: the server's pool never continues it for someone else.
+                    raise _unknown_conversation(request.options.conversation_id or conversation.chat_id)
+            except BaseException:  # the attempt below owns the lease from its start; until then, this does
+                await to_the_end(self._release(lease, "cancelled"))
+                raise
             try:
                 await self._attempt(request, spec, conversation, lease, answer, held)
                 return
@@ -168,9 +176,7 @@ class KimiRunner:
             # With a busy account to come back to, do not wait seconds for another one at its cap.
             wait_s = 0.0 if budget.busy else LEASE_WAIT_S
             try:
-                return await routing.lease(
-                    self._pool, route, exclude=budget.excluded, only=only, wait_s=wait_s
-                )
+                return await self._take(route, budget.excluded, only, wait_s)
             except GatewayError:
                 if await budget.wait_for_busy():
                     continue
@@ -178,6 +184,22 @@ class KimiRunner:
                 if budget.last_error is not None:
                     raise budget.last_error from None
                 raise
+
+    async def _take(
+        self, route: routing.Route, exclude: set[str], only: set[str] | None, wait_s: float
+    ) -> Lease:
+        """`pool.lease`, run to its end even when the job is cancelled meanwhile (the lease script may have
+        run already): a lease it brings back then is released at once, so none is taken and forgotten.
+        A job cancelled while it waits for a busy account therefore stops after that wait (≤ `wait_s`)."""
+        taking = asyncio.ensure_future(
+            routing.lease(self._pool, route, exclude=exclude, only=only, wait_s=wait_s)
+        )
+        try:
+            return await to_the_end(taking)
+        except asyncio.CancelledError:
+            if not taking.cancelled() and taking.exception() is None:
+                await to_the_end(self._release(taking.result(), "cancelled"))
+            raise
 
     async def _attempt(
         self,
@@ -229,7 +251,8 @@ class KimiRunner:
                 )
             raise
         finally:
-            await self._finish(lease, failure, calls, answer, driver, held)
+            # Runs to its end even if the job is cancelled (again) meanwhile: the lease is always released.
+            await to_the_end(self._finish(lease, failure, calls, answer, driver, held))
 
     async def _finish(
         self,
@@ -248,12 +271,31 @@ class KimiRunner:
         """
         if answer.record is not None:
             answer.track(answer.record)
-            await answer.record.settle(self._redis)
+            try:
+                await answer.record.settle(self._redis)
+            except (RedisError, OSError) as exc:  # the release below matters more
+                log.warning("conversation_record_failed", account_id=lease.account_id, error=str(exc))
         held.lease = None
         retry_after_s = failure.retry_after_s if isinstance(failure, UpstreamError) else None
-        await self._pool.release(lease, release_outcome(failure), retry_after_s=retry_after_s)
+        await self._release(lease, release_outcome(failure), retry_after_s)
         for call in calls:
             await driver.cleanup(call)
+
+    async def _release(
+        self, lease: Lease, outcome: ReleaseOutcome, retry_after_s: float | None = None
+    ) -> None:
+        """Release the lease; while Redis is unreachable (restarting), try again every `RELEASE_RETRY_S`
+        until the lease would have expired by itself, so that a restarted Redis finds the account free."""
+        expires = time.monotonic() + self._pool.settings.lease_ttl_s
+        while True:
+            try:
+                await self._pool.release(lease, outcome, retry_after_s=retry_after_s)
+                return
+            except (RedisError, OSError) as exc:
+                if time.monotonic() + RELEASE_RETRY_S >= expires:
+                    raise
+                log.warning("release_retrying", account_id=lease.account_id, error=str(exc))
+                await asyncio.sleep(RELEASE_RETRY_S)
 
     async def _conversation(self, request: ChatRequest) -> Conversation | None:
         """The kept chat to continue; NotFound when unknown, expired, or another client's (its owner, or for
@@ -361,6 +403,23 @@ def _repair_call(turn: ToolTurn, failed: UpstreamCall, failure: ToolCallFailure)
 def _past(deadline_s: float) -> bool:
     """The job's deadline has passed (0: none): no repair is worth starting."""
     return bool(deadline_s) and time.time() >= deadline_s
+
+
+async def to_the_end(work: Awaitable[_T]) -> _T:
+    """Await `work` until it is done, even if the caller is cancelled meanwhile (once or more); the caller's
+    cancellation is raised afterwards. For what must not be cut short: taking and releasing a lease."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller's cancellation is what propagates
+        raise asyncio.CancelledError
+    return task.result()
 
 
 def _log_retry(job_id: str, account_id: str, exc: UpstreamError) -> None:

@@ -4,12 +4,15 @@ It runs loops only; one job's life, from its entry to its ack, is upstream_worke
 
     read loop      XREADGROUP > (as many as free slots) ─► one task per job (JobLifecycle.process)
     claim loop     XAUTOCLAIM entries idle past claim_idle_ms (their consumer died) ─► one task per job
-    heartbeat      kimi:workers[<consumer>] = unix ms; touches in-flight entries so they never look idle;
-                   extends leases; samples the queue gauges
+    heartbeat      kimi:workers[<consumer>] = unix ms, in one round trip with creating the group (Redis
+                   may have lost it); touches in-flight entries so they never look idle; extends leases;
+                   samples the queue gauges
     cancel watch   every CANCEL_POLL_S, one pipeline of EXISTS kimi:cancel:{job} for the running jobs
 
 `run()` serves until `stop()` (SIGTERM): it stops reading, lets in-flight jobs finish and acks them.
-`run(burst=True)` processes what is queued (and claimable) and returns, for tests.
+`run(burst=True)` processes what is queued (and claimable) and returns, for tests. A loop that dies of an
+unexpected error stops the worker too, and `run()` then raises `WorkerFailed`: the process exits non-zero, so
+its supervisor (compose, systemd) restarts it instead of keeping a worker that no longer reads or heartbeats.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +44,10 @@ CANCEL_POLL_S = 0.25
 RETRY_PAUSE_S = 1.0
 #: Entries XPENDING lists when recovering our own deliveries on shutdown.
 OWN_PENDING_SCAN = 1_000
+
+
+class WorkerFailed(Exception):
+    """A loop of the worker died of an unexpected error: the process must exit non-zero and be restarted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,8 @@ class Worker:
         #: Ends the background loops; an event, not Task.cancel(): redis-py may swallow a cancellation.
         self._loops_done = asyncio.Event()
         self._started = False
+        #: The loop that died of an unexpected error, and the error (`run()` raises WorkerFailed from it).
+        self._failure: tuple[str, BaseException] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -89,22 +99,48 @@ class Worker:
             await self._finished.wait()
 
     async def run(self, *, burst: bool = False) -> None:
+        """Serve until `stop()`; raise `WorkerFailed` when a loop died of an unexpected error (after the
+        jobs in flight had a bounded time to finish), so that the process exits non-zero."""
         self._started = True
         try:
             await self.queue.ensure_group()
-            loops = [self._heartbeat_loop(), self._cancel_loop()]
+            loops = {"heartbeat": self._heartbeat_loop(), "cancel": self._cancel_loop()}
             if not burst:
-                loops.append(self._claim_loop())
-            background = [asyncio.create_task(loop) for loop in loops]
+                loops["claim"] = self._claim_loop()
+            background = [self._watch(name, loop) for name, loop in loops.items()]
             try:
-                await (self._burst() if burst else self._serve())
+                try:
+                    await (self._burst() if burst else self._serve())
+                except Exception as exc:
+                    self._fail("read", exc)
                 await self._drain()
             finally:
                 self._loops_done.set()
                 await asyncio.gather(*background, return_exceptions=True)
                 await self._leave()
+            if self._failure is not None:
+                raise WorkerFailed(f"the worker's {self._failure[0]} loop failed") from self._failure[1]
         finally:
             self._finished.set()
+
+    def _watch(self, name: str, loop: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a background loop; its death by an exception (or a cancellation) fails the worker."""
+        task = asyncio.create_task(loop, name=f"worker-{name}")
+
+        def ended(task: asyncio.Task[None]) -> None:
+            failure = asyncio.CancelledError() if task.cancelled() else task.exception()
+            if failure is not None and not self._loops_done.is_set():
+                self._fail(name, failure)
+
+        task.add_done_callback(ended)
+        return task
+
+    def _fail(self, loop: str, exc: BaseException) -> None:
+        """A loop died: stop reading jobs; `run()` raises once the jobs in flight are dealt with."""
+        if self._failure is None:
+            self._failure = (loop, exc)
+            log.error("worker_loop_failed", loop=loop, consumer=self.queue.consumer, exc_info=exc)
+        self.stop()
 
     # -- loops ----------------------------------------------------------------------------------------------
 
@@ -169,7 +205,7 @@ class Worker:
 
     async def _beat(self) -> None:
         now_s = time.time()
-        await self._redis.hset(keys.WORKERS_HASH, self.queue.consumer, int(now_s * 1000))
+        await self.queue.announce(int(now_s * 1000))
         await self.queue.touch(list(self._running))
         metrics.HEARTBEAT.set(now_s)
         await self._extend_leases()
@@ -182,6 +218,7 @@ class Worker:
                 await self._pool.extend(lease)
 
     async def _cancel_loop(self) -> None:
+        failing = False  # one line per outage, not four a second
         while await self._pause(CANCEL_POLL_S):
             watched = [r.job for r in self._running.values() if r.job.upstream_running]
             if not watched:
@@ -189,8 +226,11 @@ class Worker:
             try:
                 flags = await self._cancel_flags(watched)
             except (RedisError, OSError) as exc:
-                log.warning("cancel_poll_failed", error=str(exc))
+                if not failing:
+                    log.warning("cancel_poll_failed", error=str(exc))
+                failing = True
                 continue
+            failing = False
             for job, flag in zip(watched, flags, strict=True):
                 if flag:
                     job.stop(JobOutcome.CANCELLED)
@@ -242,8 +282,18 @@ class Worker:
         return [e for e in entries if e.entry_id not in running and e.entry_id not in self._running]
 
     async def _drain(self) -> None:
+        """Let the running jobs finish. After a loop failure (maybe the heartbeat's, so nothing touches their
+        entries any more) only for half of `claim_idle_ms`; the rest are cancelled, left to be reclaimed."""
+        deadline = time.monotonic() + self.settings.claim_idle_ms / 2000
         while self._running:
-            await asyncio.gather(*(r.task for r in list(self._running.values())), return_exceptions=True)
+            tasks = {r.task for r in self._running.values()}
+            if self._failure is None:
+                await asyncio.wait(tasks)
+                continue
+            _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+            for task in late:
+                task.cancel()
+            await asyncio.wait(tasks)
 
     async def _leave(self) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -253,6 +303,8 @@ class Worker:
 
     def _start_all(self, entries: list[JobEntry]) -> None:
         for entry in entries:
+            if entry.entry_id in self._running:  # delivered again while it runs (a group created anew)
+                continue
             job = RunningJob(entry.entry_id)
             self._running[entry.entry_id] = _Running(asyncio.create_task(self._process(entry, job)), job)
             metrics.JOBS_IN_FLIGHT.inc()

@@ -1,4 +1,10 @@
-"""`python -m tests.bench`: start the stack, drive both paths at each level, print the table, write JSON."""
+"""`python -m tests.bench`: start the stack, run the scenarios, print the tables, write JSON.
+
+Scenarios (`--scenario`, default all of them, in this order):
+- **levels**: both paths (straight to the simulator, through the gateway) at each concurrency level;
+- **burst**: `--burst` streaming requests sent through the gateway at the same moment;
+- **pace**: `--pace-streams` streams at once, `--pace-chunks` chunks `--pace-delay-ms` apart, on both paths.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from tests.bench import profile, report
+from tests.bench import profile, report, scenarios
 from tests.bench.accounts import access_tokens, mint_refresh_tokens, register
 from tests.bench.load import MODEL, DirectTarget, GatewayTarget, Target, run_level, warm_up
 from tests.bench.services import (
@@ -30,6 +36,7 @@ from tests.bench.services import (
     machine_busy_seconds,
     peak_rss_mb,
     redis_command_stats,
+    reset_peak_rss,
     rss_mb,
     running_stack,
 )
@@ -42,10 +49,14 @@ MACHINE = "_machine"
 PROFILED_SHARE = 0.8
 #: Settle time between levels: workers release leases and delete chats of the level that just ended.
 SETTLE_S = 0.3
+SCENARIOS = ("levels", "burst", "pace")
+#: Warm-up concurrency: enough to go round a pool of a thousand accounts quickly.
+WARM_UP_CONCURRENCY = 256
 
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    scenarios: tuple[str, ...]
     levels: tuple[int, ...]
     duration_s: float
     chunks: int
@@ -59,10 +70,31 @@ class Options:
     quick: bool
     pool_accounts: int | None
     profile: Path | None
+    burst: int
+    pace_streams: int
+    pace_chunks: int
+    pace_delay_ms: float
+
+    @property
+    def top(self) -> int:
+        """The most streams at once any selected scenario needs."""
+        needs = {"levels": max(self.levels), "burst": self.burst, "pace": self.pace_streams}
+        return max(needs[name] for name in self.scenarios)
+
+    @property
+    def direct_accounts(self) -> int:
+        """Accounts of the direct path: one per concurrent stream (Kimi allows one stream per account)."""
+        needs = {"levels": max(self.levels), "burst": 0, "pace": self.pace_streams}
+        return max(needs[name] for name in self.scenarios)
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--scenario", default="all", help=f"{', '.join(SCENARIOS)} or all; comma-separated (default all)"
+    )
     parser.add_argument("--levels", default="1,16,64,256", help="concurrency levels, comma-separated")
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per path and level")
     parser.add_argument("--chunks", type=int, default=16, help="content chunks per answer")
@@ -85,17 +117,39 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="accounts in the gateway pool (default 2 x top level + 2)",
     )
     parser.add_argument("--profile", type=Path, default=None, help="py-spy the gateway and workers into DIR")
-    parser.add_argument("--quick", action="store_true", help="a short smoke run: 4 chunks, 1 ms apart")
+    parser.add_argument("--burst", type=int, default=None, help="requests of the burst (default 1000)")
+    parser.add_argument("--pace-streams", type=int, default=None, help="streams of pace (default 1000)")
+    parser.add_argument("--pace-chunks", type=int, default=None, help="chunks per pace stream (default 100)")
+    parser.add_argument("--pace-delay-ms", type=float, default=None, help="pace pacing (default 40)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run: 4 chunks 1 ms apart; burst 20; pace 20 streams of 20 chunks 20 ms apart",
+    )
     args = parser.parse_args(argv)
     levels = tuple(sorted({int(x) for x in args.levels.split(",") if x.strip()}))
     quick = bool(args.quick)
+    chosen = {x.strip() for x in args.scenario.split(",") if x.strip()}
+    if chosen == {"all"}:
+        chosen = set(SCENARIOS)
+    if not chosen or chosen - set(SCENARIOS):
+        parser.error(f"--scenario takes {', '.join(SCENARIOS)} or all, not {args.scenario!r}")
+    top_level = max(levels)
+    burst = _given(args.burst, 20 if quick else 1000)
+    pace_streams = _given(args.pace_streams, 20 if quick else 1000)
+    needed = max(
+        top_level if "levels" in chosen else 0,
+        burst if "burst" in chosen else 0,
+        pace_streams if "pace" in chosen else 0,
+    )
     return Options(
+        scenarios=tuple(name for name in SCENARIOS if name in chosen),
         levels=levels,
         duration_s=args.duration,
         chunks=4 if quick and args.chunks == 16 else args.chunks,
         chunk_delay_ms=1.0 if quick and args.chunk_delay_ms == 5.0 else args.chunk_delay_ms,
         workers=args.workers,
-        worker_concurrency=args.worker_concurrency or 2 * max(levels),
+        worker_concurrency=args.worker_concurrency or 2 * needed,
         min_requests=args.min_requests if args.min_requests is not None else (5 if quick else MIN_REQUESTS),
         log_level=args.log_level,
         out=args.out,
@@ -103,7 +157,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
         quick=quick,
         pool_accounts=args.pool_accounts,
         profile=args.profile,
+        burst=burst,
+        pace_streams=pace_streams,
+        pace_chunks=_given(args.pace_chunks, 20 if quick else 100),
+        pace_delay_ms=_given(args.pace_delay_ms, 20.0 if quick else 40.0),
     )
+
+
+def _given(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def _progress(message: str) -> None:
@@ -162,17 +224,27 @@ def _start_profile(
     return asyncio.create_task(profile.record(pids, opts.duration_s * PROFILED_SHARE, opts.profile, level))
 
 
-async def _prepare(session: aiohttp.ClientSession, stack: Stack, opts: Options) -> tuple[DirectTarget, int]:
-    top = max(opts.levels)
-    pool_size = opts.pool_accounts or 2 * top + 2
+def _pool_size(opts: Options) -> int:
+    """Accounts in the gateway pool. Levels: twice the top level + 2 (a lease is released only after Done,
+    so a client's next request may start before its last account is free again); a burst or a pace wave is
+    one request per account, so a few more than its requests."""
+    if opts.pool_accounts:
+        return opts.pool_accounts
+    needs = {"levels": 2 * max(opts.levels) + 2, "burst": opts.burst + 8, "pace": opts.pace_streams + 8}
+    return max(needs[name] for name in opts.scenarios)
+
+
+async def _prepare(session: aiohttp.ClientSession, stack: Stack, opts: Options) -> tuple[list[str], int]:
+    """Mint the direct path's accounts (their access tokens) and the gateway pool's (registered)."""
+    direct, pool_size = opts.direct_accounts, _pool_size(opts)
     started = time.perf_counter()
-    tokens = await mint_refresh_tokens(session, stack.sim_url, top + pool_size)
-    direct = DirectTarget(stack.sim_url, await access_tokens(session, stack.sim_url, tokens[:top]))
-    await register(session, stack.gateway_url, stack.token_service_url, tokens[top:])
+    tokens = await mint_refresh_tokens(session, stack.sim_url, direct + pool_size)
+    direct_tokens = await access_tokens(session, stack.sim_url, tokens[:direct])
+    await register(session, stack.gateway_url, stack.token_service_url, tokens[direct:])
     _progress(
-        f"accounts: {top} direct, {pool_size} in the gateway pool ({time.perf_counter() - started:.1f} s)",
+        f"accounts: {direct} direct, {pool_size} in the gateway pool ({time.perf_counter() - started:.1f} s)",
     )
-    return direct, pool_size
+    return direct_tokens, pool_size
 
 
 async def run(opts: Options, log_dir: Path) -> dict[str, Any]:
@@ -185,31 +257,91 @@ async def run(opts: Options, log_dir: Path) -> dict[str, Any]:
         log_level=opts.log_level,
         log_dir=log_dir,
     )
-    top = max(opts.levels)
-    connector = aiohttp.TCPConnector(limit=top + 32, limit_per_host=0)
+    connector = aiohttp.TCPConnector(limit=opts.top + 32, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
         async with running_stack(config, session) as stack:
             _progress(f"stack ready in {time.perf_counter() - started:.1f} s (logs: {log_dir})")
-            direct, pool_size = await _prepare(session, stack, opts)
-            gateway = GatewayTarget(stack.gateway_url)
+            direct_tokens, pool_size = await _prepare(session, stack, opts)
+            warm = min(opts.top, WARM_UP_CONCURRENCY)
             # Unmeasured: opens connection pools and lets every pool account refresh its access token once.
-            await warm_up(session, direct, top, top)
-            await warm_up(session, gateway, top, pool_size + top)
-            stats_redis = aioredis.Redis.from_url(stack.redis_url)
-            try:
-                rows = [
-                    await _measure(session, stats_redis, stack, target, level, opts)
-                    for level in opts.levels
-                    for target in (direct, gateway)
-                ]
-            finally:
-                await stats_redis.aclose()
-            rss = {
-                s.name: {"peak_mb": _r(peak_rss_mb(s.pid)), "now_mb": _r(rss_mb(s.pid))}
-                for s in stack.services
+            if direct_tokens:
+                await warm_up(session, DirectTarget(stack.sim_url, direct_tokens), warm, warm)
+            await warm_up(session, GatewayTarget(stack.gateway_url), warm, pool_size + warm)
+            rows: list[report.Row] = []
+            rss: dict[str, dict[str, float | None]] = {}
+            if "levels" in opts.scenarios:
+                rows, rss = await _levels(session, stack, opts, direct_tokens)
+            waves = {
+                name: await _scenario(session, stack, opts, name, direct_tokens) for name in opts.scenarios
             }
-    return _result(opts, pool_size, rows, rss)
+    waves.pop("levels", None)
+    return _result(opts, pool_size, rows, rss, waves)
+
+
+async def _levels(
+    session: aiohttp.ClientSession, stack: Stack, opts: Options, direct_tokens: list[str]
+) -> tuple[list[report.Row], dict[str, dict[str, float | None]]]:
+    """Both paths at each level; peak RSS read after the top level."""
+    direct = DirectTarget(stack.sim_url, direct_tokens)
+    gateway = GatewayTarget(stack.gateway_url)
+    stats_redis = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        rows = [
+            await _measure(session, stats_redis, stack, target, level, opts)
+            for level in opts.levels
+            for target in (direct, gateway)
+        ]
+    finally:
+        await stats_redis.aclose()
+    return rows, _rss(stack)
+
+
+async def _scenario(
+    session: aiohttp.ClientSession, stack: Stack, opts: Options, name: str, direct_tokens: list[str]
+) -> dict[str, Any] | None:
+    """One burst or pace run: its waves, the CPU and peak RSS of each service while it ran."""
+    runs: list[tuple[Target, int, float | None]]
+    if name == "burst":
+        await _configure_sim(session, stack, opts.chunks, opts.chunk_delay_ms)
+        runs = [(GatewayTarget(stack.gateway_url), opts.burst, None)]
+    elif name == "pace":
+        await _configure_sim(session, stack, opts.pace_chunks, opts.pace_delay_ms)
+        gap_s = opts.pace_delay_ms / 1000
+        runs = [
+            (DirectTarget(stack.sim_url, direct_tokens, scenarios.PACE_PROMPT), opts.pace_streams, gap_s),
+            (GatewayTarget(stack.gateway_url, scenarios.PACE_PROMPT), opts.pace_streams, gap_s),
+        ]
+    else:
+        return None
+    result: dict[str, Any] = {"waves": [], "cpu_s": {}, "rss_mb": {}}
+    for target, requests, gap in runs:
+        await asyncio.sleep(SETTLE_S)
+        for service in stack.services:
+            reset_peak_rss(service.pid)
+        before = _cpu_snapshot(stack)
+        done = await scenarios.wave(session, target, name, requests, gap)
+        after = _cpu_snapshot(stack)
+        stack.check_alive()
+        cpu = {k: round(after[k] - before.get(k, 0.0), 3) for k in after}
+        busy = cpu.pop(MACHINE)
+        cpu["other_processes_cores"] = round(max(0.0, busy - sum(cpu.values())) / done.elapsed_s, 2)
+        result["waves"].append(done)
+        result["cpu_s"][target.name] = cpu
+        result["rss_mb"][target.name] = _rss(stack)
+        _progress(f"  {name:<6} {target.name:<8} {scenarios.summary(done)}")
+    return result
+
+
+async def _configure_sim(session: aiohttp.ClientSession, stack: Stack, chunks: int, delay_ms: float) -> None:
+    body = {"chunk_count": chunks, "chunk_delay_s": delay_ms / 1000}
+    async with session.post(f"{stack.sim_url}/__sim/config", json=body) as resp:
+        await resp.read()
+        resp.raise_for_status()
+
+
+def _rss(stack: Stack) -> dict[str, dict[str, float | None]]:
+    return {s.name: {"peak_mb": _r(peak_rss_mb(s.pid)), "now_mb": _r(rss_mb(s.pid))} for s in stack.services}
 
 
 def _r(value: float | None) -> float | None:
@@ -217,7 +349,11 @@ def _r(value: float | None) -> float | None:
 
 
 def _result(
-    opts: Options, pool_size: int, rows: list[report.Row], rss: dict[str, dict[str, float | None]]
+    opts: Options,
+    pool_size: int,
+    rows: list[report.Row],
+    rss: dict[str, dict[str, float | None]],
+    waves: dict[str, dict[str, Any] | None],
 ) -> dict[str, Any]:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     config.update(
@@ -236,8 +372,10 @@ def _result(
         "rows": [r.to_json() for r in rows],
         "comparisons": report.comparisons(rows),
         "rss_mb": rss,
-        "targets": report.targets(rows, rss),
+        "scenarios": {name: scenarios.to_json(run) for name, run in waves.items() if run is not None},
+        "targets": report.targets(rows, rss) + scenarios.targets(waves),
         "_rows": rows,
+        "_waves": waves,
     }
 
 
@@ -250,11 +388,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench failed: {exc}\nservice logs kept in {log_dir}", file=sys.stderr)
         return 2
     rows: list[report.Row] = result.pop("_rows")
+    waves: dict[str, dict[str, Any] | None] = result.pop("_waves")
     print(
-        f"\n{len(opts.levels)} levels, {opts.chunks} chunks {opts.chunk_delay_ms:g} ms apart, "
-        f"{opts.workers} worker(s) x {opts.worker_concurrency}, {os.cpu_count()} CPUs"
+        f"\n{opts.workers} worker(s) x {opts.worker_concurrency}, {os.cpu_count()} CPUs, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} at the end"
     )
-    print(report.table(rows, result["rss_mb"], result["targets"]))
+    if rows:
+        levels = ",".join(str(level) for level in opts.levels)
+        print(f"\nlevels {levels}: {opts.chunks} chunks {opts.chunk_delay_ms:g} ms apart")
+        print(report.table(rows, result["rss_mb"], []))
+    for name, measured in waves.items():
+        if measured is not None:
+            print(f"\n{scenarios.table(name, measured, opts)}")
+    print()
+    for check in result["targets"]:
+        print(f"  [{'holds' if check['holds'] else 'MISSED':>6}] {check['target']}: {check['value']}")
     opts.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten: {opts.out}")
     if not opts.keep_logs:

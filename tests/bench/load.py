@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
@@ -36,6 +36,8 @@ class Sample:
     total_s: float = 0.0
     chunks: int = 0
     error: str | None = None
+    #: `time.perf_counter()` when each content chunk arrived (the pace scenario's inter-chunk gaps).
+    arrivals: list[float] = field(default_factory=list)
 
 
 class Target(Protocol):
@@ -61,15 +63,18 @@ _chat_decoder = msgspec.json.Decoder(_CreatedChat)
 _CREATE_BODY = msgspec.json.encode(
     {"enter_method": "new_chat", "is_example": False, "kimiplus_id": "kimi", "name": "未命名会话"}
 )
-_STREAM_BODY = msgspec.json.encode(
-    {
-        "kimiplus_id": "kimi",
-        "messages": [{"role": "user", "content": PROMPT}],
-        "refs": [],
-        "use_search": False,
-        "extend": {"sidebar": True},
-    }
-)
+
+
+def _stream_body(prompt: str) -> bytes:
+    return msgspec.json.encode(
+        {
+            "kimiplus_id": "kimi",
+            "messages": [{"role": "user", "content": prompt}],
+            "refs": [],
+            "use_search": False,
+            "extend": {"sidebar": True},
+        }
+    )
 
 
 class DirectTarget:
@@ -77,8 +82,9 @@ class DirectTarget:
 
     name = "direct"
 
-    def __init__(self, sim_url: str, access_tokens: list[str]) -> None:
+    def __init__(self, sim_url: str, access_tokens: list[str], prompt: str = PROMPT) -> None:
         self._base = sim_url
+        self._stream_body = _stream_body(prompt)
         self._headers = [
             {"Authorization": f"Bearer {t}", "Content-Type": "application/json", "X-Msh-Platform": "web"}
             for t in access_tokens
@@ -93,7 +99,7 @@ class DirectTarget:
                 return Sample(ok=False, error=f"create_http_{resp.status}")
         chat_id = _chat_decoder.decode(body).id
         url = f"{self._base}/api/chat/{chat_id}/completion/stream"
-        async with session.post(url, data=_STREAM_BODY, headers=headers) as resp:
+        async with session.post(url, data=self._stream_body, headers=headers) as resp:
             sample = await _read_rest_stream(resp, started)
         async with session.delete(f"{self._base}/api/chat/{chat_id}", headers=headers) as resp:
             await resp.read()
@@ -110,9 +116,7 @@ async def _read_rest_stream(resp: aiohttp.ClientResponse, started: float) -> Sam
             continue
         event = _rest_event_decoder.decode(line[5:])
         if event.event == "cmpl" and event.text:
-            if sample.ttfb_s is None:
-                sample.ttfb_s = time.perf_counter() - started
-            sample.chunks += 1
+            _arrived(sample, started)
         elif event.event == "all_done":
             sample.ok, sample.error = True, None
         elif event.event == "error":
@@ -139,9 +143,6 @@ class _Chunk(msgspec.Struct):
 
 
 _chunk_decoder = msgspec.json.Decoder(_Chunk)
-_CHAT_BODY = msgspec.json.encode(
-    {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
-)
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -150,12 +151,15 @@ class GatewayTarget:
 
     name = "gateway"
 
-    def __init__(self, gateway_url: str) -> None:
+    def __init__(self, gateway_url: str, prompt: str = PROMPT) -> None:
         self._url = f"{gateway_url}/v1/chat/completions"
+        self._body = msgspec.json.encode(
+            {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+        )
 
     async def one(self, session: aiohttp.ClientSession, slot: int) -> Sample:
         started = time.perf_counter()
-        async with session.post(self._url, data=_CHAT_BODY, headers=_JSON_HEADERS) as resp:
+        async with session.post(self._url, data=self._body, headers=_JSON_HEADERS) as resp:
             return await _read_openai_stream(resp, started)
 
 
@@ -176,13 +180,20 @@ async def _read_openai_stream(resp: aiohttp.ClientResponse, started: float) -> S
             sample.error = "stream_error_event"
             continue
         if chunk.choices and chunk.choices[0].delta.content:
-            if sample.ttfb_s is None:
-                sample.ttfb_s = time.perf_counter() - started
-            sample.chunks += 1
+            _arrived(sample, started)
     if not sample.ok and sample.error is None:
         sample.error = "no_done"
     sample.total_s = time.perf_counter() - started
     return _no_content_is_error(sample)
+
+
+def _arrived(sample: Sample, started: float) -> None:
+    """One content chunk: the first sets the TTFB."""
+    now = time.perf_counter()
+    if sample.ttfb_s is None:
+        sample.ttfb_s = now - started
+    sample.chunks += 1
+    sample.arrivals.append(now)
 
 
 def _no_content_is_error(sample: Sample) -> Sample:
@@ -202,7 +213,8 @@ class LevelRun:
     samples: list[Sample]
 
 
-async def _guarded(target: Target, session: aiohttp.ClientSession, slot: int) -> Sample:
+async def guarded(target: Target, session: aiohttp.ClientSession, slot: int) -> Sample:
+    """One request; a transport failure or a timeout is a failed sample, not an exception."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT_S):
@@ -224,7 +236,7 @@ async def run_level(
         while (now := time.perf_counter()) < deadline or (
             len(samples) < min_requests and now < hard_deadline
         ):
-            samples.append(await _guarded(target, session, slot))
+            samples.append(await guarded(target, session, slot))
 
     await asyncio.gather(*(loop(slot) for slot in range(concurrency)))
     return LevelRun(target.name, concurrency, time.perf_counter() - started, samples)
@@ -238,6 +250,6 @@ async def warm_up(session: aiohttp.ClientSession, target: Target, concurrency: i
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            await _guarded(target, session, slot)
+            await guarded(target, session, slot)
 
     await asyncio.gather(*(loop(slot) for slot in range(concurrency)))

@@ -116,6 +116,12 @@ def peak_rss_mb(pid: int) -> float | None:
     return None if kb is None else kb / 1024
 
 
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM over from the current resident set (Linux `clear_refs` 5), to measure one scenario's peak."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def rss_mb(pid: int) -> float | None:
     kb = _status_kb(pid, "VmRSS")
     return None if kb is None else kb / 1024
