@@ -94,7 +94,8 @@ async def test_after_flushall_workers_recreate_their_group_and_serve_again(
     status, message = await _chat(stack, "no account")
     assert (status, message) == (
         503,
-        'no usable Kimi account: add one with POST /auth/save {"token": "<kimi-auth or refresh_token>"}',
+        "no usable kimi_web or api_key account serves the model 'kimi-k2.5-instant': add one with "
+        'POST /auth/save {"token": "<kimi-auth, refresh_token or sk-… API key>"}',
     )
     assert time.monotonic() - started < 2.0
 
