@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics, defined once (names: docs/ARCHITECTURE.md); served by shared.metrics."""
+"""The gateway's Prometheus metrics, defined once (names: docs/INTERNALS.md); served by shared.metrics."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The one chat handler of every dialect: request → job on `kimi:jobs` → reply stream → the dialect's bytes.
 
-Contract: docs/ARCHITECTURE.md, "Request path". Headers wait for the first content event or the first
+Contract: docs/INTERNALS.md, "Request path". Headers wait for the first content event or the first
 keep-alive, so errors before that leave with their real HTTP status; after that they are in-band. Every
 request has an overall deadline and an idle deadline; a reply without its terminal event is an error. A client
 that leaves (failed write, closed transport) sets the job's cancel key, as does every other early exit. So does

@@ -18,7 +18,7 @@ Two kinds are Kimi web JWTs, told apart by their payload (kimi-web-rest.md §2.1
 the third is an official Open Platform key (moonshot-official-api.md; pasted forms in token_service/api_keys.py):
     api_key         `sk-…` with the base URL of its platform: the Bearer of the official API; never pass-through
 A new kind is its credential struct (added to `Credential`), its functions and one `Kind(...)` row
-(docs/ARCHITECTURE.md, "Add an upstream kind").
+(docs/ARCHITECTURE.md, "Recipes"; details in docs/INTERNALS.md, "Add an upstream kind").
 """
 
 from __future__ import annotations

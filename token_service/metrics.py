@@ -1,4 +1,4 @@
-"""Token-service metrics (names in docs/ARCHITECTURE.md), defined once at import.
+"""Token-service metrics (names in docs/INTERNALS.md), defined once at import.
 
 Workers import the pool (through token_service/client.py), so refreshes and transitions they cause are
 counted in their own process; the account gauges are filled from Redis by the token service at each scrape

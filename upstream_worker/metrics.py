@@ -1,4 +1,4 @@
-"""The worker's Prometheus metrics, defined once (names from docs/ARCHITECTURE.md), and the queue sampler.
+"""The worker's Prometheus metrics, defined once (names from docs/INTERNALS.md), and the queue sampler.
 
 Labels are bounded: job outcomes, error kinds and tool-call outcomes and formats are fixed enums, protocols
 are "rest" / "connect" / "moonshot"; the drift counter's names come from upstream, so each protocol keeps at

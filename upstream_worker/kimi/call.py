@@ -16,7 +16,7 @@ from upstream_worker.kimi.files import KimiFile
 
 
 class KimiCredentials(Protocol):
-    """An account's live credentials (token_service `Credentials`, docs/ARCHITECTURE.md "Account pool")."""
+    """An account's live credentials (token_service `Credentials`, docs/INTERNALS.md "Account pool")."""
 
     @property
     def account_id(self) -> str: ...

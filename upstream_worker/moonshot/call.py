@@ -18,7 +18,7 @@ from shared.secret import Secret
 
 
 class MoonshotCredentials(Protocol):
-    """An API key's credential (docs/ARCHITECTURE.md "Official API driver")."""
+    """An API key's credential (docs/INTERNALS.md "Official API driver")."""
 
     @property
     def account_id(self) -> str: ...
