@@ -17,12 +17,12 @@ import msgspec
 
 from shared.errors import GatewayError, UpstreamTimeout
 from shared.schema import AttachmentPart
-from shared.settings import UpstreamTimeouts
 from upstream_worker.kimi.call import KimiCredentials, origin_of
 from upstream_worker.kimi.failures import http_error
 from upstream_worker.kimi.files import KimiFile, ParseFailed, UploadFailed, upload_failure
-from upstream_worker.kimi.headers import FallbackIds, connect_headers
+from upstream_worker.kimi.headers import connect_headers
 from upstream_worker.kimi.transport import MAX_ERROR_BODY_BYTES, request_json
+from upstream_worker.kimi.uploader import Uploader
 
 UPLOAD_PATH = "/apiv2-files/file/upload"
 PROGRESS_PATH = "/apiv2-files/kimi.gateway.file.v1.FileService/GetFileParseProgress"
@@ -55,30 +55,12 @@ _upload_reply = msgspec.json.Decoder(_UploadReply)
 _progresses = msgspec.json.Decoder(_Progresses)
 
 
-class ConnectUploader:
+class ConnectUploader(Uploader):
     lane = "connect"
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        base_url: str,
-        timeouts: UpstreamTimeouts,
-        ids: FallbackIds | None = None,
-    ) -> None:
-        self._session = session
-        self._base = base_url.rstrip("/")
-        self._timeouts = timeouts
-        self._ids = ids or FallbackIds.draw()
 
     async def upload(self, creds: KimiCredentials, data: bytes, part: AttachmentPart) -> KimiFile:
         """The parsed Kimi file of these bytes for this account; raises `files.py`'s failures."""
-        try:
-            async with asyncio.timeout(self._timeouts.upload_s):
-                file_id = await self._send(creds, data, part)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"Kimi did not take the upload of {part.name!r} within {self._timeouts.upload_s:g} s"
-            ) from None
+        file_id = await self._within_upload_time(self._send(creds, data, part), part.name)
         await self._wait_parsed(creds, file_id, part.name)
         return KimiFile(id=file_id, kind=part.kind, name=part.name, size=part.size)
 

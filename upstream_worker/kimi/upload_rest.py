@@ -21,12 +21,12 @@ import msgspec
 
 from shared.errors import GatewayError, UpstreamTimeout
 from shared.schema import AttachmentPart
-from shared.settings import UpstreamTimeouts
 from upstream_worker.kimi.call import KimiCredentials, origin_of
 from upstream_worker.kimi.files import KimiFile, ParseFailed, UploadFailed, upload_failure
-from upstream_worker.kimi.headers import FallbackIds, rest_headers
+from upstream_worker.kimi.headers import rest_headers
 from upstream_worker.kimi.sse import SseDecoder
 from upstream_worker.kimi.transport import open_stream, read_chunks, request_json
+from upstream_worker.kimi.uploader import Uploader
 
 T = TypeVar("T")
 
@@ -63,30 +63,12 @@ _detail = msgspec.json.Decoder(_FileDetail)
 _parse_event = msgspec.json.Decoder(_ParseEvent)
 
 
-class RestUploader:
+class RestUploader(Uploader):
     lane = "rest"
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        base_url: str,
-        timeouts: UpstreamTimeouts,
-        ids: FallbackIds | None = None,
-    ) -> None:
-        self._session = session
-        self._base = base_url.rstrip("/")
-        self._timeouts = timeouts
-        self._ids = ids or FallbackIds.draw()
 
     async def upload(self, creds: KimiCredentials, data: bytes, part: AttachmentPart) -> KimiFile:
         """The parsed Kimi file of these bytes for this account; raises `files.py`'s failures."""
-        try:
-            async with asyncio.timeout(self._timeouts.upload_s):
-                detail = await self._send(creds, data, part)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"Kimi did not take the upload of {part.name!r} within {self._timeouts.upload_s:g} s"
-            ) from None
+        detail = await self._within_upload_time(self._send(creds, data, part), part.name)
         if detail.status != "parsed":
             await self._wait_parsed(creds, detail.id, part.name)
         return KimiFile(id=detail.id, kind=part.kind, name=part.name, size=detail.size or part.size)
