@@ -154,3 +154,65 @@ async def test_an_api_only_model_with_only_web_accounts_is_a_503(
         "param": None,
         "code": "service_unavailable",
     }
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+async def test_a_key_makes_a_native_tool_call_and_answers_its_result(
+    stack: Stack, client: openai.AsyncOpenAI, stream: bool
+) -> None:
+    """Through a key the API's own tool call reaches the `openai` SDK exactly (id, name, arguments, the API's
+    usage, no prompt protocol in what the API received), and the follow-up with the result is answered from it."""
+    await add_key(stack)
+    ask = 'call get_weather {"city": "Paris"}'
+    messages: list[dict[str, object]] = [{"role": "user", "content": ask}]
+    if stream:
+        async with client.chat.completions.stream(
+            model="kimi-k2.6-instant",
+            messages=messages,
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            stream_options={"include_usage": True},
+        ) as events:
+            completion = await events.get_final_completion()
+    else:
+        completion = await client.chat.completions.create(
+            model="kimi-k2.6-instant",
+            messages=messages,
+            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    [call] = choice.message.tool_calls or []
+    assert (call.id, call.function.name, call.function.arguments) == (
+        "get_weather:0",
+        "get_weather",
+        '{"city":"Paris"}',
+    )
+    sent = [r for r in stack.sim.state.requests if r.path == "/moonshot/v1/chat/completions"][-1]
+    # Native tools: the user's text unchanged (no prompt protocol), the tool in the API's own `tools`.
+    assert sent.body["messages"] == [{"role": "user", "content": ask}]
+    assert [t["function"]["name"] for t in sent.body["tools"]] == ["get_weather"]
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == len(ask)
+    assert completion.usage.completion_tokens == len("get_weather") + len('{"city":"Paris"}')
+
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 °C"},
+    ]
+    follow = await client.chat.completions.create(
+        model="kimi-k2.6-instant",
+        messages=messages,
+        tools=[WEATHER_TOOL],  # type: ignore[arg-type, list-item]
+    )
+    assert follow.choices[0].message.content == "Tool get_weather returned: Sunny, 21 °C"
+    assert follow.choices[0].finish_reason == "stop"
