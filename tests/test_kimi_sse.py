@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.errors import UpstreamProtocolError
 from upstream_worker.kimi.sse import SseDecoder
 
 EVENTS = 'data: {"event":"cmpl","text":"你好"}\n\ndata: {"event":"all_done"}\n\n'.encode()
@@ -57,3 +58,26 @@ def test_invalid_utf8_is_kept_as_surrogate_escapes() -> None:
     """Bytes that are not UTF-8 within their line survive as surrogate escapes for the event decoder, not fatal."""
     assert _feed_all([b"data: \xff\n\n"]) == ["\udcff"]
     assert _feed_all([b"data: a\xe4\xbd\n\n", b"data: \xa0b\n\n"]) == ["a\udce4\udcbd", "\udca0b"]
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"data: " + b"x" * 100],  # a line that never ends
+        [b"data: " + b"x" * 60 + b"\n", b"data: " + b"y" * 60 + b"\n"],  # an event of many data lines
+        [b"data: " + b"z" * 120 + b"\n\n"],  # one long line, ended
+    ],
+    ids=["open-line", "many-lines", "long-line"],
+)
+def test_a_line_or_event_past_the_cap_is_a_protocol_error(chunks: list[bytes]) -> None:
+    """Upstream bytes are bounded: a line or an event longer than the decoder's cap raises instead of growing."""
+    decoder = SseDecoder(max_event_chars=100)
+    with pytest.raises(UpstreamProtocolError, match="over 100 characters"):
+        for chunk in chunks:
+            decoder.feed(chunk)
+
+
+def test_events_within_the_cap_pass() -> None:
+    """Lines and events up to the cap decode as usual."""
+    decoder = SseDecoder(max_event_chars=100)
+    assert decoder.feed(b"data: " + b"a" * 90 + b"\n\n") == ["a" * 90]

@@ -29,6 +29,7 @@ from shared.errors import (
     UpstreamRateLimited,
     UpstreamUnavailable,
 )
+from shared.http_bodies import read_capped
 
 REGIONS = {"global": "https://api.moonshot.ai", "cn": "https://api.moonshot.cn"}
 BALANCE_PATH = "/users/me/balance"
@@ -103,7 +104,7 @@ async def probe(session: aiohttp.ClientSession, base_url: str, key: str) -> None
             headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
             timeout=aiohttp.ClientTimeout(total=TIMEOUT_S),
         ) as resp:
-            body = _decode(await resp.read())
+            body = _decode(await read_capped(resp))
             status = resp.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise UpstreamUnavailable(f"API key probe: {type(exc).__name__}") from None

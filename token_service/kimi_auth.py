@@ -26,6 +26,7 @@ import aiohttp
 import msgspec
 
 from shared.errors import UpstreamAuthError, UpstreamError, UpstreamRateLimited, UpstreamUnavailable
+from shared.http_bodies import read_capped
 from shared.logging import get_logger
 from token_service.regions import Origins
 
@@ -148,7 +149,7 @@ class KimiAuthClient:
             async with self.session.request(
                 method, url, data=body, headers=all_headers, timeout=self.timeout
             ) as resp:
-                raw = await resp.read()
+                raw = await read_capped(resp)
                 return _checked(path, resp.status, resp.headers.get("Retry-After"), raw)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamUnavailable(f"{path}: {type(exc).__name__}") from None

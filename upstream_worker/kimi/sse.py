@@ -14,23 +14,32 @@ from __future__ import annotations
 
 import codecs
 
+from shared.errors import UpstreamProtocolError
+
 DONE_SENTINEL = "[DONE]"
+#: The longest line or event a stream may send (characters): Kimi's events are a few KB, a search result list
+#: some tens; past this an upstream (or whatever answers in its place) only grows our memory.
+MAX_EVENT_CHARS = 8 * 1024 * 1024
 
 
 class SseDecoder:
     """feed(bytes) → the `data` payloads of the events completed by those bytes."""
 
-    __slots__ = ("_data", "_decoder", "_partial")
+    __slots__ = ("_data", "_data_chars", "_decoder", "_max", "_partial")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_chars: int = MAX_EVENT_CHARS) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._partial = ""
         self._data: list[str] = []
+        self._data_chars = 0
+        self._max = max_event_chars
 
     def feed(self, chunk: bytes) -> list[str]:
         text = self._decoder.decode(chunk)
         if "\n" not in text:
             self._partial += text
+            if len(self._partial) > self._max:
+                raise UpstreamProtocolError(f"the upstream sent a line over {self._max} characters")
             return []
         lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
@@ -55,8 +64,11 @@ class SseDecoder:
         if not line:
             if self._data:
                 events.append(self._data[0] if len(self._data) == 1 else "\n".join(self._data))
-                self._data = []
+                self._data, self._data_chars = [], 0
             return
         if line.startswith("data:"):
             value = line[5:]
+            self._data_chars += len(value)
+            if self._data_chars > self._max or len(line) > self._max:
+                raise UpstreamProtocolError(f"the upstream sent an event over {self._max} characters")
             self._data.append(value[1:] if value.startswith(" ") else value)

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from shared.errors import GatewayError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnavailable
+from shared.http_bodies import MAX_UNARY_BYTES, read_capped
 from upstream_worker.kimi.failures import http_error
 
 #: Turns a non-2xx answer (status, body, Retry-After header) into its exception; each upstream has its own.
@@ -102,7 +103,7 @@ async def request_json(
     ) as resp:
         try:
             async with asyncio.timeout(timeout_s):
-                return await resp.read()
+                return await read_capped(resp, MAX_UNARY_BYTES)
         except TimeoutError as exc:
             raise UpstreamTimeout(f"Kimi did not answer within {timeout_s:g} s") from exc
         except aiohttp.ClientError as exc:

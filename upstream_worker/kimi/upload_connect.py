@@ -16,6 +16,7 @@ import aiohttp
 import msgspec
 
 from shared.errors import GatewayError, UpstreamTimeout
+from shared.http_bodies import read_capped
 from shared.schema import AttachmentPart
 from upstream_worker.kimi.call import KimiCredentials, origin_of
 from upstream_worker.kimi.failures import http_error
@@ -79,7 +80,7 @@ class ConnectUploader(Uploader):
                     raise upload_failure(
                         http_error(resp.status, body, resp.headers.get("Retry-After")), part.name
                     )
-                raw = await resp.read()
+                raw = await read_capped(resp)
         except aiohttp.ClientError as exc:
             raise UploadFailed(
                 f"Kimi did not take the upload of {part.name!r}: unreachable ({type(exc).__name__})"

@@ -20,6 +20,7 @@ import aiohttp
 import msgspec
 
 from shared.errors import GatewayError, UpstreamTimeout
+from shared.http_bodies import read_capped
 from shared.schema import AttachmentPart
 from upstream_worker.kimi.call import KimiCredentials, origin_of
 from upstream_worker.kimi.files import KimiFile, ParseFailed, UploadFailed, upload_failure
@@ -101,7 +102,7 @@ class RestUploader(Uploader):
             async with self._session.put(
                 url, data=data, headers={"Content-Type": part.mime}, timeout=timeout
             ) as resp:
-                await resp.read()
+                await read_capped(resp)
                 status = resp.status
         except aiohttp.ClientError as exc:
             raise UploadFailed(
