@@ -20,6 +20,8 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.redis_client import PoolExhausted
+
 #: Most commands take well under a millisecond on loopback; blocking reads (XREAD BLOCK) last seconds.
 _REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -71,8 +73,9 @@ def _timed_command(send: _Send, timers: _Timers) -> _Send:
         start = time.perf_counter()
         try:
             return await send(*args, **options)
-        except _UNHEALTHY:
-            timers.errors.inc()
+        except _UNHEALTHY as exc:
+            if not isinstance(exc, PoolExhausted):  # overload in this process, not Redis failing
+                timers.errors.inc()
             raise
         finally:
             timers.of(args[0]).observe(time.perf_counter() - start)
@@ -100,8 +103,9 @@ async def _observe(timers: _Timers, timer: Histogram, call: Awaitable[Any]) -> A
     start = time.perf_counter()
     try:
         return await call
-    except _UNHEALTHY:
-        timers.errors.inc()
+    except _UNHEALTHY as exc:
+        if not isinstance(exc, PoolExhausted):  # overload in this process, not Redis failing
+            timers.errors.inc()
         raise
     finally:
         timer.observe(time.perf_counter() - start)

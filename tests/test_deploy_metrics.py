@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -24,6 +25,8 @@ from redis.exceptions import ResponseError
 
 from shared import metrics as shared_metrics
 from shared.metrics import instrument_redis, metrics_handler
+from shared.redis_client import PoolExhausted, make_redis
+from shared.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "deploy" / "alerts.yml"
@@ -217,3 +220,19 @@ def test_every_dashboard_query_reads_metrics_that_services_expose(exposed: set[s
     }
     assert unknown == {}
     assert all(promql_metric_names(expr) for _, expr in _dashboard_exprs())
+
+
+async def test_an_exhausted_pool_is_not_counted_as_a_redis_error(redis_url: str) -> None:
+    """A command that finds no free pooled connection (overload in this process) is not a Redis failure:
+    `kimi_redis_errors_total` stays, so the "Redis unreachable" alert does not fire on a burst."""
+    settings = CommonSettings(redis_url=redis_url, redis_pool_wait_s=0.05)
+    client = instrument_redis(make_redis(settings, max_connections=1), "test-pool")
+    labels = {"service": "test-pool"}
+    before = REGISTRY.get_sample_value("kimi_redis_errors_total", labels) or 0.0
+    blocking = asyncio.create_task(client.blpop(["test:nothing"], timeout=1))
+    await asyncio.sleep(0.1)  # the one connection is busy in BLPOP
+    with pytest.raises(PoolExhausted):
+        await client.ping()
+    assert (REGISTRY.get_sample_value("kimi_redis_errors_total", labels) or 0.0) == before
+    await blocking
+    await client.aclose()
