@@ -18,7 +18,7 @@ from typing import Final
 
 from aiohttp.typedefs import Handler
 
-from adapters import anthropic, gemini, openai
+from adapters import anthropic, gemini, openai, responses
 from adapters.base import Dialect, LocalRoute
 from gateway import docs, health
 from shared.metrics import metrics_handler
@@ -97,6 +97,7 @@ CHAT_ROUTES: tuple[ChatRoute, ...] = (
         "POST", "/v1/chat/completions", openai.DIALECT, "OpenAI Chat Completions (stream and non-stream)"
     ),
     ChatRoute("POST", "/v1/messages", anthropic.DIALECT, "Anthropic Messages"),
+    ChatRoute("POST", "/v1/responses", responses.DIALECT, "OpenAI Responses (stream and non-stream)"),
     *(
         ChatRoute("POST", f"{p}:generateContent", gemini.DIALECT, f"Gemini{_gemini_note(p)}", stream=False)
         for p in _GEMINI_PREFIXES
