@@ -12,7 +12,8 @@ and `local_shell`, is accepted and ignored: Kimi cannot run it), `tool_choice` (
 thinking off, any other effort on), `max_output_tokens` (the gateway cuts the answer; the response is then
 `incomplete` with `incomplete_details.reason = "max_output_tokens"`), `text.format` text / json_object
 (json_schema is a 400), `metadata` (echoed), `store`, `include`, `user`, `temperature`, `top_p`, `truncation`
-(accepted). `previous_response_id` is refused with a 400 until stored responses exist.
+(accepted). `previous_response_id` names a stored response to continue (gateway/stored_responses.py puts its
+input and output before this request's input; its instructions are not carried over).
 
 Response: a `response` object with a `resp_…` id; `output` holds a `reasoning` item (Kimi's thinking as its
 summary), a `message` item with one `output_text` part, then one `function_call` item per call, in that order.
@@ -144,13 +145,15 @@ class ResponsesReply(ReplyOptions, frozen=True, kw_only=True):
     """`ReplyOptions` plus the request fields the response object echoes."""
 
     echo: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: The request's input as items (a string input as one user message), for `GET …/input_items`.
+    input_items: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    #: Where the writer puts the finished response object, for the gateway to store (`store`).
+    sink: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 def parse(body: bytes, ctx: RequestContext) -> Parsed:
     """The canonical request of a `POST /v1/responses` body; raises BadRequest / ModelNotFound."""
     wire = decode_body(body, _request_decoder.decode)
-    if wire.previous_response_id is not None:
-        raise BadRequest("`previous_response_id` is not supported yet.", param="previous_response_id")
     if wire.text is not None and wire.text.format is not None and wire.text.format.type == "json_schema":
         raise BadRequest("Kimi's web chat does not support structured outputs.", param="text.format")
     spec = model_spec(wire.model.strip(), f"The model `{wire.model.strip()}` does not exist.")
@@ -181,13 +184,14 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
         "max_output_tokens": wire.max_output_tokens,
         "metadata": wire.metadata or {},
         "parallel_tool_calls": wire.parallel_tool_calls is not False,
+        "previous_response_id": wire.previous_response_id,
         "reasoning": {"effort": effort, "summary": wire.reasoning.summary if wire.reasoning else None},
         "store": wire.store is not False,
         "text": {"format": {"type": wire.text.format.type if wire.text and wire.text.format else "text"}},
         "tool_choice": _choice_echo(wire.tool_choice),
         "tools": [_tool_echo(t) for t in tools],
     }
-    reply = ResponsesReply(max_tokens=wire.max_output_tokens, echo=echo)
+    reply = ResponsesReply(max_tokens=wire.max_output_tokens, echo=echo, input_items=_input_items(body, ctx))
     return Parsed(request, reply)
 
 
@@ -227,6 +231,21 @@ def _input(wire: str | list[_Item] | None, attachments: list[AttachmentInput], f
         else:
             raise BadRequest(f"Input items of type `{item.type}` are not supported.", param=f"{param}.type")
     return messages
+
+
+def _input_items(body: bytes, ctx: RequestContext) -> list[dict[str, Any]]:
+    """The body's `input` as the items `GET /v1/responses/{id}/input_items` lists, each with an id."""
+    raw = msgspec.json.decode(body).get("input")
+    items = (
+        raw if isinstance(raw, list) else [{"role": "user", "content": [{"type": "input_text", "text": raw}]}]
+    )
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            kept = {"type": "message", **item} if "role" in item else dict(item)
+            kept.setdefault("id", f"in_{ctx.request_id}_{i}")
+            out.append(kept)
+    return out
 
 
 def _content(
@@ -350,6 +369,7 @@ class ResponsesWriter:
         self._model = request.model
         self._created = int(ctx.now_s or time.time())
         self._echo: dict[str, Any] = reply.echo if isinstance(reply, ResponsesReply) else {}
+        self._sink: list[dict[str, Any]] = reply.sink if isinstance(reply, ResponsesReply) else []
         self._seq = 0
         #: Finished output items, in order.
         self._output: list[dict[str, Any]] = []
@@ -375,7 +395,6 @@ class ResponsesWriter:
             "incomplete_details": incomplete,
             "model": self._model,
             "output": list(self._output),
-            "previous_response_id": None,
             "temperature": 1.0,
             "top_p": 1.0,
             "truncation": "disabled",
@@ -447,9 +466,8 @@ class ResponsesWriter:
     def finish(self, ending: Ending, text: str) -> bytes:
         out = self.answer(text) if text else b""
         out += self._switch(None)
-        if ending.reason == "max_tokens":
-            return out + self._event("response.incomplete", {"response": self.response("incomplete", ending)})
-        return out + self._event("response.completed", {"response": self.response("completed", ending)})
+        final = self._final(ending)
+        return out + self._event(f"response.{final['status']}", {"response": final})
 
     def error(self, exc: GatewayError) -> bytes:
         body = msgspec.json.decode(error_json(exc))["error"]
@@ -458,8 +476,13 @@ class ResponsesWriter:
 
     def body(self, ending: Ending, answer: str, reasoning: str) -> bytes:
         self._switch(None)
-        status = "incomplete" if ending.reason == "max_tokens" else "completed"
-        return _json_encoder.encode(self.response(status, ending))
+        return _json_encoder.encode(self._final(ending))
+
+    def _final(self, ending: Ending) -> dict[str, Any]:
+        """The finished response (`completed`, or `incomplete` after a cut), also left in the reply's sink."""
+        final = self.response("incomplete" if ending.reason == "max_tokens" else "completed", ending)
+        self._sink.append(final)
+        return final
 
     # -- items
 

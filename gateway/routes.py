@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler
 
 from adapters import anthropic, gemini, openai, responses
 from adapters.base import Dialect, LocalRoute
-from gateway import docs, health
+from gateway import docs, health, stored_responses
 from shared.metrics import metrics_handler
 
 #: A test of the caller by its headers and query (e.g. how it authenticates).
@@ -159,6 +159,17 @@ SERVICE_ROUTES: tuple[ServiceRoute, ...] = (
         "GET", "/readyz", health.readyz, "503 while Redis is unreachable or no worker has a fresh heartbeat"
     ),
     ServiceRoute("GET", "/metrics", metrics_handler, "Prometheus exposition"),
+    # Stored Responses API responses: state of their own, so gateway handlers; they authenticate the caller.
+    ServiceRoute("GET", "/v1/responses/{response_id}", stored_responses.get_response, "A stored response"),
+    ServiceRoute(
+        "DELETE", "/v1/responses/{response_id}", stored_responses.delete_response, "Delete a stored response"
+    ),
+    ServiceRoute(
+        "GET",
+        "/v1/responses/{response_id}/input_items",
+        stored_responses.list_input_items,
+        "A stored response's input items",
+    ),
     ServiceRoute("GET", "/", docs.index, "This page"),
     ServiceRoute("GET", "/openapi.json", docs.openapi, "This document"),
 )

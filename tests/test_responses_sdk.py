@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pytest
@@ -12,6 +13,7 @@ import pytest_asyncio
 from openai.types.responses import FunctionToolParam
 
 from kimi_sim.answers import answer_for, reasoning_for
+from shared.secret import Secret
 from tests.stack import Stack, StackFactory, stack_factory
 
 __all__ = ["stack_factory"]
@@ -120,3 +122,64 @@ async def test_function_call_and_follow_up(
     )
     assert follow.status == "completed"
     assert "Sunny, 21 C" in follow.output_text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non-stream", "stream"])
+async def test_previous_response_id_continues(
+    client: openai.AsyncOpenAI, lane: tuple[Stack, str, str], stream: bool
+) -> None:
+    """A call's follow-up sends only the call's output with `previous_response_id`; the answer quotes it."""
+    first = await client.responses.create(model=lane[1], input=ASK_WEATHER, tools=[WEATHER])
+    call = next(item for item in first.output if item.type == "function_call")
+    follow_up: Any = [{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 21 C"}]
+    if stream:
+        async with client.responses.stream(
+            model=lane[1], tools=[WEATHER], previous_response_id=first.id, input=follow_up
+        ) as s:
+            second = await s.get_final_response()
+    else:
+        second = await client.responses.create(
+            model=lane[1], tools=[WEATHER], previous_response_id=first.id, input=follow_up
+        )
+    assert second.status == "completed"
+    assert second.previous_response_id == first.id
+    assert "Sunny, 21 C" in second.output_text
+
+
+async def test_retrieve_input_items_delete(client: openai.AsyncOpenAI, lane: tuple[Stack, str, str]) -> None:
+    """A stored response is retrieved as created, lists its input items, and is gone after deletion."""
+    created = await client.responses.create(model=lane[1], input="Hello there", metadata={"k": "v"})
+    got = await client.responses.retrieve(created.id)
+    assert got.model_dump() == created.model_dump()
+    items = await client.responses.input_items.list(created.id)
+    assert [(i.type, i.role, i.content[0].text) for i in items.data] == [  # type: ignore[union-attr]
+        ("message", "user", "Hello there")
+    ]
+    await client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(created.id)
+
+
+async def test_not_stored_when_store_false(client: openai.AsyncOpenAI, lane: tuple[Stack, str, str]) -> None:
+    """`store: false` keeps nothing: retrieval is a 404."""
+    created = await client.responses.create(model=lane[1], input="Hello there", store=False)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(created.id)
+
+
+async def test_response_belongs_to_its_key(stack_factory: StackFactory) -> None:
+    """Another client key gets 404 for a stored response, on retrieval, deletion and continuation."""
+    stack = await stack_factory(api_keys=(Secret("k1-secret"), Secret("k2-secret")))
+    await stack.add("kimi_auth")
+    owner = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="k1-secret", max_retries=0)
+    other = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="k2-secret", max_retries=0)
+    created = await owner.responses.create(model="kimi-k2.5-instant", input="Hello there")
+    with pytest.raises(openai.NotFoundError):
+        await other.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await other.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await other.responses.create(model="kimi-k2.5-instant", input="Hi", previous_response_id=created.id)
+    assert (await owner.responses.retrieve(created.id)).id == created.id
+    await owner.close()
+    await other.close()
