@@ -25,6 +25,7 @@ from gateway.auth import check_client, client_id
 from gateway.resources import REDIS, SETTINGS
 from shared.errors import NotFound, ServiceUnavailable
 from shared.keys import STORED_RESPONSE_TTL_S, stored_response_key
+from shared.logging import get_logger
 from shared.schema import Message, ToolCall
 
 
@@ -36,6 +37,7 @@ class _Stored(msgspec.Struct):
     history: list[Message]
 
 
+log = get_logger(__name__)
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(_Stored)
 
@@ -89,10 +91,12 @@ async def keep(request: web.Request, parsed: Parsed) -> None:
     history = [_text_only(m) for m in parsed.request.messages[lead:]]
     history.append(_output_message(response["output"]))
     stored = _Stored(parsed.request.client_id, response, reply.input_items, history)
-    async with redis_errors():
+    try:  # the reply has been sent (a stream's bytes are out): a failure here is logged, never an error reply
         await request.app[REDIS].set(
             stored_response_key(response["id"]), _encoder.encode(stored), ex=STORED_RESPONSE_TTL_S
         )
+    except RedisError as exc:
+        log.warning("response_not_stored", response_id=response["id"], error=str(exc))
 
 
 def _text_only(message: Message) -> Message:
