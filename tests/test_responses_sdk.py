@@ -11,6 +11,7 @@ import openai
 import pytest
 import pytest_asyncio
 from openai.types.responses import FunctionToolParam
+from openai.types.responses.response import IncompleteDetails
 
 from kimi_sim.answers import answer_for, reasoning_for
 from shared.secret import Secret
@@ -183,3 +184,46 @@ async def test_response_belongs_to_its_key(stack_factory: StackFactory) -> None:
     assert (await owner.responses.retrieve(created.id)).id == created.id
     await owner.close()
     await other.close()
+
+
+async def test_max_output_tokens_is_incomplete(
+    client: openai.AsyncOpenAI, lane: tuple[Stack, str, str]
+) -> None:
+    """An answer cut by `max_output_tokens` is `incomplete` with reason max_output_tokens, stream and non-stream."""
+    cut = await client.responses.create(model=lane[1], input="Hello there", max_output_tokens=2)
+    assert (cut.status, cut.incomplete_details) == (
+        "incomplete",
+        IncompleteDetails(reason="max_output_tokens"),
+    )
+    async with client.responses.stream(model=lane[1], input="Hello there", max_output_tokens=2) as stream:
+        last = [event async for event in stream][-1]
+    assert last.type == "response.incomplete"
+    assert last.response.output_text == cut.output_text  # type: ignore[union-attr]
+
+
+async def test_invalid_field_is_a_400_naming_it(
+    client: openai.AsyncOpenAI, lane: tuple[Stack, str, str]
+) -> None:
+    """An invalid field is a 400 in OpenAI's error shape, naming the field."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.responses.create(
+            model=lane[1], input="Hi", text={"format": {"type": "json_schema", "name": "x", "schema": {}}}
+        )
+    assert caught.value.status_code == 400
+    assert caught.value.body == {
+        "message": "Kimi's web chat does not support structured outputs.",
+        "type": "invalid_request_error",
+        "param": "text.format",
+        "code": None,
+    }
+
+
+async def test_mid_stream_cut_is_response_failed(
+    client: openai.AsyncOpenAI, lane: tuple[Stack, str, str]
+) -> None:
+    """An upstream cut after content ends the stream with `response.failed`, never a completion."""
+    await lane[0].arm("cut_mid_stream", after_chunks=2)
+    async with client.responses.stream(model=lane[1], input="Hello there") as stream:
+        types = [event.type async for event in stream]
+    assert types[-1] == "response.failed"
+    assert "response.completed" not in types
