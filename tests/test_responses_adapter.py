@@ -277,3 +277,22 @@ def test_error_response_shape() -> None:
     assert json.loads(body) == {
         "error": {"message": "bad", "type": "invalid_request_error", "param": "input", "code": None}
     }
+
+
+def test_image_and_file_parts_become_attachments() -> None:
+    """`input_image` and `input_file` parts leave the text and become attachments at their places."""
+    ctx = RequestContext("r1", now_s=CREATED)
+    content = [
+        {"type": "input_text", "text": "Compare"},
+        {"type": "input_image", "image_url": "https://example.com/a.png"},
+        {"type": "input_file", "filename": "n.txt", "file_data": "data:text/plain;base64,aGk="},
+    ]
+    body = {"model": "kimi", "instructions": "x", "input": [{"role": "user", "content": content}]}
+    request, _ = DIALECT.parse(json.dumps(body).encode(), ctx)
+    assert request.messages[1] == Message(role="user", content=[TextPart(text="Compare")])
+    assert [
+        (a.param, a.message_index, a.part_index, a.kind, a.url, a.data, a.name) for a in ctx.attachments
+    ] == [
+        ("input[0].content[1]", 1, 1, "image", "https://example.com/a.png", None, None),
+        ("input[0].content[2]", 1, 2, None, None, b"hi", "n.txt"),
+    ]
