@@ -22,7 +22,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from adapters.base import Parsed, Renderer, RequestContext
-from gateway import metrics
+from gateway import metrics, stored_responses
 from gateway.attachments.intake import attachment_body_bytes
 from gateway.auth import check_client, client_id, store_passthrough
 from gateway.jobs import enqueue
@@ -121,11 +121,14 @@ async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamRespo
     metrics.IN_FLIGHT.inc()
     try:
         parsed, ctx = await _prepare(request, route, request_id)
+        parsed = await stored_responses.continue_from(request, parsed)
         outcome.model = parsed.request.model
         spec = resolve_model(parsed.request.model)
         outcome.model_label = spec.label if spec is not None else "-"
         renderer = route.dialect.renderer(parsed.request, parsed.reply, ctx)
-        return await Relay(request, parsed.request, renderer, outcome, started).run()
+        response = await Relay(request, parsed.request, renderer, outcome, started).run()
+        await stored_responses.keep(request, parsed)
+        return response
     except GatewayError as exc:
         outcome.status, outcome.error = exc.status, exc.kind
         raise

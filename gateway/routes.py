@@ -18,9 +18,9 @@ from typing import Final
 
 from aiohttp.typedefs import Handler
 
-from adapters import anthropic, gemini, openai
+from adapters import anthropic, gemini, openai, responses
 from adapters.base import Dialect, LocalRoute
-from gateway import docs, health
+from gateway import docs, health, stored_responses
 from shared.metrics import metrics_handler
 
 #: A test of the caller by its headers and query (e.g. how it authenticates).
@@ -97,6 +97,7 @@ CHAT_ROUTES: tuple[ChatRoute, ...] = (
         "POST", "/v1/chat/completions", openai.DIALECT, "OpenAI Chat Completions (stream and non-stream)"
     ),
     ChatRoute("POST", "/v1/messages", anthropic.DIALECT, "Anthropic Messages"),
+    ChatRoute("POST", "/v1/responses", responses.DIALECT, "OpenAI Responses (stream and non-stream)"),
     *(
         ChatRoute("POST", f"{p}:generateContent", gemini.DIALECT, f"Gemini{_gemini_note(p)}", stream=False)
         for p in _GEMINI_PREFIXES
@@ -158,6 +159,17 @@ SERVICE_ROUTES: tuple[ServiceRoute, ...] = (
         "GET", "/readyz", health.readyz, "503 while Redis is unreachable or no worker has a fresh heartbeat"
     ),
     ServiceRoute("GET", "/metrics", metrics_handler, "Prometheus exposition"),
+    # Stored Responses API responses: state of their own, so gateway handlers; they authenticate the caller.
+    ServiceRoute("GET", "/v1/responses/{response_id}", stored_responses.get_response, "A stored response"),
+    ServiceRoute(
+        "DELETE", "/v1/responses/{response_id}", stored_responses.delete_response, "Delete a stored response"
+    ),
+    ServiceRoute(
+        "GET",
+        "/v1/responses/{response_id}/input_items",
+        stored_responses.list_input_items,
+        "A stored response's input items",
+    ),
     ServiceRoute("GET", "/", docs.index, "This page"),
     ServiceRoute("GET", "/openapi.json", docs.openapi, "This document"),
 )

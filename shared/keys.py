@@ -22,6 +22,7 @@ Layout (../shared/DESIGN.md §4):
     kimi:workers                   hash: worker name → last heartbeat (unix ms)
     kimi:att:{<job id>}            hash: sha256 hex → the bytes of one attachment of that job (gateway writes,
                                    worker reads and deletes when the job ends; TTL as a backstop)
+    kimi:resp:<response id>        JSON: a stored Responses API response, owner, input, history; TTL
     kimi:upload:{<lane>:<acct>}:<sha256>
                                    the Kimi file id (JSON) of bytes already uploaded for that account on that
                                    lane (`rest` | `connect`): one upload per file per account, with a TTL
@@ -112,3 +113,14 @@ def attachments_key(job_id: str) -> str:
 def upload_cache_key(lane: str, account_id: str, sha256: str) -> str:
     """`{<lane>:<account>}` keeps one account's cached uploads in one slot, so one MGET reads a turn's files."""
     return f"kimi:upload:{{{lane}:{account_id}}}:{sha256}"
+
+
+#: How long a stored Responses API response (`store`, the default) can be read or continued with
+#: `previous_response_id`: one day. OpenAI keeps them 30 days, but each holds a whole conversation's text in
+#: Redis memory, and agents (Codex) continue within minutes; a longer life is a memory cost nobody asked for.
+STORED_RESPONSE_TTL_S = 86_400
+
+
+def stored_response_key(response_id: str) -> str:
+    """One stored response (JSON: owner, response object, input items, the conversation as canonical messages)."""
+    return f"kimi:resp:{response_id}"
