@@ -22,15 +22,18 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from adapters.base import Parsed, Renderer, RequestContext
+from adapters.common import prompt_tokens
 from gateway import metrics
 from gateway.attachments.intake import attachment_body_bytes
-from gateway.auth import check_client, client_id, store_passthrough
+from gateway.auth import check_client, client_credential, client_id, store_passthrough
+from gateway.client_keys import admit, any_managed_keys, check_model, managed_key
 from gateway.jobs import enqueue
 from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import INTAKE, PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from gateway.routes import ChatRoute
 from shared.attachment_input import AttachmentInput
 from shared.attachments import AttachmentStore, attachment_ttl_s
+from shared.client_keys import ClientKey, Limits
 from shared.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -55,8 +58,10 @@ from shared.schema import (
     Start,
     TextDelta,
     ToolCallEvent,
+    Usage,
     events_decoder,
 )
+from shared.usage_estimate import estimate_tokens
 
 REQUEST_ID = web.RequestKey("request_id", str)
 #: The longest a relay waits for entries before it looks at its client's transport and deadlines again.
@@ -86,6 +91,15 @@ class RequestSummary:
     ttft_s: float | None = None
     chunks: int = 0
     bytes: int = 0
+    #: The managed client key (shared/client_keys.py) once its limits admitted the request, and when.
+    client_key: ClientKey | None = None
+    admitted_s: float = 0.0
+    #: Token counts: the upstream's Usage when it sent one (`usage_estimated` False), else estimates.
+    prompt_tokens: int = 0
+    completion_tokens: int | None = None
+    usage_estimated: bool = True
+    #: The answer's text, for the completion estimate of a managed key's request (never logged).
+    texts: list[str] | None = None
 
 
 #: Which kind of account served the answer: `kimi_web` (a Kimi web account) or `api_key` (an official API key).
@@ -120,7 +134,7 @@ async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamRespo
     outcome = RequestSummary(dialect=route.dialect.name)
     metrics.IN_FLIGHT.inc()
     try:
-        parsed, ctx = await _prepare(request, route, request_id)
+        parsed, ctx = await _prepare(request, route, request_id, outcome)
         outcome.model = parsed.request.model
         spec = resolve_model(parsed.request.model)
         outcome.model_label = spec.label if spec is not None else "-"
@@ -134,16 +148,28 @@ async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamRespo
         raise
     finally:
         metrics.IN_FLIGHT.dec()
+        if outcome.client_key is not None:
+            await _settle_key(request, outcome)
         _finish(request_id, outcome, time.perf_counter() - started)
 
 
-async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> tuple[Parsed, RequestContext]:
+async def _prepare(
+    request: web.Request, route: ChatRoute, request_id: str, outcome: RequestSummary
+) -> tuple[Parsed, RequestContext]:
     settings = request.app[SETTINGS]
     now_s = time.time()
     query, model = dict(request.query), request.match_info.get("model")
     ctx = RequestContext(request_id, path_model=model, query=query, now_s=now_s, stream=route.stream)
-    tokens = check_client(request, settings)
+    key = await managed_key(request, client_credential(request))
+    tokens = None if key is not None else check_client(request, settings)
+    if key is None and tokens is None and not settings.api_keys and await any_managed_keys(request):
+        raise AuthenticationFailed("You didn't provide an API key (Authorization: Bearer <key>).")
     chat, reply = await _parse(request, route, ctx)
+    if key is not None:  # before any work: the model list, then one atomic limit check
+        check_model(key, chat.model)
+        outcome.prompt_tokens = prompt_tokens(chat.messages)
+        await admit(request, key, outcome.prompt_tokens, now_s)
+        outcome.client_key, outcome.admitted_s, outcome.texts = key, now_s, []
     chat = await _take_attachments(request, chat, ctx.attachments)
     async with redis_errors():  # a client's own tokens are stored only for a request that parsed
         account_ids = await store_passthrough(tokens, request.app[PASSTHROUGH])
@@ -152,9 +178,22 @@ async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> t
         request_id=request_id,
         deadline_s=now_s + settings.request_timeout_s,
         account_ids=account_ids,
-        client_id=client_id(request, tokens),
+        client_id=client_id(request, tokens) if key is None else f"ck:{key.id}",
     )
     return Parsed(chat, reply), ctx
+
+
+async def _settle_key(request: web.Request, outcome: RequestSummary) -> None:
+    """A managed key's request ended: free its concurrency slot and count its completion tokens."""
+    assert outcome.client_key is not None
+    if outcome.completion_tokens is None:
+        outcome.completion_tokens = estimate_tokens("".join(outcome.texts or []))
+    try:
+        await Limits(request.app[REDIS]).finish(
+            outcome.client_key, outcome.admitted_s, outcome.completion_tokens
+        )
+    except RedisError:
+        log.warning("key_settle_failed", request_id=request.get(REQUEST_ID))
 
 
 async def _parse(request: web.Request, route: ChatRoute, ctx: RequestContext) -> Parsed:
@@ -332,6 +371,12 @@ class Relay:
                 self.outcome.upstream_kind = event.kind or self.outcome.upstream_kind
             if isinstance(event, _CHUNK_EVENTS):
                 self._count_chunk()
+            if isinstance(event, Usage):
+                self.outcome.prompt_tokens = event.prompt_tokens
+                self.outcome.completion_tokens = event.completion_tokens
+                self.outcome.usage_estimated = event.estimated
+            elif isinstance(event, TextDelta | ReasoningDelta) and self.outcome.texts is not None:
+                self.outcome.texts.append(event.text)
             data = self.renderer.feed(event)
             if data:
                 out.append(data)
