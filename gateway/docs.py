@@ -39,6 +39,8 @@ _SUMMARIES: dict[tuple[str, str], str] = {
     ("DELETE", "/admin/keys/{key_id}"): "Delete a client key (admin)",
     ("POST", "/admin/keys/{key_id}/revoke"): "Revoke a client key at once (admin)",
     ("POST", "/admin/keys/{key_id}/rotate"): "A new secret for a client key; the old one stops (admin)",
+    ("GET", "/admin/keys/{key_id}/usage"): "A client key's usage per day and model (admin)",
+    ("GET", "/admin/requests"): "The request log, newest first; filters: key, status, model (admin)",
 }
 
 

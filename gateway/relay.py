@@ -33,7 +33,7 @@ from gateway.resources import INTAKE, PASSTHROUGH, REDIS, REPLIES, SETTINGS, WOR
 from gateway.routes import ChatRoute
 from shared.attachment_input import AttachmentInput
 from shared.attachments import AttachmentStore, attachment_ttl_s
-from shared.client_keys import ClientKey, Limits
+from shared.client_keys import ClientKey, Limits, RequestRecord, record_request
 from shared.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -91,7 +91,8 @@ class RequestSummary:
     ttft_s: float | None = None
     chunks: int = 0
     bytes: int = 0
-    #: The managed client key (shared/client_keys.py) once its limits admitted the request, and when.
+    #: The managed client key (shared/client_keys.py) that authenticated the request; when its limits admitted
+    #: it (0: they did not, so it holds no concurrency slot and counted no tokens).
     client_key: ClientKey | None = None
     admitted_s: float = 0.0
     #: Token counts: the upstream's Usage when it sent one (`usage_estimated` False), else estimates.
@@ -135,9 +136,6 @@ async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamRespo
     metrics.IN_FLIGHT.inc()
     try:
         parsed, ctx = await _prepare(request, route, request_id, outcome)
-        outcome.model = parsed.request.model
-        spec = resolve_model(parsed.request.model)
-        outcome.model_label = spec.label if spec is not None else "-"
         renderer = route.dialect.renderer(parsed.request, parsed.reply, ctx)
         return await Relay(request, parsed.request, renderer, outcome, started).run()
     except GatewayError as exc:
@@ -148,9 +146,11 @@ async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamRespo
         raise
     finally:
         metrics.IN_FLIGHT.dec()
-        if outcome.client_key is not None:
+        duration_s = time.perf_counter() - started
+        if outcome.admitted_s:
             await _settle_key(request, outcome)
-        _finish(request_id, outcome, time.perf_counter() - started)
+        await _record(request, request_id, outcome, duration_s)
+        _finish(request_id, outcome, duration_s)
 
 
 async def _prepare(
@@ -160,16 +160,19 @@ async def _prepare(
     now_s = time.time()
     query, model = dict(request.query), request.match_info.get("model")
     ctx = RequestContext(request_id, path_model=model, query=query, now_s=now_s, stream=route.stream)
-    key = await managed_key(request, client_credential(request))
+    key = outcome.client_key = await managed_key(request, client_credential(request))
     tokens = None if key is not None else check_client(request, settings)
     if key is None and tokens is None and not settings.api_keys and await any_managed_keys(request):
         raise AuthenticationFailed("You didn't provide an API key (Authorization: Bearer <key>).")
     chat, reply = await _parse(request, route, ctx)
+    outcome.model = chat.model
+    spec = resolve_model(chat.model)
+    outcome.model_label = spec.label if spec is not None else "-"
     if key is not None:  # before any work: the model list, then one atomic limit check
         check_model(key, chat.model)
         outcome.prompt_tokens = prompt_tokens(chat.messages)
         await admit(request, key, outcome.prompt_tokens, now_s)
-        outcome.client_key, outcome.admitted_s, outcome.texts = key, now_s, []
+        outcome.admitted_s, outcome.texts = now_s, []
     chat = await _take_attachments(request, chat, ctx.attachments)
     async with redis_errors():  # a client's own tokens are stored only for a request that parsed
         account_ids = await store_passthrough(tokens, request.app[PASSTHROUGH])
@@ -181,6 +184,40 @@ async def _prepare(
         client_id=client_id(request, tokens) if key is None else f"ck:{key.id}",
     )
     return Parsed(chat, reply), ctx
+
+
+async def _record(request: web.Request, request_id: str, outcome: RequestSummary, duration_s: float) -> None:
+    """The request log line (every request) and, for a managed key, its usage and metrics; no text at all."""
+    key = outcome.client_key
+    completion = outcome.completion_tokens or 0
+    prompt = outcome.prompt_tokens if outcome.admitted_s else 0
+    model = outcome.model_label if outcome.model_label != "-" else outcome.model[:64]
+    if key is not None:
+        label, outcome_label = metrics.key_label(key.name), "ok" if outcome.status < 400 else "error"
+        estimated = "true" if outcome.usage_estimated else "false"
+        metrics.KEY_REQUESTS.labels(label, outcome.model_label, outcome_label).inc()
+        metrics.KEY_TOKENS.labels(label, outcome.model_label, "prompt", estimated).inc(prompt)
+        metrics.KEY_TOKENS.labels(label, outcome.model_label, "completion", estimated).inc(completion)
+    record = RequestRecord(
+        t=time.time(),
+        request_id=request_id,
+        key="-" if key is None else key.name,
+        key_id="" if key is None else key.id,
+        dialect=outcome.dialect,
+        model=model,
+        status=outcome.status,
+        error=outcome.error or "",
+        account=outcome.account_id or "",
+        duration_ms=round(duration_s * 1000, 2),
+        ttft_ms=None if outcome.ttft_s is None else round(outcome.ttft_s * 1000, 2),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        estimated=outcome.usage_estimated,
+    )
+    try:
+        await record_request(request.app[REDIS], record)
+    except RedisError:
+        log.warning("request_record_failed", request_id=request_id)
 
 
 async def _settle_key(request: web.Request, outcome: RequestSummary) -> None:

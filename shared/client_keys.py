@@ -226,3 +226,128 @@ class Limits:
                 pipe.incrby(tpd, completion_tokens)
                 pipe.expire(tpd, _DAY_S + 1)
             await pipe.execute()
+
+
+# -- usage and the request log ------------------------------------------------------------------------------
+
+#: Usage per key, per UTC day, per model: one hash a day, `<model>|<counter>` → number, kept USAGE_TTL_DAYS.
+USAGE_COUNTERS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "estimated_prompt_tokens",
+    "estimated_completion_tokens",
+    "ttft_ms_sum",
+    "ttft_count",
+)
+USAGE_TTL_DAYS = 35
+#: The request log: the last REQUEST_LOG_MAX requests of every client (approximately: XADD MAXLEN ~).
+REQUEST_LOG = "kimi:requests"
+REQUEST_LOG_MAX = 10_000
+
+
+def usage_key(key_id: str, day: str) -> str:
+    return f"{record_key(key_id)}:usage:{day}"
+
+
+def day_of(now_s: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now_s))
+
+
+class RequestRecord(msgspec.Struct, kw_only=True):
+    """One line of the request log (never a prompt or an answer); also what usage counts."""
+
+    t: float
+    request_id: str
+    key: str
+    key_id: str
+    dialect: str
+    model: str
+    status: int
+    error: str
+    account: str
+    duration_ms: float
+    ttft_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    #: Whether the token counts are the gateway's estimates (not the upstream's own numbers).
+    estimated: bool
+
+
+_encode_record = msgspec.json.Encoder().encode
+_decode_record = msgspec.json.Decoder(RequestRecord).decode
+
+
+async def record_request(redis: aioredis.Redis, record: RequestRecord) -> None:
+    """Count one request in its key's usage (managed keys only) and append it to the request log."""
+    async with redis.pipeline(transaction=False) as pipe:
+        if record.key_id:
+            counts = usage_key(record.key_id, day_of(record.t))
+            m = record.model
+            pipe.hincrby(counts, f"{m}|requests", 1)
+            pipe.hincrby(counts, f"{m}|errors", 1 if record.status >= 400 else 0)
+            pipe.hincrby(counts, f"{m}|prompt_tokens", record.prompt_tokens)
+            pipe.hincrby(counts, f"{m}|completion_tokens", record.completion_tokens)
+            estimated = (record.prompt_tokens, record.completion_tokens) if record.estimated else (0, 0)
+            pipe.hincrby(counts, f"{m}|estimated_prompt_tokens", estimated[0])
+            pipe.hincrby(counts, f"{m}|estimated_completion_tokens", estimated[1])
+            if record.ttft_ms is not None:
+                pipe.hincrby(counts, f"{m}|ttft_ms_sum", round(record.ttft_ms))
+                pipe.hincrby(counts, f"{m}|ttft_count", 1)
+            pipe.expire(counts, USAGE_TTL_DAYS * _DAY_S)
+        pipe.xadd(REQUEST_LOG, {"r": _encode_record(record)}, maxlen=REQUEST_LOG_MAX, approximate=True)
+        await pipe.execute()
+
+
+async def key_usage(
+    redis: aioredis.Redis, key_id: str, days: int, now_s: float
+) -> dict[str, dict[str, object]]:
+    """{day: {model: {counter: n, …, "ttft_ms_avg": x | None}}} for the last `days` UTC days (newest first)."""
+    out: dict[str, dict[str, object]] = {}
+    for back in range(days):
+        day = day_of(now_s - back * _DAY_S)
+        raw = await redis.hgetall(usage_key(key_id, day))
+        models: dict[str, dict[str, float | int | None]] = {}
+        for field, value in raw.items():
+            name = field.decode() if isinstance(field, bytes) else field
+            model, _, counter = name.rpartition("|")
+            models.setdefault(model, dict.fromkeys(USAGE_COUNTERS, 0))[counter] = int(value)
+        for counts in models.values():
+            count = counts["ttft_count"] or 0
+            counts["ttft_ms_avg"] = round((counts["ttft_ms_sum"] or 0) / count, 2) if count else None
+        if models:
+            out[day] = dict(models)
+    return out
+
+
+async def read_requests(
+    redis: aioredis.Redis,
+    *,
+    limit: int,
+    before: str | None,
+    key: str | None,
+    status: int | None,
+    model: str | None,
+) -> tuple[list[dict[str, object]], str | None]:
+    """The newest `limit` log lines older than the entry id `before` that match every filter given, and the
+    id to pass as `before` for the next page (None: no more)."""
+    found: list[dict[str, object]] = []
+    upper = f"({before}" if before else "+"
+    while len(found) < limit:
+        batch = await redis.xrevrange(REQUEST_LOG, max=upper, min="-", count=500)
+        if not batch:
+            return found, None
+        for entry_id, fields in batch:
+            entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            upper = f"({entry}"
+            record = _decode_record((fields or {})[b"r"])
+            if (
+                (key is None or record.key == key)
+                and (status is None or record.status == status)
+                and (model is None or record.model == model)
+            ):
+                found.append({"id": entry, **msgspec.to_builtins(record)})
+                if len(found) == limit:
+                    return found, entry
+    return found, None

@@ -15,6 +15,7 @@ from google import genai
 from google.genai import errors, types
 
 from gateway.app import create_app
+from shared.models import resolve_model
 from tests.stack import Stack, StackFactory, stack_factory
 
 __all__ = ["stack_factory"]
@@ -178,3 +179,61 @@ async def test_open_gateway_closes_once_a_key_exists(stack_factory: StackFactory
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
         async with session.post(stack.url + "/v1/chat/completions", json=body) as resp:
             assert resp.status == 401
+
+
+async def test_usage_and_request_log_match_what_was_sent(stack_factory: StackFactory) -> None:
+    """Two answers and one refused model: usage counts 2 requests + 1 error with the tokens the SDK saw, and the
+    request log lists all three, newest first, with no prompt or answer text."""
+    stack = await _started(stack_factory)
+    key_id, secret = await new_key(stack, models=[MODEL])
+    client = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=secret, max_retries=0)
+    prompt = "purple elephants sing quietly"
+    messages: list[Any] = [{"role": "user", "content": prompt}]
+    answers = [await client.chat.completions.create(model=MODEL, messages=messages) for _ in range(2)]
+    with pytest.raises(openai.PermissionDeniedError):
+        await client.chat.completions.create(model="kimi-k2.5-thinking", messages=messages)
+    await client.close()
+    label = resolve_model(MODEL)
+    refused_label = resolve_model("kimi-k2.5-thinking")
+    assert label is not None and refused_label is not None
+    usage = await admin(stack, "GET", f"/admin/keys/{key_id}/usage")
+    (day,) = usage["days"].values()
+    served = day[label.label]
+    prompt_tokens = sum(a.usage.prompt_tokens for a in answers if a.usage)
+    completion_tokens = sum(a.usage.completion_tokens for a in answers if a.usage)
+    assert {k: served[k] for k in ("requests", "errors", "prompt_tokens", "completion_tokens")} == {
+        "requests": 2,
+        "errors": 0,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+    }
+    assert (served["estimated_prompt_tokens"], served["ttft_count"]) == (prompt_tokens, 2)
+    assert {k: day[refused_label.label][k] for k in ("requests", "errors", "prompt_tokens")} == {
+        "requests": 1,
+        "errors": 1,
+        "prompt_tokens": 0,
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(stack.token_service_url + "/admin/requests", params={"key": "team-a"}) as resp,
+    ):
+        text = await resp.text()
+        log = await resp.json()
+    assert prompt not in text and answers[0].choices[0].message.content not in text
+    assert [(r["status"], r["error"], r["dialect"]) for r in log["requests"]] == [
+        (403, "permission", "openai"),
+        (200, "", "openai"),
+        (200, "", "openai"),
+    ]
+    assert log["next"] is None
+    page = await admin(stack, "GET", "/admin/requests?key=team-a&status=200&limit=1")
+    assert (len(page["requests"]), page["requests"][0]["completion_tokens"]) == (
+        1,
+        answers[1].usage.completion_tokens if answers[1].usage else -1,
+    )
+    older = await admin(stack, "GET", f"/admin/requests?key=team-a&status=200&limit=1&before={page['next']}")
+    assert older["requests"][0]["id"] == log["requests"][2]["id"]
+    async with aiohttp.ClientSession() as session, session.get(stack.url + "/metrics") as resp:
+        exposition = await resp.text()
+    assert f'kimi_gateway_key_requests_total{{key="team-a",model="{label.label}",outcome="ok"}}' in exposition
+    assert secret not in exposition and key_id not in exposition

@@ -15,7 +15,8 @@ every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
     POST /admin/keys          {name, models?, limits?, expires_s?, enabled?} → {success, key, secret (once)}
     GET  /admin/keys                                    → {keys: […]}
     GET|PATCH|DELETE /admin/keys/{id};  POST /admin/keys/{id}/revoke | /rotate (→ the new secret, once)
-    GET  /admin/keys/{id}/usage                         → {key, days: {day: {model: counters}}}
+    GET  /admin/keys/{id}/usage?days=7                  → {key, days: {day: {model: counters}}}
+    GET  /admin/requests?limit&before&key&status&model  → {requests: […], next: before-id | null}
 
 The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx, next to its Accounts).
 Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a
@@ -41,7 +42,7 @@ from urllib.parse import urlsplit
 import msgspec
 from aiohttp import web
 
-from shared.client_keys import ClientKey, ClientKeys
+from shared.client_keys import ClientKey, ClientKeys, key_usage, read_requests
 from shared.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -285,6 +286,40 @@ async def delete_key(request: web.Request) -> web.Response:
     return _ok({"success": True})
 
 
+async def usage_of_key(request: web.Request) -> web.Response:
+    key = await _client_key(request)
+    days = _int_query(request, "days", 7, 1, 35)
+    usage = await key_usage(_keys(request).redis, key.id, days, time.time())
+    return _ok({"key": key.public(), "days": usage})
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    """The request log, newest first, a page at a time, filtered by key name, status and model."""
+    limit = _int_query(request, "limit", 50, 1, 1000)
+    status = _int_query(request, "status", 0, 100, 599) if "status" in request.query else None
+    before = request.query.get("before")
+    if before is not None and not re.fullmatch(r"\d{1,20}-\d{1,20}", before):
+        raise BadRequest("`before` is a request log id such as 1700000000000-0", param="before")
+    found, next_id = await read_requests(
+        _keys(request).redis,
+        limit=limit,
+        before=before,
+        key=request.query.get("key"),
+        status=status,
+        model=request.query.get("model"),
+    )
+    return _ok({"requests": found, "next": next_id})
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"`{name}` is a whole number from {low} to {high}", param=name)
+    return int(raw)
+
+
 def _fields(body: KeyCreateBody) -> dict[str, Any]:
     return {f: getattr(body, f) for f in _PATCHABLE if f != "name"}
 
@@ -319,6 +354,8 @@ ADMIN_ROUTES: tuple[AdminRoute, ...] = (
     AdminRoute("DELETE", "/admin/keys/{key_id}", delete_key),
     AdminRoute("POST", "/admin/keys/{key_id}/revoke", revoke_key),
     AdminRoute("POST", "/admin/keys/{key_id}/rotate", rotate_key),
+    AdminRoute("GET", "/admin/keys/{key_id}/usage", usage_of_key),
+    AdminRoute("GET", "/admin/requests", list_requests),
 )
 
 
