@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from kimi_sim.server import SimServer
-from shared.client_keys import ClientKey, ClientKeys, Limits, secret_hash
+from shared.client_keys import ClientKey, ClientKeys, Limits, RequestRecord, record_request, secret_hash
 from tests.test_admin_api import AUTH, Client, ClientFactory, settings_for
 from token_service.app import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -105,3 +112,61 @@ async def test_limit_script_tokens_and_concurrency(redis: aioredis.Redis) -> Non
     )
     fits = await limits.check(key, 20, now)
     assert (fits.allowed, fits.limit, fits.remaining) == (True, 100, 0)
+
+
+async def keys_cli(redis_url: str, *args: str) -> tuple[int, str, str]:
+    """`python -m token_service keys …` as a real process against the test's Redis."""
+    env = {**os.environ, "REDIS_URL": redis_url, "LOG_FORMAT": "json"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "token_service",
+        "keys",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_cli_create_list_usage_requests_revoke(redis_url: str, redis: aioredis.Redis) -> None:
+    """The CLI creates a key (secret printed once), lists it, shows its usage and log, and revokes it."""
+    code, out, _ = await keys_cli(redis_url, "create", "ops", "--rpm", "3", "--models", "kimi,kimi-k2.5")
+    assert code == 0
+    created, secret_line = out.splitlines()
+    key_id = created.split()[1]
+    secret = secret_line.removeprefix("secret (shown once): ")
+    assert created == f"created {key_id}  ops" and secret.startswith("kgw-")
+    code, out, _ = await keys_cli(redis_url, "list")
+    assert (code, out.split()) == (0, [key_id, "ops", "enabled", "kimi,kimi-k2.5", "rpm=3"])
+    assert secret not in out
+    record = RequestRecord(
+        t=1_767_225_600.0,  # 2026-01-01
+        request_id="r1",
+        key="ops",
+        key_id=key_id,
+        dialect="openai",
+        model="kimi",
+        status=200,
+        error="",
+        account="acc1",
+        duration_ms=12.0,
+        ttft_ms=5.0,
+        prompt_tokens=7,
+        completion_tokens=11,
+        estimated=False,
+    )
+    await record_request(redis, record)
+    code, out, _ = await keys_cli(redis_url, "requests", "--key", "ops")
+    assert (code, [(r["request_id"], r["prompt_tokens"]) for r in json.loads(out)]) == (0, [("r1", 7)])
+    code, out, _ = await keys_cli(redis_url, "usage", key_id, "--days", "1")
+    assert (code, json.loads(out)["key"]["id"]) == (0, key_id)
+    code, out, _ = await keys_cli(redis_url, "revoke", key_id)
+    assert (code, out) == (0, f"revoked {key_id}\n")
+    found = await ClientKeys(redis).get(key_id)
+    assert found is not None and found.revoked
+    code, _, err = await keys_cli(redis_url, "create", "bad name")
+    assert code == 2 and "name" in err
