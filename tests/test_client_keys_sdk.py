@@ -15,7 +15,10 @@ from google import genai
 from google.genai import errors, types
 
 from gateway.app import create_app
+from kimi_sim.server import SimServer
 from shared.models import resolve_model
+from shared.secret import Secret
+from shared.settings import CommonSettings
 from tests.stack import Stack, StackFactory, stack_factory
 
 __all__ = ["stack_factory"]
@@ -237,3 +240,23 @@ async def test_usage_and_request_log_match_what_was_sent(stack_factory: StackFac
         exposition = await resp.text()
     assert f'kimi_gateway_key_requests_total{{key="team-a",model="{label.label}",outcome="ok"}}' in exposition
     assert secret not in exposition and key_id not in exposition
+
+
+async def test_key_admin_through_the_gateway_with_the_admin_key(
+    stack_factory: StackFactory, redis_url: str, kimi_sim: SimServer
+) -> None:
+    """The README's curl calls: POST, PATCH and revoke on the gateway's port with ADMIN_API_KEY, forwarded."""
+    common = CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url, admin_api_key=Secret("adm"))
+    stack = await stack_factory(common=common)
+    auth = {"Authorization": "Bearer adm"}
+    async with aiohttp.ClientSession(base_url=stack.url, headers=auth) as session:
+        async with session.post("/admin/keys", json={"name": "team-a", "requests_per_minute": 60}) as resp:
+            created = await resp.json()
+            assert resp.status == 201
+        key_id = created["key"]["id"]
+        async with session.patch(f"/admin/keys/{key_id}", json={"requests_per_minute": 10}) as resp:
+            assert (resp.status, (await resp.json())["key"]["requests_per_minute"]) == (200, 10)
+        async with session.post(f"/admin/keys/{key_id}/revoke") as resp:
+            assert (resp.status, (await resp.json())["key"]["revoked"]) == (200, True)
+        async with session.get("/admin/keys", headers={"Authorization": "Bearer nope"}) as resp:
+            assert resp.status == 401
