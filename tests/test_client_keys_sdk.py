@@ -15,6 +15,7 @@ from google import genai
 from google.genai import errors, types
 
 from gateway.app import create_app
+from kimi_sim.connect import CHAT_PATH
 from kimi_sim.server import SimServer
 from shared.models import resolve_model
 from shared.secret import Secret
@@ -156,7 +157,8 @@ async def test_two_gateways_share_counters_and_revocation(stack_factory: StackFa
 
 
 async def test_unknown_key_and_disallowed_model(stack_factory: StackFactory) -> None:
-    """An unknown kgw- secret is 401 without a job; a model outside the key's list is 403 in the dialect."""
+    """An unknown kgw- secret is 401 and a model outside the key's list is 403, neither reaching Kimi; an
+    allowed model then does."""
     stack = await _started(stack_factory)
     _, secret = await new_key(stack, models=["kimi-k2.5-thinking"])
     messages: list[Any] = [{"role": "user", "content": "hi"}]
@@ -169,7 +171,9 @@ async def test_unknown_key_and_disallowed_model(stack_factory: StackFactory) -> 
     assert refused.value.body["error"]["message"] == (  # type: ignore[index]
         f"This API key may not use the model {MODEL!r}."
     )
-    assert await stack.sim_requests("/completion") == []
+    assert await stack.sim_requests(CHAT_PATH) == []
+    await client.messages.create(model="kimi-k2.5-thinking", max_tokens=64, messages=messages)
+    assert len(await stack.sim_requests(CHAT_PATH)) == 1
     await unknown.close()
     await client.close()
 
@@ -260,3 +264,26 @@ async def test_key_admin_through_the_gateway_with_the_admin_key(
             assert (resp.status, (await resp.json())["key"]["revoked"]) == (200, True)
         async with session.get("/admin/keys", headers={"Authorization": "Bearer nope"}) as resp:
             assert resp.status == 401
+
+
+async def test_expired_and_disabled_keys_are_401_in_the_dialect(stack_factory: StackFactory) -> None:
+    """An expired key and a key PATCHed to disabled get 401 UNAUTHENTICATED in Gemini's shape, naming why."""
+    stack = await _started(stack_factory)
+    _, expired = await new_key(stack, expires_s=time.time() - 1)
+    key_id, disabled = await new_key(stack)
+    await admin(stack, "PATCH", f"/admin/keys/{key_id}", json={"enabled": False})
+    body = {"contents": [{"parts": [{"text": "hi"}]}]}
+    async with aiohttp.ClientSession() as session:
+        for secret, message in (
+            (expired, "This API key has expired."),
+            (disabled, "This API key is disabled."),
+        ):
+            async with session.post(
+                f"{stack.url}/v1beta/models/{MODEL}:generateContent",
+                json=body,
+                headers={"x-goog-api-key": secret},
+            ) as resp:
+                assert (resp.status, await resp.json()) == (
+                    401,
+                    {"error": {"code": 401, "message": message, "status": "UNAUTHENTICATED"}},
+                )
