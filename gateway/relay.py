@@ -33,7 +33,7 @@ from gateway.resources import INTAKE, PASSTHROUGH, REDIS, REPLIES, SETTINGS, WOR
 from gateway.routes import ChatRoute
 from shared.attachment_input import AttachmentInput
 from shared.attachments import AttachmentStore, attachment_ttl_s
-from shared.client_keys import ClientKey, Limits, RequestRecord, record_request
+from shared.client_keys import ClientKey, Limits, RequestRecord, record_request, redact
 from shared.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -99,8 +99,10 @@ class RequestSummary:
     prompt_tokens: int = 0
     completion_tokens: int | None = None
     usage_estimated: bool = True
-    #: The answer's text, for the completion estimate of a managed key's request (never logged).
+    #: The answer's text, for the completion estimate of a managed key's request and body capture.
     texts: list[str] | None = None
+    #: The last user message, only with body capture on (REQUEST_LOG_BODY_CHARS).
+    prompt_text: str | None = None
 
 
 #: Which kind of account served the answer: `kimi_web` (a Kimi web account) or `api_key` (an official API key).
@@ -168,11 +170,15 @@ async def _prepare(
     outcome.model = chat.model
     spec = resolve_model(chat.model)
     outcome.model_label = spec.label if spec is not None else "-"
+    if settings.request_log_body_chars > 0:
+        users = [m for m in chat.messages if m.role == "user"]
+        outcome.prompt_text, outcome.texts = (users[-1].text() if users else ""), []
     if key is not None:  # before any work: the model list, then one atomic limit check
         check_model(key, chat.model)
         outcome.prompt_tokens = prompt_tokens(chat.messages)
         await admit(request, key, outcome.prompt_tokens, now_s)
-        outcome.admitted_s, outcome.texts = now_s, []
+        outcome.admitted_s = now_s
+        outcome.texts = [] if outcome.texts is None else outcome.texts
     chat = await _take_attachments(request, chat, ctx.attachments)
     async with redis_errors():  # a client's own tokens are stored only for a request that parsed
         account_ids = await store_passthrough(tokens, request.app[PASSTHROUGH])
@@ -214,6 +220,10 @@ async def _record(request: web.Request, request_id: str, outcome: RequestSummary
         completion_tokens=completion,
         estimated=outcome.usage_estimated,
     )
+    cap = request.app[SETTINGS].request_log_body_chars
+    if cap > 0 and outcome.prompt_text is not None:
+        record.prompt = redact(outcome.prompt_text, cap)
+        record.answer = redact("".join(outcome.texts or []), cap)
     try:
         await record_request(request.app[REDIS], record)
     except RedisError:

@@ -18,6 +18,7 @@ gateway process.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import time
 import uuid
@@ -273,6 +274,21 @@ class RequestRecord(msgspec.Struct, kw_only=True):
     completion_tokens: int
     #: Whether the token counts are the gateway's estimates (not the upstream's own numbers).
     estimated: bool
+    #: Only with REQUEST_LOG_BODY_CHARS > 0: the last user message and the answer, redacted and capped.
+    prompt: str | None = None
+    answer: str | None = None
+
+
+#: What body capture never stores: keys and tokens of every kind, JWTs, bearer values, e-mail addresses.
+_SECRETS = re.compile(
+    r"kgw-[\w-]+|sk-[\w-]{8,}|eyJ[\w-]+\.[\w-]+\.[\w-]*|(?i:bearer)\s+\S+|[\w.+-]+@[\w-]+\.[\w.-]+"
+)
+
+
+def redact(text: str, cap: int) -> str:
+    """`text` with every secret-looking run replaced by [redacted], cut to `cap` characters."""
+    cleaned = _SECRETS.sub("[redacted]", text)
+    return cleaned if len(cleaned) <= cap else cleaned[:cap] + "…"
 
 
 _encode_record = msgspec.json.Encoder().encode

@@ -17,6 +17,7 @@ from google.genai import errors, types
 from gateway.app import create_app
 from kimi_sim.connect import CHAT_PATH
 from kimi_sim.server import SimServer
+from shared.client_keys import redact
 from shared.models import resolve_model
 from shared.secret import Secret
 from shared.settings import CommonSettings
@@ -287,3 +288,21 @@ async def test_expired_and_disabled_keys_are_401_in_the_dialect(stack_factory: S
                     401,
                     {"error": {"code": 401, "message": message, "status": "UNAUTHENTICATED"}},
                 )
+
+
+async def test_body_capture_is_redacted_and_capped(stack_factory: StackFactory) -> None:
+    """With REQUEST_LOG_BODY_CHARS=60 the log keeps the last user message with secrets redacted, cut to 60."""
+    stack = await stack_factory(request_log_body_chars=60)
+    await stack.add("kimi_auth")
+    _, secret = await new_key(stack)
+    client = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=secret, max_retries=0)
+    prompt = f"use sk-abcdefghijkl and {secret} for ops@example.com " + "x" * 80
+    answer = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompt}])
+    await client.close()
+    log = await admin(stack, "GET", "/admin/requests?key=team-a")
+    (line,) = log["requests"]
+    redacted = "use [redacted] and [redacted] for [redacted] " + "x" * 80
+    assert line["prompt"] == redacted[:60] + "…"
+    text = answer.choices[0].message.content or ""
+    assert line["answer"] == redact(text, 60) and line["answer"].endswith("[redacted] xx…")
+    assert secret not in str(line) and "sk-abcdefghijkl" not in str(line)
