@@ -13,7 +13,7 @@ import time
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.resources import REDIS
+from gateway.resources import REDIS, SETTINGS
 from shared.client_keys import INDEX, SECRET_PREFIX, ClientKey, ClientKeys, Limits
 from shared.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from shared.redis_client import gateway_error
@@ -61,10 +61,12 @@ def check_model(key: ClientKey, model: str) -> None:
         raise PermissionDenied(f"This API key may not use the model {model!r}.", param="model")
 
 
-async def admit(request: web.Request, key: ClientKey, prompt_tokens: int, now_s: float) -> None:
+async def admit(request: web.Request, key: ClientKey, prompt_tokens: int, slot: str, now_s: float) -> None:
     """Count one request against the key's limits (atomically, shared by every gateway); raises RateLimited."""
     try:
-        verdict = await Limits(request.app[REDIS]).check(key, prompt_tokens, now_s)
+        # A slot counts at most the request's own deadline and a minute: a crashed gateway's slots expire.
+        stale_s = int(request.app[SETTINGS].request_timeout_s) + 60
+        verdict = await Limits(request.app[REDIS]).check(key, prompt_tokens, slot, now_s, stale_s)
     except RedisError as exc:
         raise gateway_error(exc) from exc
     request[RATE_HEADERS] = verdict.headers()

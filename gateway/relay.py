@@ -176,7 +176,7 @@ async def _prepare(
     if key is not None:  # before any work: the model list, then one atomic limit check
         check_model(key, chat.model)
         outcome.prompt_tokens = prompt_tokens(chat.messages)
-        await admit(request, key, outcome.prompt_tokens, now_s)
+        await admit(request, key, outcome.prompt_tokens, request_id, now_s)
         outcome.admitted_s = now_s
         outcome.texts = [] if outcome.texts is None else outcome.texts
     chat = await _take_attachments(request, chat, ctx.attachments)
@@ -237,7 +237,7 @@ async def _settle_key(request: web.Request, outcome: RequestSummary) -> None:
         outcome.completion_tokens = estimate_tokens("".join(outcome.texts or []))
     try:
         await Limits(request.app[REDIS]).finish(
-            outcome.client_key, outcome.admitted_s, outcome.completion_tokens
+            outcome.client_key, request[REQUEST_ID], outcome.admitted_s, outcome.completion_tokens
         )
     except RedisError:
         log.warning("key_settle_failed", request_id=request.get(REQUEST_ID))

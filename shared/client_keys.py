@@ -8,7 +8,9 @@ Redis layout (every key of one client key carries its id as a hash tag, so a clu
     kimi:ckey:{<id>}:rpm:<window>       counter of requests in the window (expires with it)
     kimi:ckey:{<id>}:tpm:<window>       estimated tokens in the window
     kimi:ckey:{<id>}:tpd:<day>          estimated tokens that UTC day
-    kimi:ckey:{<id>}:conc               requests in flight (TTL: a crashed gateway leaks nothing for long)
+    kimi:ckey:{<id>}:conc               ZSET request id → start: requests in flight; a slot older than the
+                                        stale time (the request timeout and a minute) no longer counts, so a
+                                        crashed gateway leaks nothing for long
 
 A secret is `kgw-` and 40 url-safe characters, shown once at creation (or rotation) and stored only as its
 SHA-256. Nothing is cached: every request reads the record, so an update or a revocation holds at once on every
@@ -29,7 +31,7 @@ import redis.asyncio as aioredis
 #: Every managed secret starts with this, so the gateway looks up only credentials that can be one.
 SECRET_PREFIX = "kgw-"
 INDEX = "kimi:ckeys"
-#: How long a concurrency slot outlives the last request that took it (a crashed gateway's slots expire).
+#: How long a concurrency slot counts at most, unless the caller says (a crashed gateway's slots expire).
 CONCURRENCY_TTL_S = 900
 _DAY_S = 86400
 
@@ -141,18 +143,20 @@ class ClientKeys:
 # -- limits -------------------------------------------------------------------------------------------------
 
 #: One check per request, atomic: every limit is tested before any is counted, so a refused request costs
-#: nothing. KEYS: rpm, tpm, tpd, conc counters. ARGV: the four limits (-1: none), the estimated tokens, the
-#: window's and the day's seconds left, the concurrency TTL. Returns {allowed, limit, remaining, reset_s,
+#: nothing. KEYS: rpm, tpm, tpd counters, the conc zset. ARGV: the four limits (-1: none), the estimated tokens,
+#: the window's and the day's seconds left, the slots' stale time, now, the request's slot id. Returns {allowed, limit, remaining, reset_s,
 #: refused name} where limit/remaining/reset are the tightest limit's (the least remaining after this request).
 _LIMIT_SCRIPT = """
 local names = {'requests_per_minute', 'tokens_per_minute', 'tokens_per_day', 'concurrent_requests'}
 local cost = {1, tonumber(ARGV[5]), tonumber(ARGV[5]), 1}
 local reset = {tonumber(ARGV[6]), tonumber(ARGV[6]), tonumber(ARGV[7]), 0}
 local best = nil
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', tonumber(ARGV[9]) - tonumber(ARGV[8]))
 for i = 1, 4 do
   local limit = tonumber(ARGV[i])
   if limit >= 0 then
-    local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+    local used
+    if i == 4 then used = redis.call('ZCARD', KEYS[4]) else used = tonumber(redis.call('GET', KEYS[i]) or '0') end
     local remaining = limit - used - cost[i]
     if remaining < 0 then
       return {0, limit, math.max(limit - used, 0), reset[i], names[i]}
@@ -163,7 +167,7 @@ end
 redis.call('INCR', KEYS[1]); redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]) + 1)
 redis.call('INCRBY', KEYS[2], tonumber(ARGV[5])); redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]) + 1)
 redis.call('INCRBY', KEYS[3], tonumber(ARGV[5])); redis.call('EXPIRE', KEYS[3], tonumber(ARGV[7]) + 1)
-redis.call('INCR', KEYS[4]); redis.call('EXPIRE', KEYS[4], tonumber(ARGV[8]))
+redis.call('ZADD', KEYS[4], tonumber(ARGV[9]), ARGV[10]); redis.call('EXPIRE', KEYS[4], tonumber(ARGV[8]))
 if best == nil then return {1, -1, -1, 0, ''} end
 return {1, best[1], best[2], best[3], ''}
 """
@@ -202,7 +206,15 @@ class Limits:
         day = int(now_s // _DAY_S)
         return [f"{base}:rpm:{window}", f"{base}:tpm:{window}", f"{base}:tpd:{day}", f"{base}:conc"]
 
-    async def check(self, key: ClientKey, tokens: int, now_s: float | None = None) -> LimitVerdict:
+    async def check(
+        self,
+        key: ClientKey,
+        tokens: int,
+        slot: str,
+        now_s: float | None = None,
+        stale_s: int = CONCURRENCY_TTL_S,
+    ) -> LimitVerdict:
+        """Check and count one request (`slot`: its id, the concurrency slot it takes until `finish`)."""
         now_s = time.time() if now_s is None else now_s
         window_left = max(1, int(key.window_s - now_s % key.window_s + 0.999))
         day_left = max(1, int(_DAY_S - now_s % _DAY_S + 0.999))
@@ -210,17 +222,17 @@ class Limits:
         args = [-1 if v is None else v for v in limits]
         raw = await self._script(
             keys=self._keys(key, now_s),
-            args=[*args, tokens, window_left, day_left, CONCURRENCY_TTL_S],
+            args=[*args, tokens, window_left, day_left, stale_s, now_s, slot],
         )
         allowed, limit, remaining, reset_s, refused = raw
         name = refused.decode() if isinstance(refused, bytes) else str(refused)
         return LimitVerdict(bool(allowed), int(limit), int(remaining), int(reset_s), name)
 
-    async def finish(self, key: ClientKey, started_s: float, completion_tokens: int) -> None:
+    async def finish(self, key: ClientKey, slot: str, started_s: float, completion_tokens: int) -> None:
         """Free the request's concurrency slot; count its completion tokens in the windows it started in."""
         _, tpm, tpd, conc = self._keys(key, started_s)
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.decr(conc)
+            pipe.zrem(conc, slot)
             if completion_tokens > 0:
                 pipe.incrby(tpm, completion_tokens)
                 pipe.expire(tpm, key.window_s + 1)

@@ -88,21 +88,22 @@ async def test_patch_revoke_rotate_delete(client: Client, redis: aioredis.Redis)
 
 
 async def test_limit_script_tokens_and_concurrency(redis: aioredis.Redis) -> None:
-    """The script refuses past the token and concurrency limits without counting, and `finish` frees a slot."""
+    """The script refuses past the token and concurrency limits without counting, `finish` frees a slot, and a
+    slot older than the stale time no longer counts."""
     template = ClientKey(
         id="", name="t", secret_hash="", created_s=0.0, tokens_per_minute=100, concurrent_requests=2
     )
     key, _ = await ClientKeys(redis).create(template)
     limits = Limits(redis)
     now = 1_000_020.0
-    first = await limits.check(key, 30, now)
+    first = await limits.check(key, 30, "a", now)
     assert (first.allowed, first.limit, first.remaining) == (True, 2, 1)
-    second = await limits.check(key, 30, now)
+    second = await limits.check(key, 30, "b", now)
     assert (second.allowed, second.limit, second.remaining, second.refused) == (True, 2, 0, "")
-    third = await limits.check(key, 30, now)
+    third = await limits.check(key, 30, "c", now)
     assert (third.allowed, third.refused) == (False, "concurrent_requests")
-    await limits.finish(key, now, 20)
-    big = await limits.check(key, 30, now)
+    await limits.finish(key, "a", now, 20)
+    big = await limits.check(key, 30, "d", now)
     assert (big.allowed, big.refused, big.limit, big.remaining, big.reset_s) == (
         False,
         "tokens_per_minute",
@@ -110,8 +111,10 @@ async def test_limit_script_tokens_and_concurrency(redis: aioredis.Redis) -> Non
         20,
         60,
     )
-    fits = await limits.check(key, 20, now)
+    fits = await limits.check(key, 20, "e", now)
     assert (fits.allowed, fits.limit, fits.remaining) == (True, 100, 0)
+    stale = await limits.check(key, 0, "f", now + 900)
+    assert (stale.allowed, stale.limit, stale.remaining) == (True, 2, 1)
 
 
 async def keys_cli(redis_url: str, *args: str) -> tuple[int, str, str]:
