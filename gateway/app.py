@@ -14,7 +14,8 @@ from aiohttp import web
 from adapters.base import RequestContext
 from gateway import admin_proxy
 from gateway.attachments.intake import attachment_body_bytes
-from gateway.auth import authenticate_local
+from gateway.auth import authenticate_local, client_credential
+from gateway.client_keys import add_rate_headers, managed_key
 from gateway.docs import ROUTE_SUMMARIES
 from gateway.middleware import error_middleware
 from gateway.relay import REQUEST_ID, handle_chat
@@ -43,6 +44,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[ROUTE_SUMMARIES] = SUMMARIES
+    app.on_response_prepare.append(add_rate_headers)
     app.cleanup_ctx.extend(
         [redis_clients, reply_reader, passthrough_accounts, attachment_intake, admin_proxy.admin_forwarder]
     )
@@ -67,7 +69,8 @@ def _chat_handler(route: ChatRoute) -> _Handler:
 def _local_handler(row: LocalRow) -> _Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         _, answer = row.serving(request.headers, request.query)
-        authenticate_local(request, request.app[SETTINGS])
+        if await managed_key(request, client_credential(request)) is None:
+            authenticate_local(request, request.app[SETTINGS])
         ctx = RequestContext(
             request.get(REQUEST_ID, ""), path_model=request.match_info.get("model"), query=dict(request.query)
         )

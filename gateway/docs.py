@@ -32,6 +32,15 @@ _SUMMARIES: dict[tuple[str, str], str] = {
     ("POST", "/admin/accounts/{account_id}/enable"): "Enable one account (admin)",
     ("POST", "/admin/accounts/{account_id}/disable"): "Disable one account (admin)",
     ("POST", "/admin/accounts/{account_id}/probe"): "Probe one account (admin)",
+    ("POST", "/admin/keys"): "Create a client key; answers its secret once (admin)",
+    ("GET", "/admin/keys"): "The client keys (admin)",
+    ("GET", "/admin/keys/{key_id}"): "One client key (admin)",
+    ("PATCH", "/admin/keys/{key_id}"): "Change a client key's name, models, limits or expiry (admin)",
+    ("DELETE", "/admin/keys/{key_id}"): "Delete a client key (admin)",
+    ("POST", "/admin/keys/{key_id}/revoke"): "Revoke a client key at once (admin)",
+    ("POST", "/admin/keys/{key_id}/rotate"): "A new secret for a client key; the old one stops (admin)",
+    ("GET", "/admin/keys/{key_id}/usage"): "A client key's usage per day and model (admin)",
+    ("GET", "/admin/requests"): "The request log, newest first; filters: key, status, model (admin)",
 }
 
 

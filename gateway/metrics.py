@@ -48,3 +48,28 @@ ATTACHMENT_FETCH_REFUSALS = Counter(
     "Attachment URLs not fetched, by reason (address class, port, scheme, timeout, too_large, type …).",
     ["reason"],
 )
+#: Per managed client key (shared/client_keys.py); `key` is the key's name (never its secret), at most
+#: `KEY_LABELS_MAX` distinct names per process (the rest share "other").
+KEY_REQUESTS = Counter(
+    "kimi_gateway_key_requests_total",
+    "Chat requests of managed client keys, by key name, model and outcome (ok, error).",
+    ["key", "model", "outcome"],
+)
+#: kind ∈ prompt, completion; estimated ∈ true (the gateway's estimate), false (the upstream's count).
+KEY_TOKENS = Counter(
+    "kimi_gateway_key_tokens_total",
+    "Tokens of managed client keys' requests, by key name, model, kind and whether they are estimates.",
+    ["key", "model", "kind", "estimated"],
+)
+KEY_LABELS_MAX = 100
+_key_labels: set[str] = set()
+
+
+def key_label(name: str) -> str:
+    """A key's name as a label: the first KEY_LABELS_MAX distinct names, then "other"."""
+    if name in _key_labels:
+        return name
+    if len(_key_labels) < KEY_LABELS_MAX:
+        _key_labels.add(name)
+        return name
+    return "other"

@@ -22,15 +22,18 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from adapters.base import Parsed, Renderer, RequestContext
+from adapters.common import prompt_tokens
 from gateway import metrics, stored_responses
 from gateway.attachments.intake import attachment_body_bytes
-from gateway.auth import check_client, client_id, store_passthrough
+from gateway.auth import check_client, client_credential, client_id, store_passthrough
+from gateway.client_keys import admit, any_managed_keys, check_model, managed_key
 from gateway.jobs import enqueue
 from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import INTAKE, PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
 from gateway.routes import ChatRoute
 from shared.attachment_input import AttachmentInput
 from shared.attachments import AttachmentStore, attachment_ttl_s
+from shared.client_keys import ClientKey, Limits, RequestRecord, record_request, redact
 from shared.errors import (
     AuthenticationFailed,
     GatewayError,
@@ -55,8 +58,10 @@ from shared.schema import (
     Start,
     TextDelta,
     ToolCallEvent,
+    Usage,
     events_decoder,
 )
+from shared.usage_estimate import estimate_tokens
 
 REQUEST_ID = web.RequestKey("request_id", str)
 #: The longest a relay waits for entries before it looks at its client's transport and deadlines again.
@@ -86,6 +91,18 @@ class RequestSummary:
     ttft_s: float | None = None
     chunks: int = 0
     bytes: int = 0
+    #: The managed client key (shared/client_keys.py) that authenticated the request; when its limits admitted
+    #: it (0: they did not, so it holds no concurrency slot and counted no tokens).
+    client_key: ClientKey | None = None
+    admitted_s: float = 0.0
+    #: Token counts: the upstream's Usage when it sent one (`usage_estimated` False), else estimates.
+    prompt_tokens: int = 0
+    completion_tokens: int | None = None
+    usage_estimated: bool = True
+    #: The answer's text, for the completion estimate of a managed key's request and body capture.
+    texts: list[str] | None = None
+    #: The last user message, only with body capture on (REQUEST_LOG_BODY_CHARS).
+    prompt_text: str | None = None
 
 
 #: Which kind of account served the answer: `kimi_web` (a Kimi web account) or `api_key` (an official API key).
@@ -120,11 +137,8 @@ async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamRespo
     outcome = RequestSummary(dialect=route.dialect.name)
     metrics.IN_FLIGHT.inc()
     try:
-        parsed, ctx = await _prepare(request, route, request_id)
+        parsed, ctx = await _prepare(request, route, request_id, outcome)
         parsed = await stored_responses.continue_from(request, parsed)
-        outcome.model = parsed.request.model
-        spec = resolve_model(parsed.request.model)
-        outcome.model_label = spec.label if spec is not None else "-"
         renderer = route.dialect.renderer(parsed.request, parsed.reply, ctx)
         response = await Relay(request, parsed.request, renderer, outcome, started).run()
         await stored_responses.keep(request, parsed)
@@ -137,16 +151,37 @@ async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamRespo
         raise
     finally:
         metrics.IN_FLIGHT.dec()
-        _finish(request_id, outcome, time.perf_counter() - started)
+        duration_s = time.perf_counter() - started
+        if outcome.admitted_s:
+            await _settle_key(request, outcome)
+        await _record(request, request_id, outcome, duration_s)
+        _finish(request_id, outcome, duration_s)
 
 
-async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> tuple[Parsed, RequestContext]:
+async def _prepare(
+    request: web.Request, route: ChatRoute, request_id: str, outcome: RequestSummary
+) -> tuple[Parsed, RequestContext]:
     settings = request.app[SETTINGS]
     now_s = time.time()
     query, model = dict(request.query), request.match_info.get("model")
     ctx = RequestContext(request_id, path_model=model, query=query, now_s=now_s, stream=route.stream)
-    tokens = check_client(request, settings)
+    key = outcome.client_key = await managed_key(request, client_credential(request))
+    tokens = None if key is not None else check_client(request, settings)
+    if key is None and tokens is None and not settings.api_keys and await any_managed_keys(request):
+        raise AuthenticationFailed("You didn't provide an API key (Authorization: Bearer <key>).")
     chat, reply = await _parse(request, route, ctx)
+    outcome.model = chat.model
+    spec = resolve_model(chat.model)
+    outcome.model_label = spec.label if spec is not None else "-"
+    if settings.request_log_body_chars > 0:
+        users = [m for m in chat.messages if m.role == "user"]
+        outcome.prompt_text, outcome.texts = (users[-1].text() if users else ""), []
+    if key is not None:  # before any work: the model list, then one atomic limit check
+        check_model(key, chat.model)
+        outcome.prompt_tokens = prompt_tokens(chat.messages)
+        await admit(request, key, outcome.prompt_tokens, request_id, now_s)
+        outcome.admitted_s = now_s
+        outcome.texts = [] if outcome.texts is None else outcome.texts
     chat = await _take_attachments(request, chat, ctx.attachments)
     async with redis_errors():  # a client's own tokens are stored only for a request that parsed
         account_ids = await store_passthrough(tokens, request.app[PASSTHROUGH])
@@ -155,9 +190,60 @@ async def _prepare(request: web.Request, route: ChatRoute, request_id: str) -> t
         request_id=request_id,
         deadline_s=now_s + settings.request_timeout_s,
         account_ids=account_ids,
-        client_id=client_id(request, tokens),
+        client_id=client_id(request, tokens) if key is None else f"ck:{key.id}",
     )
     return Parsed(chat, reply), ctx
+
+
+async def _record(request: web.Request, request_id: str, outcome: RequestSummary, duration_s: float) -> None:
+    """The request log line (every request) and, for a managed key, its usage and metrics; no text at all."""
+    key = outcome.client_key
+    completion = outcome.completion_tokens or 0
+    prompt = outcome.prompt_tokens if outcome.admitted_s else 0
+    model = outcome.model_label if outcome.model_label != "-" else outcome.model[:64]
+    if key is not None:
+        label, outcome_label = metrics.key_label(key.name), "ok" if outcome.status < 400 else "error"
+        estimated = "true" if outcome.usage_estimated else "false"
+        metrics.KEY_REQUESTS.labels(label, outcome.model_label, outcome_label).inc()
+        metrics.KEY_TOKENS.labels(label, outcome.model_label, "prompt", estimated).inc(prompt)
+        metrics.KEY_TOKENS.labels(label, outcome.model_label, "completion", estimated).inc(completion)
+    record = RequestRecord(
+        t=time.time(),
+        request_id=request_id,
+        key="-" if key is None else key.name,
+        key_id="" if key is None else key.id,
+        dialect=outcome.dialect,
+        model=model,
+        status=outcome.status,
+        error=outcome.error or "",
+        account=outcome.account_id or "",
+        duration_ms=round(duration_s * 1000, 2),
+        ttft_ms=None if outcome.ttft_s is None else round(outcome.ttft_s * 1000, 2),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        estimated=outcome.usage_estimated,
+    )
+    cap = request.app[SETTINGS].request_log_body_chars
+    if cap > 0 and outcome.prompt_text is not None:
+        record.prompt = redact(outcome.prompt_text, cap)
+        record.answer = redact("".join(outcome.texts or []), cap)
+    try:
+        await record_request(request.app[REDIS], record)
+    except RedisError:
+        log.warning("request_record_failed", request_id=request_id)
+
+
+async def _settle_key(request: web.Request, outcome: RequestSummary) -> None:
+    """A managed key's request ended: free its concurrency slot and count its completion tokens."""
+    assert outcome.client_key is not None
+    if outcome.completion_tokens is None:
+        outcome.completion_tokens = estimate_tokens("".join(outcome.texts or []))
+    try:
+        await Limits(request.app[REDIS]).finish(
+            outcome.client_key, request[REQUEST_ID], outcome.admitted_s, outcome.completion_tokens
+        )
+    except RedisError:
+        log.warning("key_settle_failed", request_id=request.get(REQUEST_ID))
 
 
 async def _parse(request: web.Request, route: ChatRoute, ctx: RequestContext) -> Parsed:
@@ -335,6 +421,12 @@ class Relay:
                 self.outcome.upstream_kind = event.kind or self.outcome.upstream_kind
             if isinstance(event, _CHUNK_EVENTS):
                 self._count_chunk()
+            if isinstance(event, Usage):
+                self.outcome.prompt_tokens = event.prompt_tokens
+                self.outcome.completion_tokens = event.completion_tokens
+                self.outcome.usage_estimated = event.estimated
+            elif isinstance(event, TextDelta | ReasoningDelta) and self.outcome.texts is not None:
+                self.outcome.texts.append(event.text)
             data = self.renderer.feed(event)
             if data:
                 out.append(data)

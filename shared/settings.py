@@ -318,6 +318,11 @@ class GatewaySettings(SettingsGroup):
     jobs_backlog_max: int = setting(
         "JOBS_BACKLOG_MAX", 10_000, "jobs queued or running before new requests get 429"
     )
+    #: Body capture in the request log (shared/client_keys.py): 0 = off (the default: no text is ever stored);
+    #: N = the last user message and the answer, secrets redacted, each cut to N characters.
+    request_log_body_chars: int = setting(
+        "REQUEST_LOG_BODY_CHARS", 0, "request log body capture: 0 = off, N = redacted text capped at N chars"
+    )
     #: A worker heartbeat older than this does not count for /readyz.
     worker_stale_s: float = setting("WORKER_STALE_S", 15.0, "a worker heartbeat older than this is dead")
     #: The admin API lives in the token service; the gateway forwards /auth/*, /admin/* and /token/check there.

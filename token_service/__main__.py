@@ -1,4 +1,4 @@
-"""`python -m token_service` serves the admin API on TOKEN_SERVICE_PORT; `… accounts …` is the CLI."""
+"""`python -m token_service` serves the admin API on TOKEN_SERVICE_PORT; `… accounts …` and `… keys …` are the CLI."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = TokenServiceSettings.from_env()
     common = settings.common
     configure_logging(common.log_level, common.log_format, service="token_service")
-    if args.command == "accounts":
+    if args.command in ("accounts", "keys"):
         return run_cli(args, settings)
     install_event_loop()
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)

@@ -12,6 +12,11 @@ every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
     POST /admin/accounts      {"token"|"tokens"|"text", "base_url"?} → {added: […], errors: […]}
     DELETE /admin/accounts/{id};  POST /admin/accounts/{id}/enable | /disable | /probe
     POST /admin/accounts/probe                          → {results: {id: verdict}}
+    POST /admin/keys          {name, models?, limits?, expires_s?, enabled?} → {success, key, secret (once)}
+    GET  /admin/keys                                    → {keys: […]}
+    GET|PATCH|DELETE /admin/keys/{id};  POST /admin/keys/{id}/revoke | /rotate (→ the new secret, once)
+    GET  /admin/keys/{id}/usage?days=7                  → {key, days: {day: {model: counters}}}
+    GET  /admin/requests?limit&before&key&status&model  → {requests: […], next: before-id | null}
 
 The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx, next to its Accounts).
 Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a
@@ -28,14 +33,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
 
+from shared.client_keys import ClientKey, ClientKeys, key_usage, read_requests
 from shared.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -59,6 +66,8 @@ class AdminContext:
     accounts: Accounts
     admin_api_key: Secret | None
     max_body_bytes: int
+    #: The managed client keys (shared/client_keys.py).
+    keys: ClientKeys | None = None
 
 
 ADMIN_CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminContext)
@@ -71,6 +80,12 @@ FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 LOOPBACK_NAMES = ("localhost",)
 #: What an account id looks like (12 hex chars today; room for a longer id of a later kind).
 ACCOUNT_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+#: A client key's id (16 hex chars).
+KEY_ID = re.compile(r"[0-9a-f]{16}")
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_.@-]+$")]
+ModelId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Window = Annotated[int, msgspec.Meta(ge=1, le=60)]
 
 
 class ExtractBody(msgspec.Struct, forbid_unknown_fields=False):
@@ -93,6 +108,22 @@ class AddBody(msgspec.Struct, forbid_unknown_fields=False):
     tokens: list[str] | None = None
     text: str | None = None
     base_url: str | None = None
+
+
+class KeyCreateBody(msgspec.Struct, forbid_unknown_fields=True):
+    name: KeyName
+    models: list[ModelId] | None = None
+    requests_per_minute: Positive | None = None
+    tokens_per_minute: Positive | None = None
+    tokens_per_day: Positive | None = None
+    concurrent_requests: Positive | None = None
+    expires_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    enabled: bool = True
+    window_s: Window = 60
+
+
+#: PATCH: only the fields sent change; `null` clears a limit, the model list or the expiry.
+_PATCHABLE = {f: t for f, t in KeyCreateBody.__annotations__.items()}
 
 
 _json = msgspec.json.Encoder()
@@ -195,6 +226,104 @@ async def probe_all(request: web.Request) -> web.Response:
     return _ok({"results": results})
 
 
+async def create_key(request: web.Request) -> web.Response:
+    body = await _body(request, KeyCreateBody)
+    template = ClientKey(id="", name=body.name, secret_hash="", created_s=time.time())
+    template = msgspec.structs.replace(template, **_fields(body))
+    key, secret = await _keys(request).create(template)
+    log.info("client_key_created", key_id=key.id, name=key.name)
+    return _ok({"success": True, "key": key.public(), "secret": secret}, 201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    return _ok({"keys": [k.public() for k in await _keys(request).list()]})
+
+
+async def get_key(request: web.Request) -> web.Response:
+    return _ok({"key": (await _client_key(request)).public()})
+
+
+async def update_key(request: web.Request) -> web.Response:
+    key = await _client_key(request)
+    raw = await _read_capped(request, _ctx(request).max_body_bytes)
+    if request.content_type != "application/json":
+        raise BadRequest("admin bodies are JSON: send Content-Type: application/json", status=415)
+    try:
+        sent = msgspec.json.decode(raw or b"{}")
+    except msgspec.DecodeError:
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(sent, dict):
+        raise BadRequest("the body is a JSON object")
+    for name in sent:
+        if name not in _PATCHABLE:
+            raise BadRequest(f"unknown field {name!r}", param=str(name))
+    # Validate the merged key through the create schema: one set of rules for both.
+    merged = {f: getattr(key, f) for f in _PATCHABLE} | sent
+    try:
+        body = msgspec.convert(merged, KeyCreateBody)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid body: {exc}", param=_field_of(str(exc))) from None
+    updated = msgspec.structs.replace(key, name=body.name, **_fields(body))
+    await _keys(request).save(updated)
+    return _ok({"success": True, "key": updated.public()})
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    key = msgspec.structs.replace(await _client_key(request), revoked=True, enabled=False)
+    await _keys(request).save(key)
+    log.info("client_key_revoked", key_id=key.id, name=key.name)
+    return _ok({"success": True, "key": key.public()})
+
+
+async def rotate_key(request: web.Request) -> web.Response:
+    key, secret = await _keys(request).rotate(await _client_key(request))
+    log.info("client_key_rotated", key_id=key.id, name=key.name)
+    return _ok({"success": True, "key": key.public(), "secret": secret})
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    await _keys(request).delete(await _client_key(request))
+    return _ok({"success": True})
+
+
+async def usage_of_key(request: web.Request) -> web.Response:
+    key = await _client_key(request)
+    days = _int_query(request, "days", 7, 1, 35)
+    usage = await key_usage(_keys(request).redis, key.id, days, time.time())
+    return _ok({"key": key.public(), "days": usage})
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    """The request log, newest first, a page at a time, filtered by key name, status and model."""
+    limit = _int_query(request, "limit", 50, 1, 1000)
+    status = _int_query(request, "status", 0, 100, 599) if "status" in request.query else None
+    before = request.query.get("before")
+    if before is not None and not re.fullmatch(r"\d{1,20}-\d{1,20}", before):
+        raise BadRequest("`before` is a request log id such as 1700000000000-0", param="before")
+    found, next_id = await read_requests(
+        _keys(request).redis,
+        limit=limit,
+        before=before,
+        key=request.query.get("key"),
+        status=status,
+        model=request.query.get("model"),
+    )
+    return _ok({"requests": found, "next": next_id})
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"`{name}` is a whole number from {low} to {high}", param=name)
+    return int(raw)
+
+
+def _fields(body: KeyCreateBody) -> dict[str, Any]:
+    return {f: getattr(body, f) for f in _PATCHABLE if f != "name"}
+
+
 class AdminRoute(NamedTuple):
     method: str
     path: str
@@ -218,6 +347,15 @@ ADMIN_ROUTES: tuple[AdminRoute, ...] = (
     AdminRoute("POST", "/admin/accounts/{account_id}/enable", enable_account),
     AdminRoute("POST", "/admin/accounts/{account_id}/disable", disable_account),
     AdminRoute("POST", "/admin/accounts/{account_id}/probe", probe_account),
+    AdminRoute("POST", "/admin/keys", create_key),
+    AdminRoute("GET", "/admin/keys", list_keys),
+    AdminRoute("GET", "/admin/keys/{key_id}", get_key),
+    AdminRoute("PATCH", "/admin/keys/{key_id}", update_key),
+    AdminRoute("DELETE", "/admin/keys/{key_id}", delete_key),
+    AdminRoute("POST", "/admin/keys/{key_id}/revoke", revoke_key),
+    AdminRoute("POST", "/admin/keys/{key_id}/rotate", rotate_key),
+    AdminRoute("GET", "/admin/keys/{key_id}/usage", usage_of_key),
+    AdminRoute("GET", "/admin/requests", list_requests),
 )
 
 
@@ -237,6 +375,24 @@ async def _account_id(request: web.Request) -> str:
     if not await _ctx(request).accounts.store.indexed(account_id):
         raise NotFound(f"no account {account_id!r}", param="account_id")
     return account_id
+
+
+def _keys(request: web.Request) -> ClientKeys:
+    keys = _ctx(request).keys
+    if keys is None:
+        raise NotFound("this service keeps no client keys")
+    return keys
+
+
+async def _client_key(request: web.Request) -> ClientKey:
+    """The path's key: 400 unless its id looks like one, 404 unless it exists."""
+    key_id = request.match_info["key_id"]
+    if not KEY_ID.fullmatch(key_id):
+        raise BadRequest("a key id is 16 hex characters", param="key_id")
+    key = await _keys(request).get(key_id)
+    if key is None:
+        raise NotFound(f"no client key {key_id!r}", param="key_id")
+    return key
 
 
 def _ok(payload: dict[str, Any], status: int = 200) -> web.Response:
@@ -289,7 +445,7 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
 
 def _field_of(message: str) -> str | None:
     """msgspec says `… - at `$.cookies`` or `Object missing required field `cookies``."""
-    for marker in ("at `$.", "required field `"):
+    for marker in ("at `$.", "required field `", "unknown field `"):
         if marker in message:
             return message.split(marker, 1)[1].split("`")[0].split(".")[0].split("[")[0]
     return None

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.client_keys import ClientKeys
 from shared.metrics import instrument_redis
 from shared.redis_client import make_redis
 from shared.settings import TokenServiceSettings
@@ -60,7 +61,9 @@ async def _accounts_ctx(app: web.Application) -> AsyncIterator[None]:
     await migrate_legacy_accounts(app[REDIS])
     accounts = Accounts(app[REDIS], settings.pool, app[SESSION], settings.common.kimi_base_url)
     app[ACCOUNTS] = accounts
-    app[ADMIN_CONTEXT] = AdminContext(accounts, settings.common.admin_api_key, settings.max_body_bytes)
+    app[ADMIN_CONTEXT] = AdminContext(
+        accounts, settings.common.admin_api_key, settings.max_body_bytes, ClientKeys(app[REDIS])
+    )
     yield
 
 
