@@ -99,6 +99,26 @@ async def test_a_client_past_its_places_in_line_is_refused_at_once(
     assert served == ["a0", "a1", "b0"]
 
 
+async def test_a_stopped_wait_ends_at_its_next_poll_and_leaves_the_line(
+    redis: aioredis.Redis, session: aiohttp.ClientSession, kimi_sim: SimServer
+) -> None:
+    """A waiting job whose `stop` is set (its client left) raises within 0.2 s and its ticket is gone."""
+    pool = one_slot_pool(redis, session, kimi_sim.url)
+    await pool.add(kimi_sim.state.add_account("kimi_auth").token)
+    held = await pool.lease()
+    stop = asyncio.Event()
+    waiting = asyncio.create_task(pool.lease(wait_s=30.0, ticket=ticket("gone", now_ms()), stop=stop))
+    await asyncio.sleep(0.2)
+    assert await redis.zrange("kimi:acct:{pool}:line:kimi_auth", 0, -1) == [b"gone"]
+    stop.set()
+    asked = time.monotonic()
+    with pytest.raises(RateLimited, match="every Kimi account is busy"):
+        await waiting
+    assert time.monotonic() - asked < 0.2
+    assert await redis.keys("kimi:acct:{pool}:line*") == []
+    await pool.release(held, "ok")
+
+
 async def _stream(session: aiohttp.ClientSession, stack: Stack, prompt: str) -> tuple[int, str, float]:
     """(HTTP status, the streamed text or the error, seconds until the first content or the error)."""
     body = {"model": "kimi-k2.5-instant", "stream": True, "messages": [{"role": "user", "content": prompt}]}

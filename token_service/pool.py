@@ -88,13 +88,14 @@ class AccountPool:
         kinds: frozenset[str] | None = None,
         wait_s: float = 0.0,
         ticket: Ticket | None = None,
+        stop: asyncio.Event | None = None,
     ) -> Lease:
         """The best usable account (of `kinds`, when given: names of the kind registry); waits up to `wait_s`
         while every one is at its concurrency cap. With a `ticket`, the wait is first-come-first-served
         across every process (token_service/leases.py): the job keeps its place in the line between calls
-        and leaves it when it gives up."""
+        and leaves it when it gives up. Setting `stop` ends the wait at its next poll (as if it had run out)."""
         try:
-            return await self._lease(exclude, only, kinds, wait_s, ticket)
+            return await self._lease(exclude, only, kinds, wait_s, ticket, stop)
         except BaseException:
             if ticket is not None:
                 await self.scripts.leave(ticket, now_ms())
@@ -107,6 +108,7 @@ class AccountPool:
         kinds: frozenset[str] | None,
         wait_s: float,
         ticket: Ticket | None,
+        stop: asyncio.Event | None,
     ) -> Lease:
         deadline = time.monotonic() + wait_s
         while True:
@@ -126,7 +128,8 @@ class AccountPool:
                         picked.lease.account_id, "active", "cooldown_over", only_from=("cooling",)
                     )
                 return picked.lease
-            if picked.status != "busy" or time.monotonic() >= deadline:
+            stopped = stop is not None and stop.is_set()
+            if picked.status != "busy" or time.monotonic() >= deadline or stopped:
                 raise _no_account(picked.status, picked.soonest_cooling_ms)
             await asyncio.sleep(BUSY_POLL_S)
 

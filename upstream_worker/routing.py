@@ -18,6 +18,7 @@ kinds too. A model that no allowed kind can serve ends the job with a 503 that s
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -85,6 +86,7 @@ async def lease(
     only: set[str] | None,
     wait_s: float,
     ticket: Ticket | None = None,
+    stop: asyncio.Event | None = None,
 ) -> Lease:
     """An account of the route's first upstream that has one free, else wait (up to `wait_s`) for any; a
     `ticket` (its line: the route's kinds) keeps the job's place in the waiting line through every tier."""
@@ -94,7 +96,9 @@ async def lease(
         except (RateLimited, ServiceUnavailable):
             continue
     try:
-        return await pool.lease(exclude=exclude, only=only, kinds=route.kinds, wait_s=wait_s, ticket=ticket)
+        return await pool.lease(
+            exclude=exclude, only=only, kinds=route.kinds, wait_s=wait_s, ticket=ticket, stop=stop
+        )
     except ServiceUnavailable:
         raise _no_account(route) from None
 

@@ -211,12 +211,15 @@ class KimiRunner:
     ) -> Lease:
         """`pool.lease`, run to its end even when the job is cancelled meanwhile (the lease script may have
         run already): a lease it brings back then is released at once, so none is taken and forgotten.
-        A job cancelled while it waits for a busy account therefore stops after that wait (≤ `wait_s`)."""
+        A job cancelled while it waits for a busy account stops at the wait's next poll (`stop`)."""
+        stop = asyncio.Event()
         taking = asyncio.ensure_future(
-            routing.lease(self._pool, route, exclude=exclude, only=only, wait_s=wait_s, ticket=ticket)
+            routing.lease(
+                self._pool, route, exclude=exclude, only=only, wait_s=wait_s, ticket=ticket, stop=stop
+            )
         )
         try:
-            return await to_the_end(taking)
+            return await to_the_end(taking, on_cancel=stop.set)
         except asyncio.CancelledError:
             if not taking.cancelled() and taking.exception() is None:
                 await to_the_end(self._release(taking.result(), "cancelled"))
@@ -426,9 +429,10 @@ def _past(deadline_s: float) -> bool:
     return bool(deadline_s) and time.time() >= deadline_s
 
 
-async def to_the_end(work: Awaitable[_T]) -> _T:
-    """Await `work` until it is done, even if the caller is cancelled meanwhile (once or more); the caller's
-    cancellation is raised afterwards. For what must not be cut short: taking and releasing a lease."""
+async def to_the_end(work: Awaitable[_T], on_cancel: Callable[[], object] | None = None) -> _T:
+    """Await `work` until it is done, even if the caller is cancelled meanwhile (once or more; `on_cancel` is
+    called then, to ask the work to end early); the caller's cancellation is raised afterwards. For what must
+    not be cut short: taking and releasing a lease."""
     task = asyncio.ensure_future(work)
     cancelled = False
     while not task.done():
@@ -436,6 +440,8 @@ async def to_the_end(work: Awaitable[_T]) -> _T:
             await asyncio.wait({task})
         except asyncio.CancelledError:
             cancelled = True
+            if on_cancel is not None:
+                on_cancel()
     if cancelled:
         if not task.cancelled():
             task.exception()  # retrieved: the caller's cancellation is what propagates
