@@ -1,7 +1,8 @@
 """The one chat handler of every dialect: request → job on `kimi:jobs` → reply stream → the dialect's bytes.
 
 Contract: docs/INTERNALS.md, "Request path". Headers wait for the first content event or the first
-keep-alive, so errors before that leave with their real HTTP status; after that they are in-band. Every
+keep-alive, so errors before that leave with their real HTTP status; after that they are in-band. The relay's
+own keep-alives start with the worker's first event (the worker sends its first once the job holds an account). Every
 request has an overall deadline and an idle deadline; a reply without its terminal event is an error. A client
 that leaves (failed write, closed transport) sets the job's cancel key, as does every other early exit. So does
 a client that stops reading: a write that cannot drain before the request's deadline (an in-band error after
@@ -54,6 +55,7 @@ from shared.schema import (
     ErrorEvent,
     Event,
     Job,
+    Keepalive,
     ReasoningDelta,
     Start,
     TextDelta,
@@ -378,7 +380,9 @@ class Relay:
         now = time.monotonic()
         deadline = self.deadline = now + settings.request_timeout_s
         idle_deadline = now + settings.idle_timeout_s
-        interval = settings.keepalive_interval_s if self.renderer.stream else float("inf")
+        # No keep-alive before the worker's first event: while the job waits for an account the status stays
+        # open, so a wait that runs out leaves as a real 429 (README "Waiting for an account").
+        interval = float("inf")
         self.last_write = now
         while True:
             if self._transport_closed():
@@ -396,6 +400,9 @@ class Relay:
             if not entries:
                 continue
             idle_deadline = time.monotonic() + settings.idle_timeout_s
+            if interval == float("inf") and self.renderer.stream:
+                # The job holds an account: pings from here on, the first one an interval away.
+                interval, self.last_write = settings.keepalive_interval_s, time.monotonic()
             # Every entry that arrived together leaves in one write.
             await self._apply(
                 [event for _, fields in entries for event in events_decoder.decode(fields[b"e"])]
@@ -416,6 +423,8 @@ class Relay:
                 self.terminal = True
                 await self._send(b"".join(out))
                 raise self._client_error(error_from_event(event))
+            if isinstance(event, Keepalive) and self.response is None:
+                continue  # the worker's first one says it holds an account: the relay's pings take over
             if isinstance(event, Start):
                 self.outcome.account_id = event.account_id or self.outcome.account_id
                 self.outcome.upstream_kind = event.kind or self.outcome.upstream_kind

@@ -18,6 +18,12 @@ Layout (../shared/DESIGN.md §4):
                                    script pops expired ones (crashed workers) from its head
     kimi:acct:{pool}:layout        the layout version of ready / cooling / leases, set when they were built
     kimi:acct:{pool}:lock:<id>     single-flight refresh lock
+    kimi:acct:{pool}:line:<kinds>  zset: the waiting line of jobs that may use these kinds (comma-joined),
+                                   tickets (job ids) scored by arrival (ms): first come, first served
+    kimi:acct:{pool}:line:due      zset of every ticket's deadline (ms), renewed at each poll of its job; the
+                                   lease script drops lapsed ones (crashed workers) from its head
+    kimi:acct:{pool}:line:owner    hash: ticket → `<kinds>|<client id>`
+    kimi:acct:{pool}:line:waiting  hash: client id → how many of its tickets wait (capped per client)
     kimi:conv:<conversation id>    hash: which account and upstream ids a kept conversation belongs to
     kimi:workers                   hash: worker name → last heartbeat (unix ms)
     kimi:att:{<job id>}            hash: sha256 hex → the bytes of one attachment of that job (gateway writes,
@@ -59,6 +65,9 @@ ACCOUNT_POOL_KEYS = (ACCOUNT_INDEX, ACCOUNT_READY, ACCOUNT_COOLING, ACCOUNT_LEAS
 #: The untagged prefix of older versions (`kimi:acct:<id>`, `kimi:acct:index`, …), read only to migrate.
 LEGACY_ACCOUNT_PREFIX = "kimi:acct:"
 
+#: A waiting job renews its ticket every BUSY_POLL_S (50 ms); one not renewed for this long belongs to a
+#: crashed worker and is dropped, so the jobs behind it move up (a Redis restart's second or so is no crash).
+LINE_TICKET_TTL_S = 5
 #: A reply stream outlives its job by this long so a reconnecting gateway can still read it.
 REPLY_TTL_S = 300
 #: Cancel flags only matter while the job runs.

@@ -380,6 +380,14 @@ class WorkerSettings(SettingsGroup):
         "per-model policies, e.g. moonshot-v1-*=keys_first,kimi-k2.7-code=keys_only (first match wins)",
         normalize=_model_policies,
     )
+    #: How long a job waits in the pool's first-come-first-served line while every account it may use is at
+    #: its cap; then it ends with 429 + Retry-After. The client hears nothing meanwhile (the status is not
+    #: committed), so keep it well under IDLE_TIMEOUT_S and the proxies' read timeouts.
+    queue_wait_s: float = setting("QUEUE_WAIT_S", 30.0, "longest wait for a free account before a 429")
+    #: Places one client (a client key) may hold in the waiting line; past it its requests get 429 at once.
+    queue_client_max: int = setting(
+        "QUEUE_CLIENT_MAX", 64, "requests of one client key that may wait for an account"
+    )
     #: While a job waits for Kimi's first event, a Keepalive goes on its reply stream this often, so the
     #: gateway's IDLE_TIMEOUT_S (120 s) measures real silence only; keep it at most a quarter of that.
     keepalive_interval_s: float = setting(

@@ -225,7 +225,8 @@ class AccountPoolProbe:
 async def test_keepalive_while_kimi_is_silent(stack: Stack) -> None:
     """A stalled first byte upstream: SSE comment keep-alives reach the client, then the exact answer."""
     await stack.add("kimi_auth")
-    await stack.arm("stall_first_byte", seconds=0.7)
+    # Pings start with the worker's first keep-alive, 0.5 s after the lease (FIRST_KEEPALIVE_S), then 0.2 s.
+    await stack.arm("stall_first_byte", seconds=1.5)
     async with (
         aiohttp.ClientSession() as session,
         session.post(

@@ -200,10 +200,11 @@ async def test_error_after_first_byte_is_in_band(gateway: ClientFactory, redis: 
 async def test_keepalive_comments_before_the_first_token(
     gateway: ClientFactory, redis: aioredis.Redis
 ) -> None:
-    """While the worker is silent, SSE comment keep-alives flow every keepalive_interval_s."""
+    """From the worker's first event (it holds an account) until the first token, SSE comment keep-alives flow
+    every keepalive_interval_s; the 0.5 s before it stay silent (the status is not committed yet)."""
     client = await gateway(keepalive_interval_s=0.2)
     # Redis resolves BLOCK timeouts on its 100 ms clock, so keep-alives may run up to ~0.1 s late.
-    task = worker(redis, [Start(), Keepalive()], [TextDelta("x"), Done()], delay_s=0.5, pause_s=0.5)
+    task = worker(redis, [Start(), Keepalive()], [TextDelta("x"), Done()], delay_s=0.5, pause_s=1.0)
     resp = await client.post("/v1/chat/completions", json={**HI, "stream": True})
     raw = await resp.read()
     await task

@@ -28,7 +28,7 @@ from token_service.kinds import UPSTREAMS, Upstream, kinds_serving, protocol_for
 from token_service.leases import Lease
 from token_service.passthrough import PassThroughAccounts, check_passthrough, passthrough_tokens
 from token_service.passthrough import check_count as check_passthrough_count
-from token_service.pool import BUSY_POLL_S, AccountPool, Credentials, ReleaseOutcome
+from token_service.pool import BUSY_POLL_S, AccountPool, Credentials, ReleaseOutcome, Ticket
 
 __all__ = [
     "ADMIN_MAX_BODY_BYTES",
@@ -40,6 +40,7 @@ __all__ = [
     "Lease",
     "PassThroughAccounts",
     "ReleaseOutcome",
+    "Ticket",
     "Upstream",
     "admin_key_offered",
     "check_passthrough",

@@ -35,7 +35,14 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.typing import KeyT
 
-from shared.keys import ACCOUNT_LEASES, ACCOUNT_POOL_KEYS, ACCOUNT_PREFIX, account_key, lease_key
+from shared.keys import (
+    ACCOUNT_LEASES,
+    ACCOUNT_POOL_KEYS,
+    ACCOUNT_PREFIX,
+    LINE_TICKET_TTL_S,
+    account_key,
+    lease_key,
+)
 
 #: Lua helpers shared by every script that may move an account between `ready` and `cooling`.
 #: The score keeps loads above 1e13 ms (the year 2286), exact in a double up to load 899 (`MAX_LOAD`).
@@ -125,6 +132,26 @@ local function rebuild()
 end
 """
 
+#: The waiting line's keys and `drop`, shared by the lease and leave scripts (layout: shared/keys.py).
+LINE_LUA = """
+-- The waiting line (FCFS) of a ticketed lease: `line:<kinds>` zset of tickets scored by arrival (ms),
+-- `line:due` zset of every ticket's deadline (a waiting job renews it at each poll: a crashed worker's ticket
+-- lapses), `line:owner` hash ticket -> '<kinds>|<client>', `line:waiting` hash client -> tickets waiting.
+local DUE, OWNERS, WAITING = PREFIX .. 'line:due', PREFIX .. 'line:owner', PREFIX .. 'line:waiting'
+
+local function drop(ticket)
+  redis.call('ZREM', DUE, ticket)
+  local owner = redis.call('HGET', OWNERS, ticket)
+  if not owner then return end
+  redis.call('HDEL', OWNERS, ticket)
+  local sep = string.find(owner, '|', 1, true)
+  local client = string.sub(owner, sep + 1)
+  redis.call('ZREM', PREFIX .. 'line:' .. string.sub(owner, 1, sep - 1), ticket)
+  if redis.call('HINCRBY', WAITING, client, -1) <= 0 then redis.call('HDEL', WAITING, client) end
+end
+
+"""
+
 # P: account_id.
 _PLACE = PLACE_LUA + "place(P.account_id)\nreturn 1\n"
 _REBUILD = PLACE_LUA + "rebuild()\nreturn 1\n"
@@ -138,6 +165,7 @@ _REBUILD = PLACE_LUA + "rebuild()\nreturn 1\n"
 # candidates are at their cap) or `soonest_ms` (when the first cooling candidate is back).
 _LEASE = (
     PLACE_LUA
+    + LINE_LUA
     + """
 --: At most this many expired leases / finished cooldowns are handled per call (amortized O(1)).
 local BATCH = 256
@@ -242,11 +270,51 @@ local function check_cooling(id, score)
   return 'moved'
 end
 
+local LINE = PREFIX .. 'line:' .. (P.line or '')
+
+-- Takes a place in the line (kept across polls: ZADD NX by arrival); false when the client's cap is reached.
+local function join()
+  if redis.call('HEXISTS', OWNERS, P.ticket) == 1 then return true end
+  if P.client ~= '' and tonumber(redis.call('HGET', WAITING, P.client) or '0') >= P.client_max then
+    return false
+  end
+  redis.call('ZADD', LINE, 'NX', fmt(P.arrival_ms), P.ticket)
+  redis.call('HSET', OWNERS, P.ticket, (P.line or '') .. '|' .. P.client)
+  redis.call('HINCRBY', WAITING, P.client, 1)
+  return true
+end
+
+-- A free account goes to a waiting job only when fewer jobs than free accounts are ahead of it in its line.
+-- Answers a reply to return at once (the client's cap), else nil with `best` / `busy` as the line decides.
+local function line_gate()
+  for _, t in ipairs(redis.call('ZRANGEBYSCORE', DUE, '-inf', NOW, 'LIMIT', 0, BATCH)) do drop(t) end
+  if best ~= nil and redis.call('ZCARD', LINE) > 0 and redis.call('ZSCORE', LINE, P.ticket) == false then
+    if not join() then return {'status', 'crowded'} end
+  end
+  local rank = redis.call('ZRANK', LINE, P.ticket)
+  if best ~= nil and rank then
+    local free = redis.call('ZCOUNT', READY, '-inf', '(' .. fmt(FULL * SCALE))
+    if rank >= free then best, busy = nil, 1 end
+  end
+  if best ~= nil or busy == 0 then
+    drop(P.ticket)
+    return nil
+  end
+  if not join() then return {'status', 'crowded'} end
+  redis.call('ZADD', DUE, fmt(NOW + P.ticket_ttl_ms), P.ticket)
+  return nil
+end
+
 if only ~= nil then
   pick_only()
 else
   walk(READY, check_ready)
   if best == nil and busy == 0 then walk(COOLING, check_cooling) end
+end
+
+if only == nil and P.ticket ~= nil then
+  local gate = line_gate()
+  if gate ~= nil then return gate end
 end
 
 if best == nil then
@@ -271,6 +339,9 @@ end
 return reply
 """
 )
+
+# P: ticket. A job that stops waiting (its wait is over, or it was cancelled) leaves the line.
+_LEAVE = PLACE_LUA + LINE_LUA + "drop(P.ticket)\nreturn 1\n"
 
 # KEYS[1] lease zset, KEYS[2] every lease. ARGV: lease_id, member, now ms, new expiry ms.
 # 0 when the lease had already expired (its slot may belong to another worker by now).
@@ -328,10 +399,25 @@ class Lease(msgspec.Struct, frozen=True):
     ephemeral: bool = False
 
 
-class Picked(msgspec.Struct, frozen=True):
-    """What the lease script answered: a lease, or why there is none."""
+class Ticket(msgspec.Struct, frozen=True):
+    """A job's place in the pool's waiting line while every account it may use is at its cap.
 
-    status: Literal["ok", "busy", "cooling", "none"]
+    The line is first-come-first-served by `arrival_ms` (one line per set of kinds, `line`); a client
+    (`client`, "" for an open gateway's callers, who are not capped) holds at most `client_max` places.
+    """
+
+    job_id: str
+    arrival_ms: int
+    line: str
+    client: str = ""
+    client_max: int = 0
+
+
+class Picked(msgspec.Struct, frozen=True):
+    """What the lease script answered: a lease, or why there is none (`crowded`: the client's places in the
+    waiting line are all taken)."""
+
+    status: Literal["ok", "busy", "cooling", "none", "crowded"]
     lease: Lease | None = None
     previous_state: str = ""
     soonest_cooling_ms: int = 0
@@ -353,6 +439,7 @@ class LeaseScripts:
         self._release = redis.register_script(_RELEASE)
         self._place = redis.register_script(_PLACE)
         self._rebuild = redis.register_script(_REBUILD)
+        self._leave = redis.register_script(_LEAVE)
 
     def params(self, now_ms: int, **named: Any) -> bytes:
         """The one argument of a `PLACE_LUA` script: the pool's parameters and the script's own, by name."""
@@ -369,6 +456,7 @@ class LeaseScripts:
         only: set[str] | None,
         fields: Sequence[str],
         kinds: frozenset[str] | None = None,
+        ticket: Ticket | None = None,
     ) -> Picked:
         lease_id = secrets.token_hex(8)
         named: dict[str, Any] = {
@@ -381,6 +469,15 @@ class LeaseScripts:
             named["only"] = sorted(only)
         if kinds is not None:
             named["kinds"] = sorted(kinds)
+        if ticket is not None:
+            named.update(
+                ticket=ticket.job_id,
+                arrival_ms=ticket.arrival_ms,
+                line=ticket.line,
+                client=ticket.client,
+                client_max=ticket.client_max,
+                ticket_ttl_ms=LINE_TICKET_TTL_S * 1000,
+            )
         raw = await self._lease(keys=POOL_KEYS, args=[self.params(now_ms, **named)])
         reply = reply_by_name(raw)
         status = reply["status"]
@@ -395,7 +492,11 @@ class LeaseScripts:
             return Picked(status="ok", lease=lease, previous_state=answered.get("state", ""), fields=answered)
         if status == "cooling":
             return Picked(status="cooling", soonest_cooling_ms=int(reply["soonest_ms"]))
-        return Picked(status="busy" if status == "busy" else "none")
+        return Picked(status="busy" if status == "busy" else "crowded" if status == "crowded" else "none")
+
+    async def leave(self, ticket: Ticket, now_ms: int) -> None:
+        """Take a job's ticket out of the waiting line (a no-op when it holds none)."""
+        await self._leave(keys=POOL_KEYS, args=[self.params(now_ms, ticket=ticket.job_id)])
 
     async def extend(self, lease: Lease, *, now_ms: int, ttl_ms: int) -> bool:
         kept = await self._extend(

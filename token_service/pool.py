@@ -27,7 +27,7 @@ from token_service.crypto import SecretBox
 from token_service.jwt_info import Claims, decode_claims
 from token_service.kimi_auth import KimiAuthClient
 from token_service.kinds import COOL_REASONS, IN_SERVICE, CoolReason, Kind, kind_named, max_in_flight
-from token_service.leases import Lease, LeaseScripts
+from token_service.leases import Lease, LeaseScripts, Ticket
 from token_service.refresh import Refresher
 from token_service.regions import Origins
 from token_service.store import IN_USE_FIELDS, AccountStore, InUse, now_ms
@@ -41,7 +41,7 @@ BUSY_POLL_S = 0.05
 #: What `RateLimited.retry_after_s` says when every account is busy rather than cooling.
 BUSY_RETRY_AFTER_S = 1.0
 
-__all__ = ["BUSY_POLL_S", "AccountPool", "Credentials", "Lease", "ReleaseOutcome"]
+__all__ = ["BUSY_POLL_S", "AccountPool", "Credentials", "Lease", "ReleaseOutcome", "Ticket"]
 
 
 class Credentials(msgspec.Struct, frozen=True):
@@ -87,9 +87,29 @@ class AccountPool:
         only: set[str] | None = None,
         kinds: frozenset[str] | None = None,
         wait_s: float = 0.0,
+        ticket: Ticket | None = None,
+        stop: asyncio.Event | None = None,
     ) -> Lease:
         """The best usable account (of `kinds`, when given: names of the kind registry); waits up to `wait_s`
-        while every one is at its concurrency cap."""
+        while every one is at its concurrency cap. With a `ticket`, the wait is first-come-first-served
+        across every process (token_service/leases.py): the job keeps its place in the line between calls
+        and leaves it when it gives up. Setting `stop` ends the wait at its next poll (as if it had run out)."""
+        try:
+            return await self._lease(exclude, only, kinds, wait_s, ticket, stop)
+        except BaseException:
+            if ticket is not None:
+                await self.scripts.leave(ticket, now_ms())
+            raise
+
+    async def _lease(
+        self,
+        exclude: set[str] | None,
+        only: set[str] | None,
+        kinds: frozenset[str] | None,
+        wait_s: float,
+        ticket: Ticket | None,
+        stop: asyncio.Event | None,
+    ) -> Lease:
         deadline = time.monotonic() + wait_s
         while True:
             picked = await self.scripts.take(
@@ -99,6 +119,7 @@ class AccountPool:
                 only=only,
                 fields=IN_USE_FIELDS,
                 kinds=kinds,
+                ticket=ticket,
             )
             if picked.lease is not None:
                 self._leased_fields[picked.lease.lease_id] = dict(picked.fields)
@@ -107,7 +128,8 @@ class AccountPool:
                         picked.lease.account_id, "active", "cooldown_over", only_from=("cooling",)
                     )
                 return picked.lease
-            if picked.status != "busy" or time.monotonic() >= deadline:
+            stopped = stop is not None and stop.is_set()
+            if picked.status != "busy" or time.monotonic() >= deadline or stopped:
                 raise _no_account(picked.status, picked.soonest_cooling_ms)
             await asyncio.sleep(BUSY_POLL_S)
 
@@ -203,6 +225,11 @@ def _no_account(status: str, soonest_ms: int) -> Exception:
         return RateLimited(f"every Kimi account is cooling down; retry in {wait:.0f} s", retry_after_s=wait)
     if status == "busy":
         return RateLimited("every Kimi account is busy", retry_after_s=BUSY_RETRY_AFTER_S)
+    if status == "crowded":
+        return RateLimited(
+            "too many requests of this client are waiting for a Kimi account",
+            retry_after_s=BUSY_RETRY_AFTER_S,
+        )
     return ServiceUnavailable(
         'no usable Kimi account: add one with POST /auth/save {"token": "<kimi-auth or refresh_token>"}'
     )

@@ -4,8 +4,9 @@ The runner feeds every event a driver yields to `Answer.take`, across all the at
 held to ride with the next event (and sent once, whatever attempt it came from), content goes out at once,
 `Usage` and `Done` are kept for `Answer.end`: Usage (the driver's own when it reported one, else an estimate
 from the prompt and the streamed text) right before Done, so an upstream's real counts are never overwritten.
-While nothing of the answer reached the client, `keep_alive` publishes a Keepalive every few seconds (lease
-waits and Kimi's first byte are not silence), and the runner may still try another attempt.
+While nothing of the answer reached the client, the runner may still try another attempt, and `keep_alive`
+publishes a Keepalive every few seconds once the job holds an account: Kimi's first byte is not silence, but a
+wait for an account is (the client's status is not committed meanwhile, so a wait that runs out is a real 429).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from upstream_worker.toolcalls import ToolState
 #: `Start` (ids only) waits this long at most for the first content or keep-alive to share its stream entry:
 #: one XADD and one gateway wake-up less per request. The gateway needs it before the first content only.
 START_HOLD_S = 0.25
+#: The first Keepalive follows the lease by this much at most: an answer that starts sooner (most do) costs no
+#: XADD for it, and the gateway's own pings, which start with it, still begin within a second of the lease.
+FIRST_KEEPALIVE_S = 0.5
 
 
 class AnswerState(Enum):
@@ -92,6 +96,9 @@ class Answer:
     usage: Usage | None = None
     #: What the chat knows of tool calls, kept in the conversation record (a web lane's tool turn sets it).
     tool_state: ToolState | None = None
+    #: Set once the job holds an account: keep-alives start then, not while it waits in the pool's line (the
+    #: gateway commits no status before the worker's first event, so a wait that ends in 429 is a real 429).
+    serving: asyncio.Event = field(default_factory=asyncio.Event)
 
     def begin(self) -> None:
         """A new attempt: nothing of it is known yet."""
@@ -178,12 +185,13 @@ class Answer:
 
 
 async def keep_alive(answer: Answer, every_s: float) -> None:
-    """Publish a Keepalive every `every_s` until the first content."""
-    while True:
-        await asyncio.sleep(every_s)
-        if not answer.state.before_content:
-            return
+    """From shortly after the job first holds an account (the gateway's pings start with the first one), publish
+    a Keepalive every `every_s` until the first content."""
+    await answer.serving.wait()
+    await asyncio.sleep(min(every_s, FIRST_KEEPALIVE_S))
+    while answer.state.before_content:
         answer.publisher.publish(Keepalive())
+        await asyncio.sleep(every_s)
 
 
 def _estimate(request: ChatRequest, parts: list[str]) -> Usage:

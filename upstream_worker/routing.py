@@ -18,13 +18,14 @@ kinds too. A model that no allowed kind can serve ends the job with a 503 that s
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from shared.errors import RateLimited, ServiceUnavailable
 from shared.models import ModelSpec
 from shared.settings import WorkerSettings
-from token_service.client import AccountPool, Lease, Upstream, kinds_serving, upstream_of
+from token_service.client import AccountPool, Lease, Ticket, Upstream, kinds_serving, upstream_of
 from upstream_worker import metrics
 
 #: Each policy's upstreams, in the order they are asked.
@@ -47,6 +48,12 @@ class Route:
     @property
     def kinds(self) -> frozenset[str]:
         return frozenset().union(*(kinds for _, kinds in self.tiers))
+
+    @property
+    def line(self) -> str:
+        """The pool's waiting line of this route's jobs: one per set of kinds, so none waits behind a job
+        that needs accounts it could not use."""
+        return ",".join(sorted(self.kinds))
 
 
 def policy_for(model_id: str, settings: WorkerSettings) -> str:
@@ -72,16 +79,26 @@ def route_for(spec: ModelSpec, settings: WorkerSettings) -> Route:
 
 
 async def lease(
-    pool: AccountPool, route: Route, *, exclude: set[str], only: set[str] | None, wait_s: float
+    pool: AccountPool,
+    route: Route,
+    *,
+    exclude: set[str],
+    only: set[str] | None,
+    wait_s: float,
+    ticket: Ticket | None = None,
+    stop: asyncio.Event | None = None,
 ) -> Lease:
-    """An account of the route's first upstream that has one free, else wait (up to `wait_s`) for any."""
+    """An account of the route's first upstream that has one free, else wait (up to `wait_s`) for any; a
+    `ticket` (its line: the route's kinds) keeps the job's place in the waiting line through every tier."""
     for _, kinds in route.tiers[:-1]:
         try:
-            return await pool.lease(exclude=exclude, only=only, kinds=kinds, wait_s=0.0)
+            return await pool.lease(exclude=exclude, only=only, kinds=kinds, wait_s=0.0, ticket=ticket)
         except (RateLimited, ServiceUnavailable):
             continue
     try:
-        return await pool.lease(exclude=exclude, only=only, kinds=route.kinds, wait_s=wait_s)
+        return await pool.lease(
+            exclude=exclude, only=only, kinds=route.kinds, wait_s=wait_s, ticket=ticket, stop=stop
+        )
     except ServiceUnavailable:
         raise _no_account(route) from None
 

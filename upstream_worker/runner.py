@@ -59,7 +59,7 @@ from shared.logging import get_logger
 from shared.models import ModelSpec, resolve_model
 from shared.schema import ChatRequest, Done, Event
 from shared.settings import WorkerSettings
-from token_service.client import BUSY_POLL_S, AccountPool, Lease, ReleaseOutcome, protocol_for
+from token_service.client import BUSY_POLL_S, AccountPool, Lease, ReleaseOutcome, Ticket, protocol_for
 from upstream_worker import conversations, metrics, routing
 from upstream_worker.answer import Answer, Attempt, keep_alive
 from upstream_worker.attachments import Attachments
@@ -147,10 +147,12 @@ class KimiRunner:
         route = routing.route_for(spec, self._settings)
         only = {conversation.account_id} if conversation else _account_ids(request)
         budget = RetryBudget(self._settings.max_attempts, request.deadline_s)
+        ticket = self._ticket(request, route)
         first = True
         while True:
             asked_s = time.monotonic()
-            lease = await self._lease(route, only, budget)
+            lease = await self._lease(route, only, budget, ticket)
+            answer.serving.set()
             try:
                 if conversation is not None and (not first or time.monotonic() - asked_s >= BUSY_POLL_S):
                     conversation = await self._latest(request, conversation)
@@ -169,14 +171,28 @@ class KimiRunner:
                     raise
                 _log_retry(request.request_id, lease.account_id, exc)
 
-    async def _lease(self, route: routing.Route, only: set[str] | None, budget: RetryBudget) -> Lease:
+    def _ticket(self, request: ChatRequest, route: routing.Route) -> Ticket:
+        """The job's place in the pool's waiting line, should every account be busy: arrival is when this
+        worker took the job (the job stream hands jobs out in the order they came)."""
+        return Ticket(
+            job_id=request.request_id,
+            arrival_ms=round(time.time() * 1000),
+            line=route.line,
+            client=request.client_id,
+            client_max=self._settings.queue_client_max,
+        )
+
+    async def _lease(
+        self, route: routing.Route, only: set[str] | None, budget: RetryBudget, ticket: Ticket
+    ) -> Lease:
         """The next account to try, in the route's order of kinds: any not yet failed, else (after a short
-        wait) one that was only busy."""
+        wait) one that was only busy. A job of the shared pool waits in its line up to `queue_wait_s`; one
+        pinned to its accounts (`only`: a conversation's own, pass-through ones) up to `LEASE_WAIT_S`."""
         while True:
             # With a busy account to come back to, do not wait seconds for another one at its cap.
-            wait_s = 0.0 if budget.busy else LEASE_WAIT_S
+            wait_s = 0.0 if budget.busy else LEASE_WAIT_S if only else self._settings.queue_wait_s
             try:
-                return await self._take(route, budget.excluded, only, wait_s)
+                return await self._take(route, budget.excluded, only, wait_s, None if only else ticket)
             except GatewayError:
                 if await budget.wait_for_busy():
                     continue
@@ -186,16 +202,24 @@ class KimiRunner:
                 raise
 
     async def _take(
-        self, route: routing.Route, exclude: set[str], only: set[str] | None, wait_s: float
+        self,
+        route: routing.Route,
+        exclude: set[str],
+        only: set[str] | None,
+        wait_s: float,
+        ticket: Ticket | None,
     ) -> Lease:
         """`pool.lease`, run to its end even when the job is cancelled meanwhile (the lease script may have
         run already): a lease it brings back then is released at once, so none is taken and forgotten.
-        A job cancelled while it waits for a busy account therefore stops after that wait (≤ `wait_s`)."""
+        A job cancelled while it waits for a busy account stops at the wait's next poll (`stop`)."""
+        stop = asyncio.Event()
         taking = asyncio.ensure_future(
-            routing.lease(self._pool, route, exclude=exclude, only=only, wait_s=wait_s)
+            routing.lease(
+                self._pool, route, exclude=exclude, only=only, wait_s=wait_s, ticket=ticket, stop=stop
+            )
         )
         try:
-            return await to_the_end(taking)
+            return await to_the_end(taking, on_cancel=stop.set)
         except asyncio.CancelledError:
             if not taking.cancelled() and taking.exception() is None:
                 await to_the_end(self._release(taking.result(), "cancelled"))
@@ -405,9 +429,10 @@ def _past(deadline_s: float) -> bool:
     return bool(deadline_s) and time.time() >= deadline_s
 
 
-async def to_the_end(work: Awaitable[_T]) -> _T:
-    """Await `work` until it is done, even if the caller is cancelled meanwhile (once or more); the caller's
-    cancellation is raised afterwards. For what must not be cut short: taking and releasing a lease."""
+async def to_the_end(work: Awaitable[_T], on_cancel: Callable[[], object] | None = None) -> _T:
+    """Await `work` until it is done, even if the caller is cancelled meanwhile (once or more; `on_cancel` is
+    called then, to ask the work to end early); the caller's cancellation is raised afterwards. For what must
+    not be cut short: taking and releasing a lease."""
     task = asyncio.ensure_future(work)
     cancelled = False
     while not task.done():
@@ -415,6 +440,8 @@ async def to_the_end(work: Awaitable[_T]) -> _T:
             await asyncio.wait({task})
         except asyncio.CancelledError:
             cancelled = True
+            if on_cancel is not None:
+                on_cancel()
     if cancelled:
         if not task.cancelled():
             task.exception()  # retrieved: the caller's cancellation is what propagates
