@@ -1,4 +1,5 @@
-"""The real agent clients the end-to-end tests drive (Claude Code, Codex CLI): where their binaries are.
+"""The real agent clients the end-to-end tests drive (Claude Code, Codex CLI): where their binaries are, and
+how one is run.
 
 `.ci/install-tools` installs them from npm, pinned, into `.tools/npm`; a binary on PATH works too. A missing one
 skips its test with the reason, except in CI (`CI=true`), where a missing client is a failure.
@@ -6,6 +7,7 @@ skips its test with the reason, except in CI (`CI=true`), where a missing client
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -34,3 +36,26 @@ def require_agent(name: str) -> Path:
     if os.environ.get("CI") == "true":
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+async def run_agent(
+    argv: list[str], *, cwd: Path, env: dict[str, str], timeout_s: float
+) -> tuple[int, str, str]:
+    """Run an agent client to its end with no standard input: its status, stdout and stderr; killed after
+    `timeout_s` (the timeout is raised)."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        cwd=cwd,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

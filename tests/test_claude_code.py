@@ -4,7 +4,6 @@ quotes the file."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.agents import require_agent
+from tests.agents import require_agent, run_agent
 from tests.stack import Stack, StackFactory, stack_factory
 
 __all__ = ["stack_factory"]
@@ -46,26 +45,8 @@ async def _claude(stack: Stack, home: Path, prompt: str, model: str) -> tuple[in
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_AUTOUPDATER": "1",
     }
-    process = await asyncio.create_subprocess_exec(
-        str(claude),
-        "-p",
-        prompt,
-        "--model",
-        model,
-        cwd=home,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), CLAUDE_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    argv = [str(claude), "-p", prompt, "--model", model]
+    return await run_agent(argv, cwd=home, env=env, timeout_s=CLAUDE_TIMEOUT_S)
 
 
 @pytest.mark.timeout(CLAUDE_TIMEOUT_S + 30)

@@ -4,7 +4,6 @@ the output back, and the answer quotes the file."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.agents import require_agent
+from tests.agents import require_agent, run_agent
 from tests.stack import Stack, StackFactory, stack_factory
 
 __all__ = ["stack_factory"]
@@ -53,27 +52,8 @@ async def _codex(stack: Stack, home: Path, work: Path, prompt: str, model: str) 
         "CODEX_HOME": str(home),
         "KIMI_GATEWAY_KEY": "sk-local",
     }
-    process = await asyncio.create_subprocess_exec(
-        str(codex),
-        "exec",
-        "--skip-git-repo-check",
-        "--sandbox",
-        "read-only",
-        prompt,
-        cwd=work,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), CODEX_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    argv = [str(codex), "exec", "--skip-git-repo-check", "--sandbox", "read-only", prompt]
+    return await run_agent(argv, cwd=work, env=env, timeout_s=CODEX_TIMEOUT_S)
 
 
 @pytest.mark.timeout(CODEX_TIMEOUT_S + 30)
