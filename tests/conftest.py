@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from shared.redis_server import RedisHandle, ensure_redis
 
-pytest_plugins = ["tests.sim_fixtures"]
+pytest_plugins = ["tests.sim_fixtures", "tests.browser"]
 
 
 @pytest.fixture(scope="session")
