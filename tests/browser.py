@@ -144,7 +144,7 @@ class Page:
         """The page's console messages since the last call (errors included)."""
         try:
             entries = await self._call(self._driver.get_log, "browser")
-        except Exception:  # noqa: BLE001 - a driver without the log endpoint has nothing to tell
+        except Exception:  # a driver without the log endpoint has nothing to tell
             return []
         return [f"{e.get('level')}: {e.get('message')}" for e in entries]
 
