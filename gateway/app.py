@@ -15,7 +15,7 @@ from adapters.base import RequestContext
 from gateway import admin_proxy
 from gateway.attachments.intake import attachment_body_bytes
 from gateway.auth import authenticate_local, client_credential
-from gateway.client_keys import add_rate_headers, managed_key
+from gateway.client_keys import add_rate_headers, any_managed_keys, managed_key
 from gateway.docs import ROUTE_SUMMARIES
 from gateway.middleware import error_middleware
 from gateway.relay import REQUEST_ID, handle_chat
@@ -70,7 +70,9 @@ def _local_handler(row: LocalRow) -> _Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         _, answer = row.serving(request.headers, request.query)
         if await managed_key(request, client_credential(request)) is None:
-            authenticate_local(request, request.app[SETTINGS])
+            settings = request.app[SETTINGS]
+            managed = not settings.api_keys and await any_managed_keys(request)
+            authenticate_local(request, settings, managed_keys=managed)
         ctx = RequestContext(
             request.get(REQUEST_ID, ""), path_model=request.match_info.get("model"), query=dict(request.query)
         )

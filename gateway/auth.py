@@ -3,7 +3,8 @@
 In order: a key of GATEWAY_API_KEYS → the server's account pool; otherwise a credential that is itself one or
 more upstream credentials (`Bearer T1,T2`; what counts as one is the token service's kind registry) → those
 tokens as pass-through accounts, one picked per request with failover — when pass-through is on
-(ALLOW_PASSTHROUGH_TOKENS: `auto`, the default, turns it on only while no client key is configured);
+(ALLOW_PASSTHROUGH_TOKENS: `auto`, the default, turns it on only while no client key is configured, neither
+in GATEWAY_API_KEYS nor as a managed key in Redis);
 otherwise, when no key is configured, the pool (a single user on localhost); else 401.
 A bearer holds at most PASSTHROUGH_MAX_TOKENS tokens (400). `check_client` touches no store: the chat handler
 calls it before reading the body and stores the tokens (`store_passthrough`) only once the body has parsed.
@@ -42,19 +43,21 @@ def client_credential(request: web.Request) -> str | None:
     return request.query.get("key") or None
 
 
-def check_client(request: web.Request, settings: GatewaySettings) -> list[str] | None:
+def check_client(
+    request: web.Request, settings: GatewaySettings, *, managed_keys: bool = False
+) -> list[str] | None:
     """The Kimi tokens of a pass-through credential, None for a key or an open gateway; raises
-    AuthenticationFailed. Touches no store, so the routes that need no job can call it too."""
+    AuthenticationFailed. `managed_keys`: whether managed client keys exist (then the gateway is not open,
+    and `auto` pass-through is off). Touches no store, so the routes that need no job can call it too."""
     credential = client_credential(request)
     if credential is not None and any(key.matches(credential) for key in settings.api_keys):
         return None
-    tokens = (
-        passthrough_tokens(credential) if credential is not None and settings.passthrough_enabled else None
-    )
+    allowed = settings.passthrough_enabled(managed_keys)
+    tokens = passthrough_tokens(credential) if credential is not None and allowed else None
     if tokens is not None:
         check_passthrough_count(tokens, settings.pool.passthrough_max_tokens)
         return tokens
-    if settings.api_keys:
+    if settings.api_keys or managed_keys:
         if credential is None:
             raise AuthenticationFailed("You didn't provide an API key (Authorization: Bearer <key>).")
         raise AuthenticationFailed("Incorrect API key provided.")
@@ -67,9 +70,9 @@ async def store_passthrough(tokens: list[str] | None, passthrough: PassThroughAc
     return None if tokens is None else await passthrough.add(tokens)
 
 
-def authenticate_local(request: web.Request, settings: GatewaySettings) -> None:
+def authenticate_local(request: web.Request, settings: GatewaySettings, *, managed_keys: bool = False) -> None:
     """The same rule for a route that needs no job: pass-through tokens are checked, not stored."""
-    check_passthrough(check_client(request, settings) or [])
+    check_passthrough(check_client(request, settings, managed_keys=managed_keys) or [])
 
 
 def client_id(request: web.Request, tokens: list[str] | None) -> str:

@@ -168,9 +168,9 @@ async def _prepare(
     query, model = dict(request.query), request.match_info.get("model")
     ctx = RequestContext(request_id, path_model=model, query=query, now_s=now_s, stream=route.stream)
     key = outcome.client_key = await managed_key(request, client_credential(request))
-    tokens = None if key is not None else check_client(request, settings)
-    if key is None and tokens is None and not settings.api_keys and await any_managed_keys(request):
-        raise AuthenticationFailed("You didn't provide an API key (Authorization: Bearer <key>).")
+    # Managed keys in Redis close an open gateway and turn `auto` pass-through off, like GATEWAY_API_KEYS.
+    managed = key is None and not settings.api_keys and await any_managed_keys(request)
+    tokens = None if key is not None else check_client(request, settings, managed_keys=managed)
     chat, reply = await _parse(request, route, ctx)
     outcome.model = chat.model
     spec = resolve_model(chat.model)

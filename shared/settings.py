@@ -333,11 +333,11 @@ class GatewaySettings(SettingsGroup):
         normalize=lambda url: url.rstrip("/"),
     )
 
-    @property
-    def passthrough_enabled(self) -> bool:
-        """Pass-through is on when asked for, or (auto) while the gateway has no client keys."""
+    def passthrough_enabled(self, managed_keys: bool = False) -> bool:
+        """Pass-through is on when asked for, or (auto) while the gateway has no client keys: neither
+        GATEWAY_API_KEYS nor managed keys in Redis (`managed_keys`, which the caller looked up)."""
         if self.allow_passthrough == "auto":
-            return not self.api_keys
+            return not self.api_keys and not managed_keys
         return self.allow_passthrough == "true"
 
 

@@ -180,12 +180,25 @@ async def test_unknown_key_and_disallowed_model(stack_factory: StackFactory) -> 
 
 
 async def test_open_gateway_closes_once_a_key_exists(stack_factory: StackFactory) -> None:
-    """Without GATEWAY_API_KEYS, a caller with no key is refused once a managed key exists."""
+    """Without GATEWAY_API_KEYS, once a managed key exists: a caller with no key is refused, on the chat and
+    the model-list routes alike, and so is a caller's own Kimi token (`auto` pass-through turns off)."""
     stack = await _started(stack_factory)
-    await new_key(stack)
+    own_token = stack.sim.state.add_account("kimi_auth").token
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    bearer = {"Authorization": f"Bearer {own_token}"}
     async with aiohttp.ClientSession() as session:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+        async with session.post(stack.url + "/v1/chat/completions", json=body, headers=bearer) as resp:
+            assert resp.status == 200  # no key yet: the caller's own token is served
+        await new_key(stack)
         async with session.post(stack.url + "/v1/chat/completions", json=body) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["message"].startswith("You didn't provide an API key")
+        async with session.post(stack.url + "/v1/chat/completions", json=body, headers=bearer) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["error"]["message"] == "Incorrect API key provided."
+        async with session.get(stack.url + "/v1/models") as resp:
+            assert resp.status == 401
+        async with session.get(stack.url + "/v1/models", headers=bearer) as resp:
             assert resp.status == 401
 
 

@@ -159,12 +159,14 @@ async def test_the_prober_never_calls_kimi_with_a_throwaway_account(
 
 
 def test_settings_spell_the_passthrough_switch() -> None:
-    """ALLOW_PASSTHROUGH_TOKENS is auto by default: on without client keys, off with them."""
-    assert GatewaySettings().passthrough_enabled
-    assert not dataclasses.replace(GatewaySettings(), api_keys=(KEY,)).passthrough_enabled
-    assert GatewaySettings.from_env(
-        {"ALLOW_PASSTHROUGH_TOKENS": "1", "GATEWAY_API_KEYS": "k"}
-    ).passthrough_enabled
+    """ALLOW_PASSTHROUGH_TOKENS is auto by default: on without client keys (configured or managed), off with
+    them; `1` keeps it on whatever keys exist, `0` keeps it off."""
+    assert GatewaySettings().passthrough_enabled()
+    assert not GatewaySettings().passthrough_enabled(managed_keys=True)
+    assert not dataclasses.replace(GatewaySettings(), api_keys=(KEY,)).passthrough_enabled()
+    forced = GatewaySettings.from_env({"ALLOW_PASSTHROUGH_TOKENS": "1", "GATEWAY_API_KEYS": "k"})
+    assert forced.passthrough_enabled() and forced.passthrough_enabled(managed_keys=True)
+    assert not GatewaySettings.from_env({"ALLOW_PASSTHROUGH_TOKENS": "0"}).passthrough_enabled()
 
 
 async def test_a_client_that_never_reads_is_dropped_at_the_deadline(
