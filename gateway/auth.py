@@ -70,7 +70,9 @@ async def store_passthrough(tokens: list[str] | None, passthrough: PassThroughAc
     return None if tokens is None else await passthrough.add(tokens)
 
 
-def authenticate_local(request: web.Request, settings: GatewaySettings, *, managed_keys: bool = False) -> None:
+def authenticate_local(
+    request: web.Request, settings: GatewaySettings, *, managed_keys: bool = False
+) -> None:
     """The same rule for a route that needs no job: pass-through tokens are checked, not stored."""
     check_passthrough(check_client(request, settings, managed_keys=managed_keys) or [])
 
