@@ -35,6 +35,12 @@ class RequestContext:
     #: Filled by `parse`: the request's image and document parts, in request order, for the gateway's intake
     #: (adapters/attachments.py); their places in the canonical messages are recorded in each input.
     attachments: list[AttachmentInput] = field(default_factory=list)
+    #: The model ids the caller's managed key may use (None: every model): the model-list routes show only
+    #: these, as the chat routes serve only these.
+    allowed_models: frozenset[str] | None = None
+
+    def may_use(self, model: str) -> bool:
+        return self.allowed_models is None or model in self.allowed_models
 
 
 class ReplyOptions(msgspec.Struct, frozen=True, kw_only=True):

@@ -57,7 +57,7 @@ from adapters.common import (
 )
 from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.attachment_input import AttachmentInput
-from shared.errors import BadRequest, GatewayError
+from shared.errors import BadRequest, GatewayError, ModelNotFound
 from shared.models import ModelSpec, listed_models
 from shared.schema import ChatRequest, Message, Part, Role, TextPart, ToolCall, ToolChoice, ToolSpec
 
@@ -205,7 +205,11 @@ def _decode(body: bytes, kind: type[_T]) -> _T:
 
 def _resolve(ctx: RequestContext) -> ModelSpec:
     name = (ctx.path_model or "").strip()
-    return model_spec(name, f"models/{name.removeprefix('models/')} is not found.")
+    missing = f"models/{name.removeprefix('models/')} is not found."
+    spec = model_spec(name, missing)
+    if not ctx.may_use(name.removeprefix("models/")):
+        raise ModelNotFound(missing, param="model")
+    return spec
 
 
 def _model_id(ctx: RequestContext) -> str:
@@ -439,8 +443,11 @@ _MODELS_JSON: Final = _json_encoder.encode(_ModelList([_model_out(s, s.id) for s
 
 
 def list_models(body: bytes, ctx: RequestContext) -> LocalReply:
-    """`GET /v1beta/models`: every model id of the table, Gemini's list shape."""
-    return 200, dict(_JSON_HEADERS), _MODELS_JSON
+    """`GET /v1beta/models`: every model id of the table (those the caller's key may use), Gemini's shape."""
+    if ctx.allowed_models is None:
+        return 200, dict(_JSON_HEADERS), _MODELS_JSON
+    models = [_model_out(s, s.id) for s in listed_models() if ctx.may_use(s.id)]
+    return 200, dict(_JSON_HEADERS), _json_encoder.encode(_ModelList(models))
 
 
 def get_model(body: bytes, ctx: RequestContext) -> LocalReply:

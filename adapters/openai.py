@@ -57,7 +57,7 @@ from adapters.common import (
 )
 from adapters.dispatch import Ending, EndReason, FunctionDialect
 from shared.attachment_input import AttachmentInput
-from shared.errors import BadRequest, GatewayError
+from shared.errors import BadRequest, GatewayError, ModelNotFound
 from shared.models import ModelSpec, listed_models
 from shared.schema import ChatRequest, Message, Part, Role, TextPart, ToolCall, ToolChoice, ToolSpec
 
@@ -540,13 +540,19 @@ _JSON_HEADERS: Final = {"Content-Type": JSON_CONTENT_TYPE}
 
 
 def list_models(body: bytes, ctx: RequestContext) -> LocalReply:
-    """`GET /v1/models`: every model id of the table, OpenAI list shape."""
-    return 200, dict(_JSON_HEADERS), _MODELS_JSON
+    """`GET /v1/models`: every model id of the table (those the caller's key may use), OpenAI list shape."""
+    if ctx.allowed_models is None:
+        return 200, dict(_JSON_HEADERS), _MODELS_JSON
+    models = [_model_out(s) for s in listed_models() if ctx.may_use(s.id)]
+    return 200, dict(_JSON_HEADERS), _json_encoder.encode(_ModelList("list", models))
 
 
 def get_model(body: bytes, ctx: RequestContext) -> LocalReply:
     """`GET /v1/models/{model}`: one model, or 404 model_not_found."""
     model = ctx.path_model or ""
-    spec = model_spec(model, f"The model `{model}` does not exist.")
+    missing = f"The model `{model}` does not exist."
+    spec = model_spec(model, missing)
+    if not ctx.may_use(model.strip()):
+        raise ModelNotFound(missing, param="model")
     out = _ModelOut(model.strip(), "model", spec.created, spec.owned_by)
     return 200, dict(_JSON_HEADERS), _json_encoder.encode(out)

@@ -69,12 +69,16 @@ def _chat_handler(route: ChatRoute) -> _Handler:
 def _local_handler(row: LocalRow) -> _Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         _, answer = row.serving(request.headers, request.query)
-        if await managed_key(request, client_credential(request)) is None:
+        key = await managed_key(request, client_credential(request))
+        if key is None:
             settings = request.app[SETTINGS]
             managed = not settings.api_keys and await any_managed_keys(request)
             authenticate_local(request, settings, managed_keys=managed)
         ctx = RequestContext(
-            request.get(REQUEST_ID, ""), path_model=request.match_info.get("model"), query=dict(request.query)
+            request.get(REQUEST_ID, ""),
+            path_model=request.match_info.get("model"),
+            query=dict(request.query),
+            allowed_models=frozenset(key.models) if key is not None and key.models is not None else None,
         )
         status, headers, body = answer(await request.read(), ctx)
         return web.Response(status=status, headers=headers, body=body)

@@ -18,7 +18,7 @@ from gateway.app import create_app
 from kimi_sim.connect import CHAT_PATH
 from kimi_sim.server import SimServer
 from shared.client_keys import redact
-from shared.models import resolve_model
+from shared.models import listed_models, resolve_model
 from shared.secret import Secret
 from shared.settings import CommonSettings
 from tests.stack import Stack, StackFactory, stack_factory
@@ -177,6 +177,31 @@ async def test_unknown_key_and_disallowed_model(stack_factory: StackFactory) -> 
     assert len(await stack.sim_requests(CHAT_PATH)) == 1
     await unknown.close()
     await client.close()
+
+
+async def test_model_lists_show_only_the_keys_models(stack_factory: StackFactory) -> None:
+    """A key limited to some models sees only those in the OpenAI and Gemini model lists, and another model
+    is not found there (as it is refused on the chat routes); a key without a list sees every model."""
+    stack = await _started(stack_factory)
+    _, limited = await new_key(stack, models=["kimi-k2.5-thinking", "kimi"])
+    _, unlimited = await new_key(stack, name="team-b")
+    client = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=limited, max_retries=0)
+    assert sorted(m.id for m in (await client.models.list()).data) == ["kimi", "kimi-k2.5-thinking"]
+    assert (await client.models.retrieve("kimi")).id == "kimi"
+    with pytest.raises(openai.NotFoundError):
+        await client.models.retrieve(MODEL)
+    everyone = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=unlimited, max_retries=0)
+    assert len((await everyone.models.list()).data) == len(listed_models())
+    gemini_client = genai.Client(
+        api_key=limited, http_options=types.HttpOptions(base_url=stack.url, api_version="v1beta")
+    )
+    names = sorted([m.name or "" async for m in await gemini_client.aio.models.list()])
+    assert names == ["models/kimi", "models/kimi-k2.5-thinking"]
+    with pytest.raises(errors.ClientError) as missing:
+        await gemini_client.aio.models.get(model=MODEL)
+    assert missing.value.code == 404
+    await client.close()
+    await everyone.close()
 
 
 async def test_open_gateway_closes_once_a_key_exists(stack_factory: StackFactory) -> None:
