@@ -249,7 +249,9 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     spec = _resolve(wire.model)
     messages = _messages(wire, ctx.attachments)
     param = f"messages.{len(wire.messages) - 1}.content"
-    require_text(messages, param, f"{param}: the messages hold no text; there is nothing to answer")
+    require_text(
+        messages, ctx.attachments, param, f"{param}: the messages hold no text; there is nothing to answer"
+    )
     check_bounds(
         ANTHROPIC_BOUNDS,
         wire.stop_sequences,

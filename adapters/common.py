@@ -17,6 +17,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
+from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, ModelNotFound
 from shared.models import ModelSpec, resolve_model
 from shared.schema import ChatOptions, Message, ToolSpec, Usage
@@ -110,9 +111,14 @@ def decode_body(
         raise BadRequest(f"{malformed}{exc}") from exc
 
 
-def require_text(messages: list[Message], param: str, message: str) -> None:
-    """Refuse a request whose messages hold no text at all: it would cost an account lease and a chat. A tool
-    result or an earlier call counts as text (the prompt protocol writes both out, even an empty result)."""
+def require_text(
+    messages: list[Message], attachments: list[AttachmentInput], param: str, message: str
+) -> None:
+    """Refuse a request that holds nothing to answer: it would cost an account lease and a chat. A tool result
+    or an earlier call counts as text (the prompt protocol writes both out, even an empty result), and so does
+    an image or document (the worker asks Kimi about a file sent alone, upstream_worker/kimi/flatten.py)."""
+    if attachments:
+        return
     if not any(m.text().strip() or m.role == "tool" or m.tool_calls for m in messages):
         raise BadRequest(message, param=param)
 

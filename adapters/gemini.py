@@ -338,7 +338,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     wire = _decode(body, _Request)
     messages = _messages(wire, ctx.attachments)
     param = f"contents[{len(wire.contents) - 1}].parts"
-    require_text(messages, param, f"* GenerateContentRequest.{param}: contents hold no text")
+    require_text(messages, ctx.attachments, param, f"* GenerateContentRequest.{param}: contents hold no text")
     reply = _reply_options(wire.generation_config)
     check_bounds(
         GEMINI_BOUNDS,

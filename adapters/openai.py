@@ -186,7 +186,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     spec = model_spec(wire.model, f"The model `{wire.model}` does not exist.")
     messages = [_message(m, i, ctx.attachments) for i, m in enumerate(wire.messages)]
     param = f"messages[{len(messages) - 1}].content"
-    require_text(messages, param, "The messages hold no text; there is nothing to answer.")
+    require_text(messages, ctx.attachments, param, "The messages hold no text; there is nothing to answer.")
     tools = _tools(wire.tools or [])
     reply = _reply_options(wire)
     check_bounds(OPENAI_BOUNDS, reply.stop_sequences, messages, stop_param="stop", messages_param="messages")

@@ -161,7 +161,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     if wire.instructions:
         messages.append(Message(role="system", content=wire.instructions))
     messages.extend(_input(wire.input, ctx.attachments, len(messages)))
-    require_text(messages, "input", "The request holds no text; `input` needs some.")
+    require_text(messages, ctx.attachments, "input", "The request holds no text; `input` needs some.")
     check_bounds(OPENAI_BOUNDS, (), messages, stop_param="stop", messages_param="input")
     tools, search = _tools(wire.tools or [])
     options = chat_options(spec, search=search or bool(wire.use_search))

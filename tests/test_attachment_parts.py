@@ -154,14 +154,19 @@ def test_gemini_parts_become_inputs(part: dict[str, Any], expected: AttachmentIn
     assert messages == [Message(role="user", content=[TextPart("what is it?")])]
 
 
-def test_attachments_alone_are_not_a_question() -> None:
-    """A request whose only content is an image is still refused for holding no text (Kimi takes no empty turn)."""
-    body = {
-        "model": "kimi",
-        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": URL}]}],
-    }
+def test_attachments_alone_are_a_question() -> None:
+    """A request whose only content is an image parses (the worker asks Kimi about the file); one with neither
+    text nor attachments is refused for holding nothing to answer."""
+    image = {"type": "image_url", "image_url": URL}
+    messages, inputs = _parse(
+        openai.DIALECT, {"model": "kimi", "messages": [{"role": "user", "content": [image]}]}
+    )
+    assert len(inputs) == 1 and messages == [Message(role="user", content=[])]
     with pytest.raises(BadRequest) as caught:
-        _parse(openai.DIALECT, body)
+        _parse(
+            openai.DIALECT,
+            {"model": "kimi", "messages": [{"role": "user", "content": [{"type": "text", "text": " "}]}]},
+        )
     assert (caught.value.message, caught.value.param) == (
         "The messages hold no text; there is nothing to answer.",
         "messages[0].content",

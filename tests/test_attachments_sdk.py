@@ -28,6 +28,7 @@ from kimi_sim.answers import answer_for, attachments_note
 from shared.attachments import digest
 from shared.settings import AttachmentSettings, UpstreamTimeouts
 from tests.stack import Stack, StackFactory, stack_factory
+from upstream_worker.kimi.flatten import FOCUS_LATEST_WITH_FILES
 
 __all__ = ["stack_factory"]
 
@@ -263,6 +264,26 @@ async def test_an_image_resent_in_history_is_uploaded_once(
         await client.close()
     note = attachments_note([(f"image-{digest(RED)[:8]}.png", len(RED), digest(RED))])
     assert (again.choices[0].message.content or "").endswith(note)
+    assert await uploaded(stack) == [digest(RED)]
+
+
+@pytest.mark.parametrize(("kind", "model"), LANES, ids=["rest", "connect"])
+async def test_an_image_sent_alone_is_answered(
+    stack_factory: StackFactory, files: Files, kind: str, model: str
+) -> None:
+    """A turn of one image and no text reaches Kimi with the web chat's own request to look at the files the
+    user just sent (Kimi takes no empty prompt), and the answer is about that image."""
+    stack = await start(stack_factory, files, kind)
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(RED)}"}}
+    client = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="sk-local", max_retries=0, timeout=30)
+    try:
+        reply = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": [image]}]
+        )
+    finally:
+        await client.close()
+    note = attachments_note([(f"image-{digest(RED)[:8]}.png", len(RED), digest(RED))])
+    assert reply.choices[0].message.content == answer_for(FOCUS_LATEST_WITH_FILES) + note
     assert await uploaded(stack) == [digest(RED)]
 
 

@@ -31,7 +31,7 @@ def wrap_urls(text: str) -> str:
 def flatten_rest(messages: Sequence[Message], continuation: bool) -> str:
     """The one user message kimi-free-api sends for this history."""
     if continuation or len(messages) < 2:
-        return "".join(_passthrough(m) for m in messages)
+        return _files_alone("".join(_passthrough(m) for m in messages), messages)
     focus = FOCUS_LATEST_WITH_FILES if _has_attachment(messages[-1]) else FOCUS_LATEST
     merged = [*messages[:-1], Message(role="system", content=focus), messages[-1]]
     return "".join(_merged(m, wrap=True) for m in merged)
@@ -40,12 +40,20 @@ def flatten_rest(messages: Sequence[Message], continuation: bool) -> str:
 def flatten_connect(messages: Sequence[Message], continuation: bool) -> str:
     """The text block of a Connect Chat request."""
     if continuation:
-        return last_user_text(messages)
+        return _files_alone(last_user_text(messages), messages)
     if len(messages) < 2:
-        return "".join(m.text() for m in messages)
+        return _files_alone("".join(m.text() for m in messages), messages)
     focus = FOCUS_LATEST_WITH_FILES if _has_attachment(messages[-1]) else FOCUS_LATEST
     merged = [*messages[:-1], Message(role="system", content=focus), messages[-1]]
     return "".join(_merged(m, wrap=False) for m in merged).rstrip("\n")
+
+
+def _files_alone(text: str, messages: Sequence[Message]) -> str:
+    """A turn of files without a word: Kimi takes no empty prompt, so it gets the web chat's own request to
+    look at the files the user just sent."""
+    if text.strip() or not messages or not _has_attachment(messages[-1]):
+        return text
+    return FOCUS_LATEST_WITH_FILES
 
 
 def last_user_text(messages: Sequence[Message]) -> str:
