@@ -75,7 +75,8 @@ class _Text(_Wire, tag="text"):
 
 
 class _Source(msgspec.Struct):
-    #: Empty when absent: a tool result's image reads as a placeholder whatever its source; a message's is refused.
+    #: Empty when absent: a tool result's image of an unknown source reads as a placeholder only (`_attachable`);
+    #: a message's is refused.
     type: str = ""
     media_type: str | None = None
     data: str | None = None
@@ -225,7 +226,8 @@ class _Request(_CountRequest):
 _request_decoder: Final = msgspec.json.Decoder(_Request)
 _count_decoder: Final = msgspec.json.Decoder(_CountRequest)
 _json_encoder: Final = msgspec.json.Encoder()
-#: What a non-text block of a tool result reads as in the prompt (its bytes do not reach Kimi).
+#: What a non-text block of a tool result reads as in the prompt (an image or document that `_attachable` takes
+#: becomes an attachment instead).
 _RESULT_PLACEHOLDER: Final[dict[type[_Wire], str]] = {
     _Image: "[image]",
     _Document: "[document]",
@@ -337,13 +339,15 @@ def _turn(
         return [Message(role=message.role, content=content)]
     out: list[Message] = []
     calls: list[ToolCall] = []
-    for block in message.content:
+    for j, block in enumerate(message.content):
         match block:
             case _ToolUse():
                 names[block.id] = block.name
                 calls.append(ToolCall(block.id, block.name, compact_json(block.input)))
             case _ToolResult():
-                out.append(_result(block, names))
+                files: list[AttachmentInput] = []
+                out.append(_result(block, names, f"messages.{index}.content.{j}", files))
+                attachments.extend(msgspec.structs.replace(a, message_index=at + len(out) - 1) for a in files)
             case _MidConvSystem(content=blocks):
                 out.append(Message(role="system", content=[TextPart(text=b.text) for b in blocks]))
     if content or calls or placed or not out:
@@ -389,15 +393,29 @@ def _attachment(block: _Image | _Document, place: Place) -> AttachmentInput:
     )
 
 
-def _result(block: _ToolResult, names: dict[str, str]) -> Message:
+def _result(block: _ToolResult, names: dict[str, str], param: str, files: list[AttachmentInput]) -> Message:
+    """A tool result as a `tool` message. Its images and documents (a screenshot, a file Claude Code's Read
+    returned) go to `files`, placed among its text, so Kimi gets them as attachments of the turn (the prompt
+    names each where it stood); its other non-text blocks read as placeholders."""
     content: str | list[Part] = block.content if isinstance(block.content, str) else []
     if isinstance(block.content, list):
-        content = [
-            TextPart(text=b.text if isinstance(b, _Text) else _RESULT_PLACEHOLDER[type(b)])
-            for b in block.content
-        ]
+        parts: list[Part] = []
+        for k, b in enumerate(block.content):
+            if isinstance(b, _Image | _Document) and _attachable(b):
+                place = Place(f"{param}.content.{k}", 0, len(parts) + len(files))  # index: set by `_turn`
+                files.append(_attachment(b, place))
+            else:
+                parts.append(TextPart(text=b.text if isinstance(b, _Text) else _RESULT_PLACEHOLDER[type(b)]))
+        content = parts
     name = names.get(block.tool_use_id)
     return Message("tool", content, tool_call_id=block.tool_use_id, name=name, is_error=block.is_error)
+
+
+def _attachable(block: _Image | _Document) -> bool:
+    """Whether a tool result's image or document reaches Kimi as an attachment: inline or URL bytes, or a
+    document's text. Another source leaves the placeholder alone rather than failing a whole agent turn."""
+    source = block.source.type
+    return source in ("base64", "url") or (isinstance(block, _Document) and source == "text")
 
 
 # ---------------------------------------------------------------- count_tokens

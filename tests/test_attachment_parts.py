@@ -208,6 +208,36 @@ def test_anthropic_attachment_beside_a_tool_result_goes_to_the_users_own_message
     assert messages[3].content == [TextPart("what is it?")]
 
 
+def test_anthropic_images_in_a_tool_result_become_inputs_of_the_tool_message() -> None:
+    """A tool result's image (Claude Code's Read of a PNG, a screenshot) becomes an input placed where it stood
+    in the `tool` message; an image of an unknown source stays a placeholder."""
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": B64}}
+    result = {
+        "type": "tool_result",
+        "tool_use_id": "t1",
+        "content": [{"type": "text", "text": "shot:"}, image, {"type": "image", "source": {"type": "file"}}],
+    }
+    body = {
+        "model": "kimi",
+        "max_tokens": 9,
+        "messages": [
+            {"role": "user", "content": "look"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "screenshot", "input": {}}],
+            },
+            {"role": "user", "content": [result, image, _T]},
+        ],
+    }
+    messages, inputs = _parse(anthropic.DIALECT, body)
+    assert [m.role for m in messages] == ["user", "assistant", "tool", "user"]
+    assert inputs == [
+        _at("messages.2.content.0.content.1", 2, 1, kind="image", data=PNG, mime="image/png"),
+        _at("messages.2.content.1", 3, 0, kind="image", data=PNG, mime="image/png"),
+    ]
+    assert messages[2].content == [TextPart("shot:"), TextPart("[image]")]
+
+
 def test_gemini_attachment_beside_a_function_response_goes_to_the_users_own_message() -> None:
     """A content with a functionResponse and a blob: the blob sits in the message after the `tool` message."""
     call = {"functionCall": {"id": "c1", "name": "clock", "args": {}}}

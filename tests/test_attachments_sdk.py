@@ -287,6 +287,38 @@ async def test_an_image_sent_alone_is_answered(
     assert await uploaded(stack) == [digest(RED)]
 
 
+@pytest.mark.parametrize(("kind", "model"), LANES, ids=["rest", "connect"])
+async def test_an_image_in_a_tool_result_reaches_kimi(
+    stack_factory: StackFactory, files: Files, kind: str, model: str
+) -> None:
+    """Claude Code's Read of a PNG comes back as an image block inside a tool_result: Kimi gets its bytes as an
+    attachment of the turn, named where it stood in the result (the simulator echoes the results it got)."""
+    stack = await start(stack_factory, files, kind)
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64(RED)}}
+    read = {
+        "name": "Read",
+        "description": "Read a file",
+        "input_schema": {"type": "object", "properties": {}},
+    }
+    messages: Any = [
+        {"role": "user", "content": "What colour is logo.png?"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [image]}]},
+    ]
+    client = anthropic.AsyncAnthropic(base_url=stack.url, api_key="sk-local", max_retries=0, timeout=30)
+    try:
+        message = await client.messages.create(model=model, max_tokens=1024, messages=messages, tools=[read])
+    finally:
+        await client.close()
+    text = "".join(block.text for block in message.content if block.type == "text")
+    name = f"image-{digest(RED)[:8]}.png"
+    assert text == f"Tool results received. 工具结果如下：\nfunctions.Read:0 returned: [image: {name}]"
+    assert await uploaded(stack) == [digest(RED)]
+
+
 # ---------------------------------------------------------------- errors in each dialect's shape
 
 

@@ -163,7 +163,7 @@ def _content(message: Message, api: ApiModel, images: Mapping[str, bytes]) -> st
     if isinstance(message.content, str):
         return message.content
     attachments = [p for p in message.content if isinstance(p, AttachmentPart)]
-    if not attachments:
+    if not attachments or message.role == "tool":  # the API's tool messages take text: placeholders stay
         return message.text()
     if any(p.kind != "image" for p in attachments):
         raise BadRequest("documents are not sent through official API keys yet", param="messages")
