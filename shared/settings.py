@@ -294,11 +294,11 @@ class GatewaySettings(SettingsGroup):
         "GATEWAY_API_KEYS", (), "comma-separated client keys; unset = open gateway"
     )
     #: Accept `Bearer <kimi token>[,<kimi token>…]` from clients as ephemeral accounts: `auto` (only while
-    #: no client key is configured), `true` or `false`.
+    #: no client key exists, static or managed), `true` or `false`.
     allow_passthrough: str = setting(
         "ALLOW_PASSTHROUGH_TOKENS",
         "auto",
-        "serve clients that bring their own Kimi tokens: auto (only without GATEWAY_API_KEYS), true, false",
+        "serve clients that bring their own Kimi tokens: auto (only without client keys), true, false",
         normalize=lambda raw: _tristate("ALLOW_PASSTHROUGH_TOKENS", raw),
     )
     #: /metrics names accounts and models: besides loopback callers, only these networks (or a caller with the
