@@ -19,6 +19,7 @@ A missing chromium or chromedriver skips the test with the reason, except in CI 
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import tempfile
@@ -135,9 +136,17 @@ class Page:
         )
 
     async def screenshot(self, name: str) -> Path:
+        """The window as `.artifacts/screenshots/NAME.png`; with `README_SHOTS=DIR` set, also as a small JPEG
+        `DIR/NAME.jpg` (how the README's pictures are made: `README_SHOTS=docs/images make test`)."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         await self._call(self._driver.save_screenshot, str(path))
+        readme = os.environ.get("README_SHOTS")
+        if readme:
+            shot = await self._call(
+                self._driver.execute_cdp_cmd, "Page.captureScreenshot", {"format": "jpeg", "quality": 60}
+            )
+            await asyncio.to_thread(_write, Path(readme) / f"{name}.jpg", base64.b64decode(shot["data"]))
         return path
 
     async def console(self) -> list[str]:
@@ -147,6 +156,11 @@ class Page:
         except Exception:  # a driver without the log endpoint has nothing to tell
             return []
         return [f"{e.get('level')}: {e.get('message')}" for e in entries]
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 class Browser:
