@@ -3,7 +3,7 @@ admin routes and nothing else; it holds no data, so it is served to anyone and e
 by the token service (the admin key the operator types, or the loopback rule).
 
     GET /admin                     index.html
-    GET /admin/console/{file}      console.js, console.css (the folder's files, by name)
+    GET /admin/console/{file}      console.js, console.css, icon.svg (the folder's files, by name)
 
 The folder is read once, at the first request, into a table of name → bytes; a request names a key of that
 table or gets 404, so no path reaches the file system (`..`, `%2F` or any other spelling included). Every
@@ -30,6 +30,7 @@ CONTENT_TYPES: Final = {
     ".html": "text/html",
     ".js": "text/javascript",
     ".css": "text/css",
+    ".svg": "image/svg+xml",
 }
 #: Only this origin's scripts, styles and fetches; no frame may hold the page, no <base> may move it.
 CSP: Final = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

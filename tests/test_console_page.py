@@ -29,6 +29,7 @@ FILES = [
     ("/admin", "index.html", "text/html"),
     ("/admin/console/console.js", "console.js", "text/javascript"),
     ("/admin/console/console.css", "console.css", "text/css"),
+    ("/admin/console/icon.svg", "icon.svg", "image/svg+xml"),
 ]
 
 
@@ -63,10 +64,13 @@ async def test_the_console_files_are_served_with_their_type_and_security_headers
 
 async def test_the_page_has_no_inline_script_or_style(client: Client) -> None:
     """Under a 'self'-only CSP an inline script, handler or style would not run: the page has none, and loads
-    only its own two files."""
+    only its own files."""
     page = await (await client.get("/admin")).text()
     assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/admin/console/console.js" defer>']
-    assert re.findall(r"<link\b[^>]*>", page) == ['<link rel="stylesheet" href="/admin/console/console.css">']
+    assert re.findall(r"<link\b[^>]*>", page) == [
+        '<link rel="icon" href="/admin/console/icon.svg" type="image/svg+xml">',
+        '<link rel="stylesheet" href="/admin/console/console.css">',
+    ]
     assert "<style" not in page and " style=" not in page and not re.search(r"\son[a-z]+=", page)
     script = (STATIC_DIR / "console.js").read_text()
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "eval(" not in script
@@ -145,7 +149,7 @@ async def test_the_console_is_packaged_with_the_gateway() -> None:
     """pyproject ships gateway/static/** as package data, so an installed gateway serves the console too."""
     pyproject = (STATIC_DIR.parents[2] / "pyproject.toml").read_text()
     assert '[tool.setuptools.package-data]\ngateway = ["static/**/*"]' in pyproject
-    assert {p.name for p in STATIC_DIR.iterdir()} == {"index.html", "console.js", "console.css"}
+    assert {p.name for p in STATIC_DIR.iterdir()} == {"index.html", "console.js", "console.css", "icon.svg"}
 
 
 async def test_the_page_links_to_docs_metrics_readiness_and_openapi(client: Client) -> None:

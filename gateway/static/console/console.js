@@ -206,6 +206,7 @@
     status.className = `c-state state state-${account.state}`;
     setAttr(status, 'title', account.state_reason || null);
     setText(region, dash(account.region));
+    setAttr(region, 'title', account.origin ? `calls go to ${account.origin}` : null);
     expiry.dataset.exp = account.exp === null ? '' : String(account.exp);
     setAttr(expiry, 'title', account.expires_at);
     setText(expiry, countdown(account.exp));
