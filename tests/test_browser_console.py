@@ -58,8 +58,8 @@ async def test_console_manages_accounts_keys_and_shows_the_system(
 ) -> None:
     """With ADMIN_API_KEY set the page first shows the API's own 401; with the key typed in it adds a pasted
     kimi-auth JWT (kind, state, an expiry countdown from the token's exp), disables and enables it as the API
-    then reports, shows a live worker, creates a client key whose secret is shown once and works, and lists
-    that key's request in the log and its usage."""
+    then reports, shows a live worker, creates a client key whose secret is shown once and works, lists that
+    key's request in the log and its usage, revokes the key (its secret stops), probes and removes the account."""
     common = CommonSettings(redis_url=redis_url, kimi_base_url=kimi_sim.url, admin_api_key=Secret(KEY))
     stack = await stack_factory(common=common, worker_overrides={"consumer_name": "console-worker"})
     page = await browser.page()
@@ -156,6 +156,20 @@ async def test_console_manages_accounts_keys_and_shows_the_system(
         "return Array.from(document.querySelector('#usage-table tbody tr').cells, c => c.textContent)"
     )
     assert usage[1:4] == [MODEL, "1", "0"]
+
+    await page.js("window.confirm = () => true")  # the confirmations, answered yes
+    await page.click(f"{key_row} button[data-action=revoke]")
+    await page.wait_text(f"{key_row} .c-status", "revoked")
+    assert (await api(stack, "GET", f"/admin/keys/{key['id']}"))["key"]["revoked"] is True
+    await _chat(stack, secret, status=401)
+    await page.click("#tab-accounts")
+    await page.click(f"{row} button[data-action=probe]")
+    await page.wait_text("#probe-result", f"{account['id']}: ok")
+    await page.click("#probe-all")
+    await page.wait_text("#probe-result", "Probed 1: ok 1")
+    await page.click(f"{row} button[data-action=remove]")
+    await page.wait_js("return !document.getElementById('accounts-empty').hidden")
+    assert await _accounts_when(stack, 0) == []
     assert [m for m in await page.console() if "SEVERE" in m and "401" not in m] == []
 
 
@@ -186,7 +200,7 @@ async def _accounts_when(stack: Stack, count: int) -> list[dict[str, Any]]:
         await asyncio.sleep(0.05)
 
 
-async def _chat(stack: Stack, secret: str) -> None:
+async def _chat(stack: Stack, secret: str, status: int = 200) -> None:
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     async with (
         aiohttp.ClientSession() as session,
@@ -194,4 +208,4 @@ async def _chat(stack: Stack, secret: str) -> None:
             f"{stack.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {secret}"}
         ) as resp,
     ):
-        assert resp.status == 200, await resp.text()
+        assert resp.status == status, await resp.text()
