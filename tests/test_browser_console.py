@@ -157,6 +157,11 @@ async def test_console_manages_accounts_keys_and_shows_the_system(
     )
     assert usage[1:4] == [MODEL, "1", "0"]
 
+    await page.click(f"{key_row} button[data-action=disable]")
+    await page.wait_text(f"{key_row} .c-status", "disabled")
+    assert (await api(stack, "GET", f"/admin/keys/{key['id']}"))["key"]["enabled"] is False
+    await page.click(f"{key_row} button[data-action=enable]")
+    await page.wait_text(f"{key_row} .c-status", "enabled")
     await page.js("window.confirm = () => true")  # the confirmations, answered yes
     await page.click(f"{key_row} button[data-action=revoke]")
     await page.wait_text(f"{key_row} .c-status", "revoked")

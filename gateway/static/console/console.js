@@ -288,6 +288,7 @@
     cells(row)[9].classList.add('actions');
     cells(row)[9].append(
       el('button', { type: 'button', class: 'secondary', 'data-action': 'usage', text: 'Usage' }),
+      el('button', { type: 'button', class: 'secondary', 'data-action': 'disable' }),
       el('button', { type: 'button', class: 'secondary', 'data-action': 'revoke', text: 'Revoke' }),
       el('button', { type: 'button', class: 'danger', 'data-action': 'delete', text: 'Delete' }),
     );
@@ -310,9 +311,12 @@
     expires.dataset.exp = key.expires_s === null ? '' : String(key.expires_s);
     setAttr(expires, 'title', key.expires_s === null ? null : utc(key.expires_s * 1000));
     setText(expires, countdown(key.expires_s));
-    const [usage, revoke, remove] = actions.children;
+    const [usage, toggle, revoke, remove] = actions.children;
+    setText(toggle, key.enabled ? 'Disable' : 'Enable');
+    toggle.dataset.action = key.enabled ? 'disable' : 'enable';
+    toggle.disabled = key.revoked;
     revoke.disabled = key.revoked;
-    for (const button of [usage, revoke, remove]) setAttr(button, 'aria-label', `${button.textContent} ${key.name}`);
+    for (const button of actions.children) setAttr(button, 'aria-label', `${button.textContent} ${key.name}`);
   }
 
   async function loadKeys() {
@@ -373,6 +377,10 @@
       if (!window.confirm(`Delete key ${row.dataset.name}? Clients using it are refused at once.`)) return;
       if (state.usageOf && state.usageOf.id === id) closeUsage();
       await act(button, () => api('DELETE', path));
+      return;
+    }
+    if (action === 'enable' || action === 'disable') {
+      await act(button, () => api('PATCH', path, { enabled: action === 'enable' }));
       return;
     }
     if (!window.confirm(`Revoke key ${row.dataset.name}? Clients using it are refused at once.`)) return;
