@@ -10,8 +10,10 @@ import time
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 
 from kimi_sim.server import SimServer
+from shared.client_keys import RequestRecord, record_request
 from shared.secret import Secret
 from shared.settings import CommonSettings
 from tests.browser import Browser, Page
@@ -168,6 +170,7 @@ async def test_console_manages_accounts_keys_and_shows_the_system(
     assert (await api(stack, "GET", f"/admin/keys/{key['id']}"))["key"]["revoked"] is True
     await _chat(stack, secret, status=401)
     await page.click("#tab-accounts")
+    await page.wait_js(f"return /^\\d+ s ago$/.test(document.querySelector('{row} .c-used').textContent)")
     await page.click(f"{row} button[data-action=probe]")
     await page.wait_text("#probe-result", f"{account['id']}: ok")
     await page.click("#probe-all")
@@ -192,6 +195,50 @@ async def test_without_an_admin_key_the_local_console_works(
     (account,) = await _accounts_when(stack, 1)
     await page.wait_text(f"{ROW.format(account['id'])} .c-kind", "refresh_token")
     assert await page.js("return document.getElementById('error').hidden") is True
+
+
+async def test_the_request_log_pages_through_next_and_filters(
+    browser: Browser, stack_factory: StackFactory, redis: aioredis.Redis
+) -> None:
+    """60 logged requests: the newest 50 first, "Older" follows the API's `next` to the last 10, "Newest" comes
+    back; a status filter shows only its 30 on one page."""
+    stack = await stack_factory()
+    now = time.time()
+    for n in range(60):
+        record = RequestRecord(
+            t=now - 60 + n,
+            request_id=f"req-{n}",
+            key="pager",
+            key_id="",
+            dialect="openai",
+            model=MODEL,
+            status=200 if n % 2 else 429,
+            error="" if n % 2 else "rate_limited",
+            account="",
+            duration_ms=5.0,
+            ttft_ms=None,
+            prompt_tokens=1,
+            completion_tokens=0,
+            estimated=True,
+        )
+        await record_request(redis, record)
+    page = await browser.page()
+    await page.goto(f"{stack.url}/admin#requests")
+    rows = "Array.from(document.querySelectorAll('#requests-table tbody tr'), r => r.title)"
+    titles = f"return {rows}"
+    await page.wait_js(f"return {rows}.length === 50")
+    assert await page.js(titles) == [f"req-{n}" for n in range(59, 9, -1)]
+    await page.click("#log-next")
+    await page.wait_js(f"return {rows}.length === 10")
+    assert await page.js(titles) == [f"req-{n}" for n in range(9, -1, -1)]
+    assert await page.js("return document.getElementById('log-next').disabled") is True
+    await page.click("#log-first")
+    await page.wait_js(f"return {rows}[0] === 'req-59'")
+    await page.fill("#log-status", "429")
+    await page.click("#log-filter button[type=submit]")
+    await page.wait_js(f"return {rows}[0] === 'req-58'")
+    assert await page.js(titles) == [f"req-{n}" for n in range(58, -1, -2)]
+    assert await page.js("return document.getElementById('log-next').disabled") is True
 
 
 async def _accounts_when(stack: Stack, count: int) -> list[dict[str, Any]]:
