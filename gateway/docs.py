@@ -41,6 +41,7 @@ _SUMMARIES: dict[tuple[str, str], str] = {
     ("POST", "/admin/keys/{key_id}/rotate"): "A new secret for a client key; the old one stops (admin)",
     ("GET", "/admin/keys/{key_id}/usage"): "A client key's usage per day and model (admin)",
     ("GET", "/admin/requests"): "The request log, newest first; filters: key, status, model (admin)",
+    ("GET", "/admin/system"): "Job queue depth, workers' heartbeats, accounts by state and kind (admin)",
 }
 
 

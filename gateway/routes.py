@@ -5,7 +5,7 @@
 - `LOCAL_ROUTES`: answered by a pure function of the dialect (no job), e.g. model lists, count_tokens; they
   authenticate the client like the chat routes. A row's `variant` answers the callers it recognises with
   another dialect's function, errors included.
-- `SERVICE_ROUTES`: health, metrics, docs; open to everyone. Admin routes come from `token_service.admin.add_admin_routes`.
+- `SERVICE_ROUTES`: health, metrics, docs, the console page (gateway/console.py); open to everyone. Admin routes come from `token_service.admin.add_admin_routes`.
 Every row carries the summary `/openapi.json` and `/` show. URL match info `{model}` becomes
 `RequestContext.path_model`. Errors of every other route take `DEFAULT_DIALECT`'s shape.
 """
@@ -20,7 +20,7 @@ from aiohttp.typedefs import Handler
 
 from adapters import anthropic, gemini, openai, responses
 from adapters.base import Dialect, LocalRoute
-from gateway import docs, health, stored_responses
+from gateway import console, docs, health, stored_responses
 from shared.metrics import metrics_handler
 
 #: A test of the caller by its headers and query (e.g. how it authenticates).
@@ -172,6 +172,9 @@ SERVICE_ROUTES: tuple[ServiceRoute, ...] = (
     ),
     ServiceRoute("GET", "/", docs.index, "This page"),
     ServiceRoute("GET", "/openapi.json", docs.openapi, "This document"),
+    # The page is open (it holds no data); each admin call it makes is checked by the token service.
+    ServiceRoute("GET", "/admin", console.page, "The operator's console: a page over the admin routes"),
+    ServiceRoute("GET", "/admin/console/{file}", console.asset, "The console's script and style"),
 )
 
 #: The rows whose errors take their dialect's shape, by (method, path).

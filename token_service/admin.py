@@ -17,6 +17,10 @@ every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
     GET|PATCH|DELETE /admin/keys/{id};  POST /admin/keys/{id}/revoke | /rotate (→ the new secret, once)
     GET  /admin/keys/{id}/usage?days=7                  → {key, days: {day: {model: counters}}}
     GET  /admin/requests?limit&before&key&status&model  → {requests: […], next: before-id | null}
+    GET  /admin/system                                  → {jobs, workers: […], accounts, stale_after_s, now_ms}
+                                                          (token_service/system.py: queue, heartbeats, pool)
+
+The gateway's `GET /admin` page (gateway/console.py) is a client of these routes and nothing else.
 
 The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx, next to its Accounts).
 Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a
@@ -57,6 +61,7 @@ from token_service.accounts import Accounts
 from token_service.jwt_info import decode_claims, extract_jwt, token_info
 from token_service.kinds import IN_SERVICE, name_of
 from token_service.store import Account
+from token_service.system import WORKER_STALE_S, system_snapshot
 
 log = get_logger("token_service.admin")
 
@@ -68,6 +73,8 @@ class AdminContext:
     max_body_bytes: int
     #: The managed client keys (shared/client_keys.py).
     keys: ClientKeys | None = None
+    #: A worker heartbeat older than this is dead (GET /admin/system), as for the gateway's /readyz.
+    worker_stale_s: float = WORKER_STALE_S
 
 
 ADMIN_CONTEXT: web.AppKey[AdminContext] = web.AppKey("admin_context", AdminContext)
@@ -311,6 +318,13 @@ async def list_requests(request: web.Request) -> web.Response:
     return _ok({"requests": found, "next": next_id})
 
 
+async def system(request: web.Request) -> web.Response:
+    """The job stream, the workers' heartbeats and the pool by state and kind (token_service/system.py)."""
+    ctx = _ctx(request)
+    accounts = await ctx.accounts.list()
+    return _ok(await system_snapshot(ctx.accounts.store.redis, accounts, ctx.worker_stale_s))
+
+
 def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query.get(name)
     if raw is None:
@@ -356,6 +370,7 @@ ADMIN_ROUTES: tuple[AdminRoute, ...] = (
     AdminRoute("POST", "/admin/keys/{key_id}/rotate", rotate_key),
     AdminRoute("GET", "/admin/keys/{key_id}/usage", usage_of_key),
     AdminRoute("GET", "/admin/requests", list_requests),
+    AdminRoute("GET", "/admin/system", system),
 )
 
 
