@@ -149,6 +149,8 @@ class ResponsesReply(ReplyOptions, frozen=True, kw_only=True):
     input_items: list[dict[str, Any]] = msgspec.field(default_factory=list)
     #: Where the writer puts the finished response object, for the gateway to store (`store`).
     sink: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    #: Where the writer puts the Kimi conversation the answer ran in, when its chat was kept (web lanes).
+    kept_chat: list[str] = msgspec.field(default_factory=list)
 
 
 def parse(body: bytes, ctx: RequestContext) -> Parsed:
@@ -164,7 +166,9 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
     require_text(messages, "input", "The request holds no text; `input` needs some.")
     check_bounds(OPENAI_BOUNDS, (), messages, stop_param="stop", messages_param="input")
     tools, search = _tools(wire.tools or [])
+    # A stored response keeps its Kimi chat, so that `previous_response_id` can continue it natively.
     options = chat_options(spec, search=search or bool(wire.use_search))
+    options = msgspec.structs.replace(options, keep_chat=wire.store is not False)
     effort = wire.reasoning.effort if wire.reasoning is not None else None
     if effort is not None:
         options = msgspec.structs.replace(options, thinking=effort not in _THINKING_OFF)
@@ -370,6 +374,7 @@ class ResponsesWriter:
         self._created = int(ctx.now_s or time.time())
         self._echo: dict[str, Any] = reply.echo if isinstance(reply, ResponsesReply) else {}
         self._sink: list[dict[str, Any]] = reply.sink if isinstance(reply, ResponsesReply) else []
+        self._kept_chat: list[str] = reply.kept_chat if isinstance(reply, ResponsesReply) else []
         self._seq = 0
         #: Finished output items, in order.
         self._output: list[dict[str, Any]] = []
@@ -423,7 +428,7 @@ class ResponsesWriter:
         return b""
 
     def adopt(self, conversation_id: str) -> None:
-        pass
+        self._kept_chat.append(conversation_id)
 
     def answer(self, text: str) -> bytes:
         out = self._switch("message")
