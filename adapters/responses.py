@@ -10,10 +10,13 @@ them), `instructions` (a system message first), `tools` (flat `function` tools; 
 and `local_shell`, is accepted and ignored: Kimi cannot run it), `tool_choice` (none / auto / required /
 `{"type": "function", "name"}`), `parallel_tool_calls`, `reasoning.effort` (`none` / `minimal` turn Kimi's
 thinking off, any other effort on), `max_output_tokens` (the gateway cuts the answer; the response is then
-`incomplete` with `incomplete_details.reason = "max_output_tokens"`), `text.format` text / json_object
-(json_schema is a 400), `metadata` (echoed), `store`, `include`, `user`, `temperature`, `top_p`, `truncation`
-(accepted). `previous_response_id` names a stored response to continue (gateway/stored_responses.py puts its
-input and output before this request's input; its instructions are not carried over).
+`incomplete` with `incomplete_details.reason = "max_output_tokens"`), `text.format` (text; json_object and
+json_schema as far as Kimi allows: adapters/json_output.py adds a hint to the turn and cleans a non-stream
+answer's code fence; the format is echoed), `metadata` (echoed), `store` (also keeps the Kimi chat),
+`include` (every value of the SDK's `ResponseIncludable`, none adding anything; another is a 400),
+`truncation` (`auto` / `disabled`, echoed; another is a 400), `user`, `temperature`, `top_p` (accepted).
+`previous_response_id` names a stored response to continue (gateway/stored_responses.py: natively in its Kimi
+chat when it can, else its history before this request's input; its instructions are not carried over).
 
 Response: a `response` object with a `resp_…` id; `output` holds a `reasoning` item (Kimi's thinking as its
 summary), a `message` item with one `output_text` part, then one `function_call` item per call, in that order.
@@ -30,6 +33,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from adapters import json_output
 from adapters.attachments import Place, from_base64, from_url, refuse_file_id
 from adapters.base import (
     JSON_CONTENT_TYPE,
@@ -52,6 +56,7 @@ from adapters.common import (
     require_text,
 )
 from adapters.dispatch import Ending, FunctionDialect
+from adapters.json_output import JsonKind
 from adapters.openai import error_json
 from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, GatewayError
@@ -106,6 +111,10 @@ class _Reasoning(_Wire):
 
 class _Format(_Wire):
     type: str = "text"
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    description: str | None = None
+    strict: bool | None = None
 
 
 class _Text(_Wire):
@@ -126,6 +135,8 @@ class _Request(_Wire):
     metadata: dict[str, str] | None = None
     store: bool | None = None
     previous_response_id: str | None = None
+    include: list[str] | None = None
+    truncation: str | None = None
     use_search: bool | None = None
 
 
@@ -139,6 +150,22 @@ _SKIPPED_ITEMS: Final = frozenset({"reasoning", "web_search_call"})
 _SEARCH_TOOLS: Final = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26"})
 _THINKING_OFF: Final = frozenset({"none", "minimal"})
 _CHOICE_MODES: Final[dict[str, ChoiceMode]] = {"none": "none", "auto": "auto", "required": "required"}
+#: openai-python's `ResponseIncludable`: accepted; none adds anything (Kimi has no encrypted reasoning, no
+#: logprobs, no image or tool outputs to repeat), so the response is the same with or without them.
+_INCLUDABLE: Final = frozenset(
+    {
+        "file_search_call.results",
+        "web_search_call.results",
+        "web_search_call.action.sources",
+        "message.input_image.image_url",
+        "computer_call_output.output.image_url",
+        "code_interpreter_call.outputs",
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    }
+)
+_TRUNCATIONS: Final = frozenset({"auto", "disabled"})
+_JSON_FORMATS: Final[dict[str, JsonKind]] = {"json_object": "json_object", "json_schema": "json_schema"}
 
 
 class ResponsesReply(ReplyOptions, frozen=True, kw_only=True):
@@ -156,14 +183,22 @@ class ResponsesReply(ReplyOptions, frozen=True, kw_only=True):
 def parse(body: bytes, ctx: RequestContext) -> Parsed:
     """The canonical request of a `POST /v1/responses` body; raises BadRequest / ModelNotFound."""
     wire = decode_body(body, _request_decoder.decode)
-    if wire.text is not None and wire.text.format is not None and wire.text.format.type == "json_schema":
-        raise BadRequest("Kimi's web chat does not support structured outputs.", param="text.format")
+    text_format = _text_format(wire.text.format if wire.text is not None else None)
+    _check_include(wire.include or [])
+    if wire.truncation is not None and wire.truncation not in _TRUNCATIONS:
+        raise BadRequest(
+            f"Invalid value for `truncation`: `{wire.truncation}` (expected `auto` or `disabled`).",
+            param="truncation",
+        )
     spec = model_spec(wire.model.strip(), f"The model `{wire.model.strip()}` does not exist.")
     messages: list[Message] = []
     if wire.instructions:
         messages.append(Message(role="system", content=wire.instructions))
     messages.extend(_input(wire.input, ctx.attachments, len(messages)))
     require_text(messages, "input", "The request holds no text; `input` needs some.")
+    if text_format.type in _JSON_FORMATS:
+        schema = compact_json(text_format.schema) if text_format.schema is not None else None
+        messages = _with_hint(messages, json_output.hint(_JSON_FORMATS[text_format.type], schema))
     check_bounds(OPENAI_BOUNDS, (), messages, stop_param="stop", messages_param="input")
     tools, search = _tools(wire.tools or [])
     # A stored response keeps its Kimi chat, so that `previous_response_id` can continue it natively.
@@ -191,12 +226,49 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
         "previous_response_id": wire.previous_response_id,
         "reasoning": {"effort": effort, "summary": wire.reasoning.summary if wire.reasoning else None},
         "store": wire.store is not False,
-        "text": {"format": {"type": wire.text.format.type if wire.text and wire.text.format else "text"}},
+        "text": {"format": msgspec.to_builtins(text_format)},
         "tool_choice": _choice_echo(wire.tool_choice),
         "tools": [_tool_echo(t) for t in tools],
+        "truncation": wire.truncation or "disabled",
     }
     reply = ResponsesReply(max_tokens=wire.max_output_tokens, echo=echo, input_items=_input_items(body, ctx))
     return Parsed(request, reply)
+
+
+def _text_format(wire: _Format | None) -> _Format:
+    """`text.format`: text, json_object, or json_schema with its `name` and `schema`; else a 400 naming it."""
+    if wire is None:
+        return _Format()
+    if wire.type not in ("text", *_JSON_FORMATS):
+        raise BadRequest(f"Unsupported `text.format` type `{wire.type}`.", param="text.format.type")
+    if wire.type == "json_schema":
+        if not wire.name:
+            raise BadRequest("A `json_schema` format needs `name`.", param="text.format.name")
+        if wire.schema is None:
+            raise BadRequest("A `json_schema` format needs `schema`.", param="text.format.schema")
+        return wire
+    return _Format(type=wire.type)
+
+
+def _check_include(include: list[str]) -> None:
+    for i, value in enumerate(include):
+        if value not in _INCLUDABLE:
+            raise BadRequest(f"Invalid value for `include[{i}]`: `{value}`.", param="include")
+
+
+def _with_hint(messages: list[Message], text: str) -> list[Message]:
+    """The messages with `text` after the last user message's text (the turn Kimi answers; a continued Connect
+    chat sends only that one), or as a last system message when no user message holds text."""
+    for position in range(len(messages) - 1, -1, -1):
+        message = messages[position]
+        if message.role == "user":
+            content: str | list[Part] = (
+                f"{message.content}\n\n{text}"
+                if isinstance(message.content, str)
+                else [*message.content, TextPart(text=text)]
+            )
+            return [*messages[:position], Message(role="user", content=content), *messages[position + 1 :]]
+    return [*messages, Message(role="system", content=text)]
 
 
 def _input(wire: str | list[_Item] | None, attachments: list[AttachmentInput], first: int) -> list[Message]:
@@ -375,6 +447,10 @@ class ResponsesWriter:
         self._echo: dict[str, Any] = reply.echo if isinstance(reply, ResponsesReply) else {}
         self._sink: list[dict[str, Any]] = reply.sink if isinstance(reply, ResponsesReply) else []
         self._kept_chat: list[str] = reply.kept_chat if isinstance(reply, ResponsesReply) else []
+        #: A JSON `text.format`: the non-stream answer's text is cleaned (adapters/json_output.py).
+        self._json: JsonKind | None = _JSON_FORMATS.get(
+            self._echo.get("text", {}).get("format", {}).get("type")
+        )
         self._seq = 0
         #: Finished output items, in order.
         self._output: list[dict[str, Any]] = []
@@ -402,7 +478,6 @@ class ResponsesWriter:
             "output": list(self._output),
             "temperature": 1.0,
             "top_p": 1.0,
-            "truncation": "disabled",
             "usage": _usage(ending) if ending is not None else None,
             "user": None,
             **self._echo,
@@ -543,6 +618,8 @@ class ResponsesWriter:
                 + self._event("response.reasoning_summary_part.done", {**fields, "part": _summary_part(text)})
                 + self._event("response.output_item.done", {"output_index": position, "item": item})
             )
+        if self._json is not None and not self.stream:
+            text = json_output.clean(text, self._json)
         part = _text_part(text)
         item = {
             "id": item_id,

@@ -13,6 +13,7 @@ import pytest_asyncio
 from openai.types.responses import FunctionToolParam
 from openai.types.responses.response import IncompleteDetails
 
+from adapters.json_output import hint
 from kimi_sim.answers import answer_for, reasoning_for
 from shared.secret import Secret
 from tests.stack import Stack, StackFactory, stack_factory
@@ -206,16 +207,38 @@ async def test_invalid_field_is_a_400_naming_it(
 ) -> None:
     """An invalid field is a 400 in OpenAI's error shape, naming the field."""
     with pytest.raises(openai.BadRequestError) as caught:
-        await client.responses.create(
-            model=lane[1], input="Hi", text={"format": {"type": "json_schema", "name": "x", "schema": {}}}
-        )
+        await client.responses.create(model=lane[1], input="Hi", include=["message.thoughts"])  # type: ignore[list-item]
     assert caught.value.status_code == 400
     assert caught.value.body == {
-        "message": "Kimi's web chat does not support structured outputs.",
+        "message": "Invalid value for `include[0]`: `message.thoughts`.",
         "type": "invalid_request_error",
-        "param": "text.format",
+        "param": "include",
         "code": None,
     }
+
+
+async def test_json_schema_format_reaches_kimi_as_a_hint(
+    client: openai.AsyncOpenAI, lane: tuple[Stack, str, str]
+) -> None:
+    """`text.format` json_schema is accepted and echoed; Kimi gets the hint with the schema as the turn's last
+    line (the simulator echoes it), and a non-JSON answer is left as Kimi wrote it."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    response = await client.responses.create(
+        model=lane[1],
+        input="Count",
+        text={"format": {"type": "json_schema", "name": "count", "schema": schema, "strict": True}},
+        include=["reasoning.encrypted_content"],
+        truncation="auto",
+    )
+    assert response.output_text == answer_for(hint("json_schema", json.dumps(schema, separators=(",", ":"))))
+    assert response.text is not None and response.text.format is not None
+    assert response.text.format.model_dump(exclude_none=True, by_alias=True) == {
+        "type": "json_schema",
+        "name": "count",
+        "schema": schema,
+        "strict": True,
+    }
+    assert response.truncation == "auto"
 
 
 async def test_mid_stream_cut_is_response_failed(
