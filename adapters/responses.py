@@ -23,7 +23,8 @@ summary), a `message` item with one `output_text` part, then one `function_call`
 A stream is named SSE events (`event: <type>` + `data:`), each with a `sequence_number` from 0:
 `response.created`, `response.in_progress`, then per item `response.output_item.added`, its content events and
 `response.output_item.done`, and last `response.completed` (or `response.incomplete` after a cut). An error
-after the first byte is `response.failed` with the error in `response.error`; the stream then closes.
+after the first byte is `response.failed` (the output so far, the error in `response.error`) followed by an
+`error` event (see `ResponsesWriter.error`); the stream then closes, never with a made-up completion.
 """
 
 from __future__ import annotations
@@ -165,6 +166,9 @@ _INCLUDABLE: Final = frozenset(
     }
 )
 _TRUNCATIONS: Final = frozenset({"auto", "disabled"})
+#: `response.error.code` of a failed response, by error kind (the SDK's `ResponseError` codes; Codex retries
+#: `rate_limit_exceeded`); every other failure is a `server_error`.
+_FAILURE_CODES: Final = {"rate_limited": "rate_limit_exceeded", "content_filter": "invalid_prompt"}
 _JSON_FORMATS: Final[dict[str, JsonKind]] = {"json_object": "json_object", "json_schema": "json_schema"}
 
 
@@ -550,9 +554,18 @@ class ResponsesWriter:
         return out + self._event(f"response.{final['status']}", {"response": final})
 
     def error(self, exc: GatewayError) -> bytes:
+        """`response.failed` (the response so far, `status: failed`, `error: {code, message}` with a code of the
+        SDK's `ResponseError`), then the `error` event: `code` / `message` / `param` at its top level as the
+        SDK's `ResponseErrorEvent` declares them, and the OpenAI error object under `error` as the live API
+        sends it (which is what makes openai-python raise `APIError` from the stream)."""
         body = msgspec.json.decode(error_json(exc))["error"]
-        failure = {"code": body["code"] or body["type"], "message": exc.message}
-        return self._event("response.failed", {"response": self.response("failed", None, failure)})
+        failure = {"code": _FAILURE_CODES.get(exc.kind, "server_error"), "message": exc.message}
+        response = self.response("failed", None, failure)
+        response["output"] = [*self._output, *self._partial()]
+        code = body["code"] or body["type"]
+        return self._event("response.failed", {"response": response}) + self._event(
+            "error", {"code": code, "message": exc.message, "param": exc.param, "error": body}
+        )
 
     def body(self, ending: Ending, answer: str, reasoning: str) -> bytes:
         self._switch(None)
@@ -565,6 +578,16 @@ class ResponsesWriter:
         return final
 
     # -- items
+
+    def _partial(self) -> list[dict[str, Any]]:
+        """The item still open when the answer failed, as far as it got (a message is `incomplete`)."""
+        if self._open is None:
+            return []
+        text = "".join(self._text)
+        if self._open == "reasoning":
+            return [{"id": self._item_id(), "type": "reasoning", "summary": [_summary_part(text)]}]
+        item = {"id": self._item_id(), "type": "message", "status": "incomplete", "role": "assistant"}
+        return [item | {"content": [_text_part(text)]}]
 
     def _item_id(self) -> str:
         prefix = "rs" if self._open == "reasoning" else "msg"

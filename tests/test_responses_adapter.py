@@ -10,7 +10,7 @@ import pytest
 from adapters import json_output
 from adapters.base import Parsed, RequestContext
 from adapters.responses import DIALECT
-from shared.errors import BadRequest, UpstreamError
+from shared.errors import BadRequest, UpstreamError, UpstreamRateLimited
 from shared.schema import (
     Done,
     Event,
@@ -312,16 +312,45 @@ def test_cut_by_max_output_tokens_is_incomplete() -> None:
     assert frames[-1][1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
-def test_error_after_first_byte_is_response_failed() -> None:
-    """An error after the first byte is `response.failed` carrying the error, never a completion."""
+def test_error_after_first_byte_is_response_failed_then_error() -> None:
+    """An error after the first byte is `response.failed` (the open message `incomplete`, the error's code of the
+    SDK's list) then the `error` event, flat fields and the nested error object; never a completion."""
     request, reply = _parse(stream=True)
     renderer = DIALECT.renderer(request, reply, RequestContext("r1", now_s=CREATED))
     out = renderer.feed(TextDelta(text="Hi")) + renderer.error(UpstreamError("Kimi failed."))
     frames = _events(out)
-    assert frames[-1][0] == "response.failed"
-    assert frames[-1][1]["response"]["status"] == "failed"
-    assert frames[-1][1]["response"]["error"] == {"code": "upstream_error", "message": "Kimi failed."}
+    assert [name for name, _ in frames[-2:]] == ["response.failed", "error"]
+    failed = frames[-2][1]["response"]
+    assert (failed["status"], failed["error"]) == (
+        "failed",
+        {"code": "server_error", "message": "Kimi failed."},
+    )
+    assert failed["output"] == [
+        {
+            "id": "msg_r1_0",
+            "type": "message",
+            "status": "incomplete",
+            "role": "assistant",
+            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": "Hi"}],
+        }
+    ]
+    assert frames[-1][1] == {
+        "type": "error",
+        "sequence_number": frames[-2][1]["sequence_number"] + 1,
+        "code": "upstream_error",
+        "message": "Kimi failed.",
+        "param": None,
+        "error": {"message": "Kimi failed.", "type": "server_error", "param": None, "code": "upstream_error"},
+    }
     assert "response.completed" not in [name for name, _ in frames]
+
+
+def test_rate_limit_failure_code() -> None:
+    """A rate limit after the first byte fails the response with `rate_limit_exceeded`, the code Codex retries."""
+    request, reply = _parse(stream=True)
+    renderer = DIALECT.renderer(request, reply, RequestContext("r1", now_s=CREATED))
+    frames = _events(renderer.feed(TextDelta(text="Hi")) + renderer.error(UpstreamRateLimited("Slow down.")))
+    assert frames[-2][1]["response"]["error"] == {"code": "rate_limit_exceeded", "message": "Slow down."}
 
 
 def test_error_response_shape() -> None:

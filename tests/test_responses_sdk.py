@@ -241,12 +241,30 @@ async def test_json_schema_format_reaches_kimi_as_a_hint(
     assert response.truncation == "auto"
 
 
-async def test_mid_stream_cut_is_response_failed(
+async def test_mid_stream_cut_is_response_failed_and_raised(
     client: openai.AsyncOpenAI, lane: tuple[Stack, str, str]
 ) -> None:
-    """An upstream cut after content ends the stream with `response.failed`, never a completion."""
+    """An upstream cut after content ends the stream with `response.failed` (the text so far, `incomplete`), then
+    the `error` event, which the SDK's `responses.stream` raises as `APIError`; never a completion."""
     await lane[0].arm("cut_mid_stream", after_chunks=2)
-    async with client.responses.stream(model=lane[1], input="Hello there") as stream:
-        types = [event.type async for event in stream]
-    assert types[-1] == "response.failed"
-    assert "response.completed" not in types
+    events: list[Any] = []
+    with pytest.raises(openai.APIError) as caught:
+        async with client.responses.stream(model=lane[1], input="Hello there") as stream:
+            async for event in stream:
+                events.append(event)
+    failed = events[-1]
+    assert failed.type == "response.failed"
+    assert "response.completed" not in [event.type for event in events]
+    assert failed.response.status == "failed"
+    assert failed.response.error is not None and failed.response.error.code == "server_error"
+    [message] = failed.response.output
+    assert message.status == "incomplete"
+    deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert message.content[0].text == deltas and deltas and answer_for("Hello there").startswith(deltas)
+    assert caught.value.message == failed.response.error.message
+    assert caught.value.body == {
+        "message": failed.response.error.message,
+        "type": "server_error",
+        "param": None,
+        "code": "upstream_protocol_error",
+    }
