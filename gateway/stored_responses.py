@@ -9,9 +9,10 @@ web lane with `store`). It answers its owner only: anyone else gets the same 404
 
 A continuation (`Turn`) runs one of two ways:
 - natively: the request has `store`, the previous response has a kept chat whose record still exists, it was
-  answered by the same model, and it is still that chat's latest turn (`response_chat_head_key`, claimed
-  atomically, so two continuations of one response never both append to its chat). The job continues the
-  chat (`conversation_id`) with only the new input (and the instructions, when they changed);
+  answered on the same web lane (`_same_lane`), and it is still that chat's latest turn
+  (`response_chat_head_key`, claimed atomically, so two continuations of one response never both append to
+  its chat). The job continues the chat (`conversation_id`) with only the new input (and the instructions,
+  when they changed);
 - by replay, otherwise: the stored history goes before the new input, in a new chat. A native continuation
   that the worker refuses before the first byte (the chat or its account gone: `NotFound`,
   `ServiceUnavailable`) is run once more this way, as a new job.
@@ -19,6 +20,7 @@ A continuation (`Turn`) runs one of two ways:
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,6 +44,7 @@ from shared.keys import (
     stored_response_key,
 )
 from shared.logging import get_logger
+from shared.models import resolve_model
 from shared.schema import Message, ToolCall
 
 
@@ -159,7 +162,9 @@ async def begin(request: web.Request, parsed: Parsed) -> Turn:
 async def _claim(request: web.Request, parsed: Parsed, previous: str, stored: _Stored) -> bool:
     """Whether the previous response's chat can be continued natively, and if so, claim its head."""
     chat = parsed.request
-    if not chat.options.keep_chat or not stored.conversation or stored.response.get("model") != chat.model:
+    if not chat.options.keep_chat or not stored.conversation:
+        return False
+    if not _same_lane(str(stored.response.get("model", "")), chat.model):
         return False
     keys = (response_chat_head_key(stored.conversation), conversation_key(stored.conversation))
     async with redis_errors():
@@ -167,6 +172,16 @@ async def _claim(request: web.Request, parsed: Parsed, previous: str, stored: _S
             _CLAIM_LUA, 2, *keys, previous, f"pending:{chat.request_id}", CONVERSATION_TTL_S
         )
     return bool(claimed)
+
+
+def _same_lane(previous: str, model: str) -> bool:
+    """Whether `model` can continue a chat `previous` answered in: the same web lane (protocol, scenario, Kimi+
+    agent), e.g. a thinking and an instant K2.5, whose turns differ only in options Kimi takes per message."""
+    before, after = resolve_model(previous), resolve_model(model)
+    if before is None or after is None:
+        return False
+    lane = operator.attrgetter("protocol", "scenario", "kimiplus_id", "agent_mode")
+    return bool(lane(before) == lane(after))
 
 
 def _continued(parsed: Parsed, stored: _Stored) -> Parsed:

@@ -219,3 +219,28 @@ async def test_an_api_key_response_is_replayed(stack_factory: StackFactory) -> N
     stored = json.loads(await stack.redis.get(f"kimi:resp:{first.id}"))
     assert stored["conversation"] == ""
     await client.close()
+
+
+async def test_the_lane_decides_not_the_model_id(stack_factory: StackFactory) -> None:
+    """A thinking K2.5 answer continues natively with the instant K2.5 (one Connect lane); a REST answer
+    continued with a Connect model is replayed in a new chat."""
+    stack = await stack_factory()
+    await stack.add("refresh_token")
+    client = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="sk-local", max_retries=0, timeout=30)
+    thought = await client.responses.create(model="kimi-k2.5-thinking", input="Hello there")
+    before = len(await stack.sim_requests(CONNECT_CHAT))
+    await client.responses.create(
+        model="kimi-k2.5-instant", input="And again", previous_response_id=thought.id
+    )
+    [call] = (await stack.sim_requests(CONNECT_CHAT))[before:]
+    stored = json.loads(await stack.redis.get(f"kimi:resp:{thought.id}"))
+    assert _sent(call) == (stored["conversation"], "And again")
+    rest = await client.responses.create(model="kimi", input="On REST")
+    before = len(await stack.sim_requests(CONNECT_CHAT))
+    await client.responses.create(
+        model="kimi-k2.5-instant", input="Now Connect", previous_response_id=rest.id
+    )
+    [call] = (await stack.sim_requests(CONNECT_CHAT))[before:]
+    chat, text = _sent(call)
+    assert chat is None and "On REST" in text and "Now Connect" in text
+    await client.close()
