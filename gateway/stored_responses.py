@@ -121,6 +121,9 @@ class Turn:
         if not self.native or exc.kind not in _REPLAYABLE:
             return False
         log.info("native_continuation_refused", request_id=self.parsed.request.request_id, error=exc.kind)
+        if isinstance(self.original.reply, ResponsesReply):  # the refused run may have adopted the old chat
+            self.original.reply.kept_chat.clear()
+            self.original.reply.sink.clear()
         replay = _replayed(self.original, self.earlier)
         chat = msgspec.structs.replace(replay.request, request_id=uuid.uuid4().hex)
         self.parsed, self.native = Parsed(chat, replay.reply), False

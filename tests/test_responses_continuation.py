@@ -196,6 +196,8 @@ async def test_an_unavailable_account_falls_back_to_replay(stack_factory: StackF
     chat, text = _sent(call)
     assert chat is None and "Hello there" in text and "And again" in text
     assert (await client.responses.retrieve(second.id)).output_text == second.output_text
+    kept = [json.loads(await stack.redis.get(f"kimi:resp:{r.id}"))["conversation"] for r in (first, second)]
+    assert kept[1] and kept[1] != kept[0]  # the new response remembers the replay's chat, not the refused one
     await client.close()
 
 
