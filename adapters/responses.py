@@ -10,17 +10,21 @@ them), `instructions` (a system message first), `tools` (flat `function` tools; 
 and `local_shell`, is accepted and ignored: Kimi cannot run it), `tool_choice` (none / auto / required /
 `{"type": "function", "name"}`), `parallel_tool_calls`, `reasoning.effort` (`none` / `minimal` turn Kimi's
 thinking off, any other effort on), `max_output_tokens` (the gateway cuts the answer; the response is then
-`incomplete` with `incomplete_details.reason = "max_output_tokens"`), `text.format` text / json_object
-(json_schema is a 400), `metadata` (echoed), `store`, `include`, `user`, `temperature`, `top_p`, `truncation`
-(accepted). `previous_response_id` names a stored response to continue (gateway/stored_responses.py puts its
-input and output before this request's input; its instructions are not carried over).
+`incomplete` with `incomplete_details.reason = "max_output_tokens"`), `text.format` (text; json_object and
+json_schema as far as Kimi allows: adapters/json_output.py adds a hint to the turn and cleans a non-stream
+answer's code fence; the format is echoed), `metadata` (echoed), `store` (also keeps the Kimi chat),
+`include` (every value of the SDK's `ResponseIncludable`, none adding anything; another is a 400),
+`truncation` (`auto` / `disabled`, echoed; another is a 400), `user`, `temperature`, `top_p` (accepted).
+`previous_response_id` names a stored response to continue (gateway/stored_responses.py: natively in its Kimi
+chat when it can, else its history before this request's input; its instructions are not carried over).
 
 Response: a `response` object with a `resp_…` id; `output` holds a `reasoning` item (Kimi's thinking as its
 summary), a `message` item with one `output_text` part, then one `function_call` item per call, in that order.
 A stream is named SSE events (`event: <type>` + `data:`), each with a `sequence_number` from 0:
 `response.created`, `response.in_progress`, then per item `response.output_item.added`, its content events and
 `response.output_item.done`, and last `response.completed` (or `response.incomplete` after a cut). An error
-after the first byte is `response.failed` with the error in `response.error`; the stream then closes.
+after the first byte is `response.failed` (the output so far, the error in `response.error`) followed by an
+`error` event (see `ResponsesWriter.error`); the stream then closes, never with a made-up completion.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from adapters import json_output
 from adapters.attachments import Place, from_base64, from_url, refuse_file_id
 from adapters.base import (
     JSON_CONTENT_TYPE,
@@ -52,6 +57,7 @@ from adapters.common import (
     require_text,
 )
 from adapters.dispatch import Ending, FunctionDialect
+from adapters.json_output import JsonKind
 from adapters.openai import error_json
 from shared.attachment_input import AttachmentInput
 from shared.errors import BadRequest, GatewayError
@@ -106,6 +112,10 @@ class _Reasoning(_Wire):
 
 class _Format(_Wire):
     type: str = "text"
+    name: str | None = None
+    schema: dict[str, Any] | None = None
+    description: str | None = None
+    strict: bool | None = None
 
 
 class _Text(_Wire):
@@ -126,6 +136,8 @@ class _Request(_Wire):
     metadata: dict[str, str] | None = None
     store: bool | None = None
     previous_response_id: str | None = None
+    include: list[str] | None = None
+    truncation: str | None = None
     use_search: bool | None = None
 
 
@@ -139,6 +151,25 @@ _SKIPPED_ITEMS: Final = frozenset({"reasoning", "web_search_call"})
 _SEARCH_TOOLS: Final = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26"})
 _THINKING_OFF: Final = frozenset({"none", "minimal"})
 _CHOICE_MODES: Final[dict[str, ChoiceMode]] = {"none": "none", "auto": "auto", "required": "required"}
+#: openai-python's `ResponseIncludable`: accepted; none adds anything (Kimi has no encrypted reasoning, no
+#: logprobs, no image or tool outputs to repeat), so the response is the same with or without them.
+_INCLUDABLE: Final = frozenset(
+    {
+        "file_search_call.results",
+        "web_search_call.results",
+        "web_search_call.action.sources",
+        "message.input_image.image_url",
+        "computer_call_output.output.image_url",
+        "code_interpreter_call.outputs",
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+    }
+)
+_TRUNCATIONS: Final = frozenset({"auto", "disabled"})
+#: `response.error.code` of a failed response, by error kind (the SDK's `ResponseError` codes; Codex retries
+#: `rate_limit_exceeded`); every other failure is a `server_error`.
+_FAILURE_CODES: Final = {"rate_limited": "rate_limit_exceeded", "content_filter": "invalid_prompt"}
+_JSON_FORMATS: Final[dict[str, JsonKind]] = {"json_object": "json_object", "json_schema": "json_schema"}
 
 
 class ResponsesReply(ReplyOptions, frozen=True, kw_only=True):
@@ -149,22 +180,34 @@ class ResponsesReply(ReplyOptions, frozen=True, kw_only=True):
     input_items: list[dict[str, Any]] = msgspec.field(default_factory=list)
     #: Where the writer puts the finished response object, for the gateway to store (`store`).
     sink: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    #: Where the writer puts the Kimi conversation the answer ran in, when its chat was kept (web lanes).
+    kept_chat: list[str] = msgspec.field(default_factory=list)
 
 
 def parse(body: bytes, ctx: RequestContext) -> Parsed:
     """The canonical request of a `POST /v1/responses` body; raises BadRequest / ModelNotFound."""
     wire = decode_body(body, _request_decoder.decode)
-    if wire.text is not None and wire.text.format is not None and wire.text.format.type == "json_schema":
-        raise BadRequest("Kimi's web chat does not support structured outputs.", param="text.format")
+    text_format = _text_format(wire.text.format if wire.text is not None else None)
+    _check_include(wire.include or [])
+    if wire.truncation is not None and wire.truncation not in _TRUNCATIONS:
+        raise BadRequest(
+            f"Invalid value for `truncation`: `{wire.truncation}` (expected `auto` or `disabled`).",
+            param="truncation",
+        )
     spec = model_spec(wire.model.strip(), f"The model `{wire.model.strip()}` does not exist.")
     messages: list[Message] = []
     if wire.instructions:
         messages.append(Message(role="system", content=wire.instructions))
     messages.extend(_input(wire.input, ctx.attachments, len(messages)))
     require_text(messages, ctx.attachments, "input", "The request holds no text; `input` needs some.")
+    if text_format.type in _JSON_FORMATS:
+        schema = compact_json(text_format.schema) if text_format.schema is not None else None
+        messages = _with_hint(messages, json_output.hint(_JSON_FORMATS[text_format.type], schema))
     check_bounds(OPENAI_BOUNDS, (), messages, stop_param="stop", messages_param="input")
     tools, search = _tools(wire.tools or [])
+    # A stored response keeps its Kimi chat, so that `previous_response_id` can continue it natively.
     options = chat_options(spec, search=search or bool(wire.use_search))
+    options = msgspec.structs.replace(options, keep_chat=wire.store is not False)
     effort = wire.reasoning.effort if wire.reasoning is not None else None
     if effort is not None:
         options = msgspec.structs.replace(options, thinking=effort not in _THINKING_OFF)
@@ -187,12 +230,49 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
         "previous_response_id": wire.previous_response_id,
         "reasoning": {"effort": effort, "summary": wire.reasoning.summary if wire.reasoning else None},
         "store": wire.store is not False,
-        "text": {"format": {"type": wire.text.format.type if wire.text and wire.text.format else "text"}},
+        "text": {"format": msgspec.to_builtins(text_format)},
         "tool_choice": _choice_echo(wire.tool_choice),
         "tools": [_tool_echo(t) for t in tools],
+        "truncation": wire.truncation or "disabled",
     }
     reply = ResponsesReply(max_tokens=wire.max_output_tokens, echo=echo, input_items=_input_items(body, ctx))
     return Parsed(request, reply)
+
+
+def _text_format(wire: _Format | None) -> _Format:
+    """`text.format`: text, json_object, or json_schema with its `name` and `schema`; else a 400 naming it."""
+    if wire is None:
+        return _Format()
+    if wire.type not in ("text", *_JSON_FORMATS):
+        raise BadRequest(f"Unsupported `text.format` type `{wire.type}`.", param="text.format.type")
+    if wire.type == "json_schema":
+        if not wire.name:
+            raise BadRequest("A `json_schema` format needs `name`.", param="text.format.name")
+        if wire.schema is None:
+            raise BadRequest("A `json_schema` format needs `schema`.", param="text.format.schema")
+        return wire
+    return _Format(type=wire.type)
+
+
+def _check_include(include: list[str]) -> None:
+    for i, value in enumerate(include):
+        if value not in _INCLUDABLE:
+            raise BadRequest(f"Invalid value for `include[{i}]`: `{value}`.", param="include")
+
+
+def _with_hint(messages: list[Message], text: str) -> list[Message]:
+    """The messages with `text` after the last user message's text (the turn Kimi answers; a continued Connect
+    chat sends only that one), or as a last system message when no user message holds text."""
+    for position in range(len(messages) - 1, -1, -1):
+        message = messages[position]
+        if message.role == "user":
+            content: str | list[Part] = (
+                f"{message.content}\n\n{text}"
+                if isinstance(message.content, str)
+                else [*message.content, TextPart(text=text)]
+            )
+            return [*messages[:position], Message(role="user", content=content), *messages[position + 1 :]]
+    return [*messages, Message(role="system", content=text)]
 
 
 def _input(wire: str | list[_Item] | None, attachments: list[AttachmentInput], first: int) -> list[Message]:
@@ -370,6 +450,11 @@ class ResponsesWriter:
         self._created = int(ctx.now_s or time.time())
         self._echo: dict[str, Any] = reply.echo if isinstance(reply, ResponsesReply) else {}
         self._sink: list[dict[str, Any]] = reply.sink if isinstance(reply, ResponsesReply) else []
+        self._kept_chat: list[str] = reply.kept_chat if isinstance(reply, ResponsesReply) else []
+        #: A JSON `text.format`: the non-stream answer's text is cleaned (adapters/json_output.py).
+        self._json: JsonKind | None = _JSON_FORMATS.get(
+            self._echo.get("text", {}).get("format", {}).get("type")
+        )
         self._seq = 0
         #: Finished output items, in order.
         self._output: list[dict[str, Any]] = []
@@ -397,7 +482,6 @@ class ResponsesWriter:
             "output": list(self._output),
             "temperature": 1.0,
             "top_p": 1.0,
-            "truncation": "disabled",
             "usage": _usage(ending) if ending is not None else None,
             "user": None,
             **self._echo,
@@ -423,7 +507,7 @@ class ResponsesWriter:
         return b""
 
     def adopt(self, conversation_id: str) -> None:
-        pass
+        self._kept_chat.append(conversation_id)
 
     def answer(self, text: str) -> bytes:
         out = self._switch("message")
@@ -470,9 +554,18 @@ class ResponsesWriter:
         return out + self._event(f"response.{final['status']}", {"response": final})
 
     def error(self, exc: GatewayError) -> bytes:
+        """`response.failed` (the response so far, `status: failed`, `error: {code, message}` with a code of the
+        SDK's `ResponseError`), then the `error` event: `code` / `message` / `param` at its top level as the
+        SDK's `ResponseErrorEvent` declares them, and the OpenAI error object under `error` as the live API
+        sends it (which is what makes openai-python raise `APIError` from the stream)."""
         body = msgspec.json.decode(error_json(exc))["error"]
-        failure = {"code": body["code"] or body["type"], "message": exc.message}
-        return self._event("response.failed", {"response": self.response("failed", None, failure)})
+        failure = {"code": _FAILURE_CODES.get(exc.kind, "server_error"), "message": exc.message}
+        response = self.response("failed", None, failure)
+        response["output"] = [*self._output, *self._partial()]
+        code = body["code"] or body["type"]
+        return self._event("response.failed", {"response": response}) + self._event(
+            "error", {"code": code, "message": exc.message, "param": exc.param, "error": body}
+        )
 
     def body(self, ending: Ending, answer: str, reasoning: str) -> bytes:
         self._switch(None)
@@ -485,6 +578,16 @@ class ResponsesWriter:
         return final
 
     # -- items
+
+    def _partial(self) -> list[dict[str, Any]]:
+        """The item still open when the answer failed, as far as it got (a message is `incomplete`)."""
+        if self._open is None:
+            return []
+        text = "".join(self._text)
+        if self._open == "reasoning":
+            return [{"id": self._item_id(), "type": "reasoning", "summary": [_summary_part(text)]}]
+        item = {"id": self._item_id(), "type": "message", "status": "incomplete", "role": "assistant"}
+        return [item | {"content": [_text_part(text)]}]
 
     def _item_id(self) -> str:
         prefix = "rs" if self._open == "reasoning" else "msg"
@@ -538,6 +641,8 @@ class ResponsesWriter:
                 + self._event("response.reasoning_summary_part.done", {**fields, "part": _summary_part(text)})
                 + self._event("response.output_item.done", {"output_index": position, "item": item})
             )
+        if self._json is not None and not self.stream:
+            text = json_output.clean(text, self._json)
         part = _text_part(text)
         item = {
             "id": item_id,

@@ -140,10 +140,14 @@ async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamRespo
     metrics.IN_FLIGHT.inc()
     try:
         parsed, ctx = await _prepare(request, route, request_id, outcome)
-        parsed = await stored_responses.continue_from(request, parsed)
-        renderer = route.dialect.renderer(parsed.request, parsed.reply, ctx)
-        response = await Relay(request, parsed.request, renderer, outcome, started).run()
-        await stored_responses.keep(request, parsed)
+        turn = await stored_responses.begin(request, parsed)
+        try:
+            response = await _relay(request, route, turn.parsed, ctx, outcome, started)
+        except GatewayError as exc:
+            if not turn.replay_instead(exc):
+                raise
+            response = await _relay(request, route, turn.parsed, ctx, outcome, started)
+        await turn.keep()
         return response
     except GatewayError as exc:
         outcome.status, outcome.error = exc.status, exc.kind
@@ -158,6 +162,18 @@ async def handle_chat(request: web.Request, route: ChatRoute) -> web.StreamRespo
             await _settle_key(request, outcome)
         await _record(request, request_id, outcome, duration_s)
         _finish(request_id, outcome, duration_s)
+
+
+async def _relay(
+    request: web.Request,
+    route: ChatRoute,
+    parsed: Parsed,
+    ctx: RequestContext,
+    outcome: RequestSummary,
+    started: float,
+) -> web.StreamResponse:
+    renderer = route.dialect.renderer(parsed.request, parsed.reply, ctx)
+    return await Relay(request, parsed.request, renderer, outcome, started).run()
 
 
 async def _prepare(

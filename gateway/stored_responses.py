@@ -3,17 +3,29 @@
 that names one as `previous_response_id`.
 
 A stored response is one JSON value under `stored_response_key` for `STORED_RESPONSE_TTL_S`: the owner (the
-request's `client_id`), the response object, its input items, and the conversation so far as canonical
-messages (text only: attachments are not kept). It answers its owner only: anyone else gets the same 404 as
-for an unknown id. A continuation is replayed as history (the earlier turns before the new input, after the
-new request's instructions); Kimi's chat is not kept between turns.
+request's `client_id`), the response object, its input items, the conversation so far as canonical messages
+(text only: attachments are not kept), and the Kimi conversation its turn ran in when the chat was kept (a
+web lane with `store`). It answers its owner only: anyone else gets the same 404 as for an unknown id.
+
+A continuation (`Turn`) runs one of two ways:
+- natively: the request has `store`, the previous response has a kept chat whose record still exists, it was
+  answered on the same web lane (`_same_lane`), and it is still that chat's latest turn
+  (`response_chat_head_key`, claimed atomically, so two continuations of one response never both append to
+  its chat). The job continues the chat (`conversation_id`) with only the new input (and the instructions,
+  when they changed);
+- by replay, otherwise: the stored history goes before the new input, in a new chat. A native continuation
+  that the worker refuses before the first byte (the chat or its account gone: `NotFound`,
+  `ServiceUnavailable`) is run once more this way, as a new job.
 """
 
 from __future__ import annotations
 
+import operator
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import msgspec
 from aiohttp import web
@@ -23,9 +35,16 @@ from adapters.base import JSON_CONTENT_TYPE, Parsed
 from adapters.responses import ResponsesReply
 from gateway.auth import check_client, client_id
 from gateway.resources import REDIS, SETTINGS
-from shared.errors import NotFound, ServiceUnavailable
-from shared.keys import STORED_RESPONSE_TTL_S, stored_response_key
+from shared.errors import GatewayError, NotFound, ServiceUnavailable
+from shared.keys import (
+    CONVERSATION_TTL_S,
+    STORED_RESPONSE_TTL_S,
+    conversation_key,
+    response_chat_head_key,
+    stored_response_key,
+)
 from shared.logging import get_logger
+from shared.models import resolve_model
 from shared.schema import Message, ToolCall
 
 
@@ -35,11 +54,25 @@ class _Stored(msgspec.Struct):
     input_items: list[dict[str, Any]]
     #: The conversation through this response's output, without any instructions.
     history: list[Message]
+    #: The kept Kimi conversation this response's turn ran in; "" when none was kept (API key, `store: false`).
+    conversation: str = ""
 
 
 log = get_logger(__name__)
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(_Stored)
+#: Error kinds of a native continuation refused before the first byte that a replay can still answer: the
+#: chat (or its record) is gone, or its account cannot serve (disabled, removed, Kimi unreachable for it).
+_REPLAYABLE: Final = frozenset({NotFound.kind, ServiceUnavailable.kind})
+#: Claim a chat's head for a continuation: only while the head is the previous response and the chat's
+#: conversation record exists. KEYS: head, conversation record; ARGV: previous id, claim, ttl.
+_CLAIM_LUA: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
 
 
 @asynccontextmanager
@@ -68,35 +101,120 @@ def _owner(request: web.Request) -> str:
     return client_id(request, check_client(request, request.app[SETTINGS]))
 
 
-async def continue_from(request: web.Request, parsed: Parsed) -> Parsed:
-    """The request with the history of the response it names as `previous_response_id` before its input."""
+@dataclass(slots=True)
+class Turn:
+    """One `POST /v1/responses` around its job: what runs (`parsed`), and what the stored response keeps."""
+
+    request: web.Request
+    #: The request as the client sent it: its input only.
+    original: Parsed
+    #: What the job runs: the original, a native continuation, or the stored history replayed before it.
+    parsed: Parsed
+    #: The stored conversation before this request's input ([] without `previous_response_id`).
+    earlier: list[Message] = field(default_factory=list)
+    #: The job continues the previous response's Kimi chat.
+    native: bool = False
+
+    def replay_instead(self, exc: GatewayError) -> bool:
+        """After a native continuation refused before the first byte (`exc`): run the replay as a new job
+        (a new request id: the refused job's reply stream is spent). False when there is nothing to retry."""
+        if not self.native or exc.kind not in _REPLAYABLE:
+            return False
+        log.info("native_continuation_refused", request_id=self.parsed.request.request_id, error=exc.kind)
+        if isinstance(self.original.reply, ResponsesReply):  # the refused run may have adopted the old chat
+            self.original.reply.kept_chat.clear()
+            self.original.reply.sink.clear()
+        replay = _replayed(self.original, self.earlier)
+        chat = msgspec.structs.replace(replay.request, request_id=uuid.uuid4().hex)
+        self.parsed, self.native = Parsed(chat, replay.reply), False
+        return True
+
+    async def keep(self) -> None:
+        """Store the finished response when the request asked for it (`store`, the default)."""
+        reply = self.parsed.reply
+        if not isinstance(reply, ResponsesReply) or not reply.sink or not reply.echo.get("store"):
+            return
+        response = reply.sink[-1]
+        history = [*self.earlier, *(_text_only(m) for m in _input(self.original))]
+        history.append(_output_message(response["output"]))
+        conversation = reply.kept_chat[-1] if reply.kept_chat else ""
+        stored = _Stored(self.original.request.client_id, response, reply.input_items, history, conversation)
+        try:  # the reply has been sent (a stream's bytes are out): a failure here is logged, never an error reply
+            pipe = self.request.app[REDIS].pipeline(transaction=False)
+            pipe.set(stored_response_key(response["id"]), _encoder.encode(stored), ex=STORED_RESPONSE_TTL_S)
+            if conversation:
+                pipe.set(response_chat_head_key(conversation), response["id"], ex=CONVERSATION_TTL_S)
+            await pipe.execute()
+        except RedisError as exc:
+            log.warning("response_not_stored", response_id=response["id"], error=str(exc))
+
+
+async def begin(request: web.Request, parsed: Parsed) -> Turn:
+    """The turn of a request: with `previous_response_id`, the stored response's continuation (404 when it is
+    unknown or another client's), natively when it can be, else by replay."""
     reply = parsed.reply
     previous = reply.echo.get("previous_response_id") if isinstance(reply, ResponsesReply) else None
     if not previous:
-        return parsed
+        return Turn(request, parsed, parsed)
+    stored = await _load(request, previous, parsed.request.client_id)
+    if await _claim(request, parsed, previous, stored):
+        return Turn(request, parsed, _continued(parsed, stored), stored.history, native=True)
+    return Turn(request, parsed, _replayed(parsed, stored.history), stored.history)
+
+
+async def _claim(request: web.Request, parsed: Parsed, previous: str, stored: _Stored) -> bool:
+    """Whether the previous response's chat can be continued natively, and if so, claim its head."""
     chat = parsed.request
-    stored = await _load(request, previous, chat.client_id)
-    lead = 1 if reply.echo.get("instructions") else 0  # type: ignore[attr-defined]
-    messages = [*chat.messages[:lead], *stored.history, *chat.messages[lead:]]
-    return Parsed(msgspec.structs.replace(chat, messages=messages), reply)
-
-
-async def keep(request: web.Request, parsed: Parsed) -> None:
-    """Store the finished response when the request asked for it (`store`, the default)."""
-    reply = parsed.reply
-    if not isinstance(reply, ResponsesReply) or not reply.sink or not reply.echo.get("store"):
-        return
-    response = reply.sink[-1]
-    lead = 1 if reply.echo.get("instructions") else 0
-    history = [_text_only(m) for m in parsed.request.messages[lead:]]
-    history.append(_output_message(response["output"]))
-    stored = _Stored(parsed.request.client_id, response, reply.input_items, history)
-    try:  # the reply has been sent (a stream's bytes are out): a failure here is logged, never an error reply
-        await request.app[REDIS].set(
-            stored_response_key(response["id"]), _encoder.encode(stored), ex=STORED_RESPONSE_TTL_S
+    if not chat.options.keep_chat or not stored.conversation:
+        return False
+    if not _same_lane(str(stored.response.get("model", "")), chat.model):
+        return False
+    keys = (response_chat_head_key(stored.conversation), conversation_key(stored.conversation))
+    async with redis_errors():
+        claimed = await request.app[REDIS].eval(
+            _CLAIM_LUA, 2, *keys, previous, f"pending:{chat.request_id}", CONVERSATION_TTL_S
         )
-    except RedisError as exc:
-        log.warning("response_not_stored", response_id=response["id"], error=str(exc))
+    return bool(claimed)
+
+
+def _same_lane(previous: str, model: str) -> bool:
+    """Whether `model` can continue a chat `previous` answered in: the same web lane (protocol, scenario, Kimi+
+    agent), e.g. a thinking and an instant K2.5, whose turns differ only in options Kimi takes per message."""
+    before, after = resolve_model(previous), resolve_model(model)
+    if before is None or after is None:
+        return False
+    lane = operator.attrgetter("protocol", "scenario", "kimiplus_id", "agent_mode")
+    return bool(lane(before) == lane(after))
+
+
+def _continued(parsed: Parsed, stored: _Stored) -> Parsed:
+    """The request as the next turn of the stored response's Kimi chat: its own input only, and its
+    instructions only when they differ from those the chat already holds."""
+    chat, reply = parsed.request, parsed.reply
+    messages = _input(parsed)
+    instructions = reply.echo.get("instructions")  # type: ignore[attr-defined]
+    if instructions and instructions != stored.response.get("instructions"):
+        messages = [chat.messages[0], *messages]
+    options = msgspec.structs.replace(chat.options, conversation_id=stored.conversation, keep_chat=True)
+    return Parsed(msgspec.structs.replace(chat, messages=messages, options=options), reply)
+
+
+def _replayed(parsed: Parsed, earlier: list[Message]) -> Parsed:
+    """The request with the stored history before its input, after its own instructions, in a new chat."""
+    chat = parsed.request
+    lead = _lead(parsed)
+    messages = [*chat.messages[:lead], *earlier, *chat.messages[lead:]]
+    return Parsed(msgspec.structs.replace(chat, messages=messages), parsed.reply)
+
+
+def _lead(parsed: Parsed) -> int:
+    """How many messages before the input: the instructions' system message, when there are instructions."""
+    reply = parsed.reply
+    return 1 if isinstance(reply, ResponsesReply) and reply.echo.get("instructions") else 0
+
+
+def _input(parsed: Parsed) -> list[Message]:
+    return parsed.request.messages[_lead(parsed) :]
 
 
 def _text_only(message: Message) -> Message:

@@ -28,7 +28,10 @@ Layout (../shared/DESIGN.md §4):
     kimi:workers                   hash: worker name → last heartbeat (unix ms)
     kimi:att:{<job id>}            hash: sha256 hex → the bytes of one attachment of that job (gateway writes,
                                    worker reads and deletes when the job ends; TTL as a backstop)
-    kimi:resp:<response id>        JSON: a stored Responses API response, owner, input, history; TTL
+    kimi:resp:<response id>        JSON: a stored Responses API response, owner, input, history, the Kimi
+                                   conversation it ran in; TTL
+    kimi:resp:chat:<conversation>  the response id whose turn is that kept Kimi chat's latest (or
+                                   `pending:<request id>` while a continuation runs): only it continues natively
     kimi:upload:{<lane>:<acct>}:<sha256>
                                    the Kimi file id (JSON) of bytes already uploaded for that account on that
                                    lane (`rest` | `connect`): one upload per file per account, with a TTL
@@ -133,3 +136,9 @@ STORED_RESPONSE_TTL_S = 86_400
 def stored_response_key(response_id: str) -> str:
     """One stored response (JSON: owner, response object, input items, the conversation as canonical messages)."""
     return f"kimi:resp:{response_id}"
+
+
+def response_chat_head_key(conversation_id: str) -> str:
+    """Which stored response a kept Kimi chat ends with (response ids start with `resp_`: no clash); it lives as
+    long as the conversation record it goes with (`CONVERSATION_TTL_S`)."""
+    return f"kimi:resp:chat:{conversation_id}"

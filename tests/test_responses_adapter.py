@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from adapters import json_output
 from adapters.base import Parsed, RequestContext
 from adapters.responses import DIALECT
-from shared.errors import BadRequest, UpstreamError
+from shared.errors import BadRequest, UpstreamError, UpstreamRateLimited
 from shared.schema import (
     Done,
     Event,
@@ -134,7 +135,11 @@ def test_reasoning_effort_sets_thinking(effort: str, thinking: bool) -> None:
         ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
         ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
         ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
-        ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text.format"),
+        ({"text": {"format": {"type": "xml"}}}, "text.format.type"),
+        ({"text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format.name"),
+        ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema"),
+        ({"include": ["reasoning.encrypted_content", "message.thoughts"]}, "include"),
+        ({"truncation": "sometimes"}, "truncation"),
         ({"max_output_tokens": 0}, "max_output_tokens"),
         ({"tool_choice": "sometimes", "tools": [WEATHER]}, "tool_choice"),
         (
@@ -149,6 +154,55 @@ def test_invalid_fields_are_400s_naming_them(fields: dict[str, Any], param: str)
         _parse(**fields)
     assert caught.value.param == param
     assert caught.value.status == 400
+
+
+def test_json_object_format_asks_for_json_and_cleans_the_body() -> None:
+    """json_object: the hint follows the last user text; the non-stream text loses its code fence."""
+    request, _ = _parse(text={"format": {"type": "json_object"}})
+    assert request.messages == [
+        Message(role="user", content=f"hi\n\n{json_output.hint('json_object')}"),
+    ]
+    events: list[Event] = [TextDelta(text='```json\n{"a": 1}\n```'), Done()]
+    body = json.loads(_render(events, stream=False, text={"format": {"type": "json_object"}}))
+    assert body["output"][0]["content"][0]["text"] == '{"a": 1}'
+    assert body["text"] == {"format": {"type": "json_object"}}
+    frames = _events(_render(events, stream=True, text={"format": {"type": "json_object"}}))
+    assert frames[-1][1]["response"]["output"][0]["content"][0]["text"] == '```json\n{"a": 1}\n```'
+
+
+def test_json_schema_format_sends_the_schema_and_is_echoed() -> None:
+    """json_schema: the hint carries the schema as compact JSON (after a tool result, as a last system message);
+    the format is echoed whole."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "name": "count", "schema": schema, "strict": True}
+    items = [{"type": "function_call_output", "call_id": "c1", "output": "3"}]
+    request, _ = _parse(input=items, text={"format": fmt})
+    assert request.messages[-1] == Message(
+        role="system",
+        content=json_output.hint("json_schema", '{"type":"object","properties":{"n":{"type":"integer"}}}'),
+    )
+    body = json.loads(_render([TextDelta(text="not json"), Done()], stream=False, text={"format": fmt}))
+    assert body["text"] == {"format": fmt}
+    assert body["output"][0]["content"][0]["text"] == "not json"
+
+
+def test_include_and_truncation_are_accepted() -> None:
+    """Every `include` value the SDK knows is accepted and adds nothing; `truncation` is echoed."""
+    include = [
+        "reasoning.encrypted_content",
+        "message.output_text.logprobs",
+        "web_search_call.action.sources",
+    ]
+    events: list[Event] = [ReasoningDelta(text="t"), TextDelta(text="Hi"), Done()]
+    body = json.loads(_render(events, stream=False, include=include, truncation="auto"))
+    assert body["truncation"] == "auto"
+    assert body["output"][0] == {
+        "id": "rs_r1_0",
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": "t"}],
+    }
+    assert body["output"][1]["content"][0]["logprobs"] == []
+    assert json.loads(_render(events, stream=False))["truncation"] == "disabled"
 
 
 def test_unknown_fields_are_ignored() -> None:
@@ -258,16 +312,45 @@ def test_cut_by_max_output_tokens_is_incomplete() -> None:
     assert frames[-1][1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
-def test_error_after_first_byte_is_response_failed() -> None:
-    """An error after the first byte is `response.failed` carrying the error, never a completion."""
+def test_error_after_first_byte_is_response_failed_then_error() -> None:
+    """An error after the first byte is `response.failed` (the open message `incomplete`, the error's code of the
+    SDK's list) then the `error` event, flat fields and the nested error object; never a completion."""
     request, reply = _parse(stream=True)
     renderer = DIALECT.renderer(request, reply, RequestContext("r1", now_s=CREATED))
     out = renderer.feed(TextDelta(text="Hi")) + renderer.error(UpstreamError("Kimi failed."))
     frames = _events(out)
-    assert frames[-1][0] == "response.failed"
-    assert frames[-1][1]["response"]["status"] == "failed"
-    assert frames[-1][1]["response"]["error"] == {"code": "upstream_error", "message": "Kimi failed."}
+    assert [name for name, _ in frames[-2:]] == ["response.failed", "error"]
+    failed = frames[-2][1]["response"]
+    assert (failed["status"], failed["error"]) == (
+        "failed",
+        {"code": "server_error", "message": "Kimi failed."},
+    )
+    assert failed["output"] == [
+        {
+            "id": "msg_r1_0",
+            "type": "message",
+            "status": "incomplete",
+            "role": "assistant",
+            "content": [{"type": "output_text", "annotations": [], "logprobs": [], "text": "Hi"}],
+        }
+    ]
+    assert frames[-1][1] == {
+        "type": "error",
+        "sequence_number": frames[-2][1]["sequence_number"] + 1,
+        "code": "upstream_error",
+        "message": "Kimi failed.",
+        "param": None,
+        "error": {"message": "Kimi failed.", "type": "server_error", "param": None, "code": "upstream_error"},
+    }
     assert "response.completed" not in [name for name, _ in frames]
+
+
+def test_rate_limit_failure_code() -> None:
+    """A rate limit after the first byte fails the response with `rate_limit_exceeded`, the code Codex retries."""
+    request, reply = _parse(stream=True)
+    renderer = DIALECT.renderer(request, reply, RequestContext("r1", now_s=CREATED))
+    frames = _events(renderer.feed(TextDelta(text="Hi")) + renderer.error(UpstreamRateLimited("Slow down.")))
+    assert frames[-2][1]["response"]["error"] == {"code": "rate_limit_exceeded", "message": "Slow down."}
 
 
 def test_error_response_shape() -> None:

@@ -13,6 +13,7 @@ import pytest_asyncio
 from openai.types.responses import FunctionToolParam
 from openai.types.responses.response import IncompleteDetails
 
+from adapters.json_output import hint
 from kimi_sim.answers import answer_for, reasoning_for
 from shared.secret import Secret
 from tests.stack import Stack, StackFactory, stack_factory
@@ -206,24 +207,64 @@ async def test_invalid_field_is_a_400_naming_it(
 ) -> None:
     """An invalid field is a 400 in OpenAI's error shape, naming the field."""
     with pytest.raises(openai.BadRequestError) as caught:
-        await client.responses.create(
-            model=lane[1], input="Hi", text={"format": {"type": "json_schema", "name": "x", "schema": {}}}
-        )
+        await client.responses.create(model=lane[1], input="Hi", include=["message.thoughts"])  # type: ignore[list-item]
     assert caught.value.status_code == 400
     assert caught.value.body == {
-        "message": "Kimi's web chat does not support structured outputs.",
+        "message": "Invalid value for `include[0]`: `message.thoughts`.",
         "type": "invalid_request_error",
-        "param": "text.format",
+        "param": "include",
         "code": None,
     }
 
 
-async def test_mid_stream_cut_is_response_failed(
+async def test_json_schema_format_reaches_kimi_as_a_hint(
     client: openai.AsyncOpenAI, lane: tuple[Stack, str, str]
 ) -> None:
-    """An upstream cut after content ends the stream with `response.failed`, never a completion."""
+    """`text.format` json_schema is accepted and echoed; Kimi gets the hint with the schema as the turn's last
+    line (the simulator echoes it), and a non-JSON answer is left as Kimi wrote it."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    response = await client.responses.create(
+        model=lane[1],
+        input="Count",
+        text={"format": {"type": "json_schema", "name": "count", "schema": schema, "strict": True}},
+        include=["reasoning.encrypted_content"],
+        truncation="auto",
+    )
+    assert response.output_text == answer_for(hint("json_schema", json.dumps(schema, separators=(",", ":"))))
+    assert response.text is not None and response.text.format is not None
+    assert response.text.format.model_dump(exclude_none=True, by_alias=True) == {
+        "type": "json_schema",
+        "name": "count",
+        "schema": schema,
+        "strict": True,
+    }
+    assert response.truncation == "auto"
+
+
+async def test_mid_stream_cut_is_response_failed_and_raised(
+    client: openai.AsyncOpenAI, lane: tuple[Stack, str, str]
+) -> None:
+    """An upstream cut after content ends the stream with `response.failed` (the text so far, `incomplete`), then
+    the `error` event, which the SDK's `responses.stream` raises as `APIError`; never a completion."""
     await lane[0].arm("cut_mid_stream", after_chunks=2)
-    async with client.responses.stream(model=lane[1], input="Hello there") as stream:
-        types = [event.type async for event in stream]
-    assert types[-1] == "response.failed"
-    assert "response.completed" not in types
+    events: list[Any] = []
+    with pytest.raises(openai.APIError) as caught:
+        async with client.responses.stream(model=lane[1], input="Hello there") as stream:
+            async for event in stream:
+                events.append(event)
+    failed = events[-1]
+    assert failed.type == "response.failed"
+    assert "response.completed" not in [event.type for event in events]
+    assert failed.response.status == "failed"
+    assert failed.response.error is not None and failed.response.error.code == "server_error"
+    [message] = failed.response.output
+    assert message.status == "incomplete"
+    deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert message.content[0].text == deltas and deltas and answer_for("Hello there").startswith(deltas)
+    assert caught.value.message == failed.response.error.message
+    assert caught.value.body == {
+        "message": failed.response.error.message,
+        "type": "server_error",
+        "param": None,
+        "code": "upstream_protocol_error",
+    }
