@@ -56,6 +56,11 @@ async def any_managed_keys(request: web.Request) -> bool:
         raise gateway_error(exc) from exc
 
 
+def owner_id(key: ClientKey) -> str:
+    """The non-secret id under which a managed key owns what it keeps (chats, stored responses)."""
+    return f"ck:{key.id}"
+
+
 def check_model(key: ClientKey, model: str) -> None:
     if key.models is not None and model not in key.models:
         raise PermissionDenied(f"This API key may not use the model {model!r}.", param="model")

@@ -27,7 +27,7 @@ from adapters.common import prompt_tokens
 from gateway import metrics, stored_responses
 from gateway.attachments.intake import attachment_body_bytes
 from gateway.auth import check_client, client_credential, client_id, store_passthrough
-from gateway.client_keys import admit, any_managed_keys, check_model, managed_key
+from gateway.client_keys import admit, any_managed_keys, check_model, managed_key, owner_id
 from gateway.jobs import enqueue
 from gateway.replies import ReplyEntry, Subscription
 from gateway.resources import INTAKE, PASSTHROUGH, REDIS, REPLIES, SETTINGS, WORKER_WATCH
@@ -208,7 +208,7 @@ async def _prepare(
         request_id=request_id,
         deadline_s=now_s + settings.request_timeout_s,
         account_ids=account_ids,
-        client_id=client_id(request, tokens) if key is None else f"ck:{key.id}",
+        client_id=client_id(request, tokens) if key is None else owner_id(key),
     )
     return Parsed(chat, reply), ctx
 

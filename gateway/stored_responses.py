@@ -33,7 +33,8 @@ from redis.exceptions import RedisError
 
 from adapters.base import JSON_CONTENT_TYPE, Parsed
 from adapters.responses import ResponsesReply
-from gateway.auth import check_client, client_id
+from gateway.auth import check_client, client_credential, client_id
+from gateway.client_keys import any_managed_keys, managed_key, owner_id
 from gateway.resources import REDIS, SETTINGS
 from shared.errors import GatewayError, NotFound, ServiceUnavailable
 from shared.keys import (
@@ -97,8 +98,15 @@ async def _load(request: web.Request, response_id: str, owner: str) -> _Stored:
     return stored
 
 
-def _owner(request: web.Request) -> str:
-    return client_id(request, check_client(request, request.app[SETTINGS]))
+async def _owner(request: web.Request) -> str:
+    """Who asks, as the chat routes name the owner (gateway/relay.py): `ck:<id>` for a managed key, else the
+    hash of a static key or of a pass-through token set; raises AuthenticationFailed as they do."""
+    key = await managed_key(request, client_credential(request))
+    if key is not None:
+        return owner_id(key)
+    settings = request.app[SETTINGS]
+    managed = not settings.api_keys and await any_managed_keys(request)
+    return client_id(request, check_client(request, settings, managed_keys=managed))
 
 
 @dataclass(slots=True)
@@ -246,14 +254,14 @@ def _json(value: Any) -> web.Response:
 
 async def get_response(request: web.Request) -> web.StreamResponse:
     """`GET /v1/responses/{response_id}`: the stored response object."""
-    stored = await _load(request, request.match_info["response_id"], _owner(request))
+    stored = await _load(request, request.match_info["response_id"], await _owner(request))
     return _json(stored.response)
 
 
 async def delete_response(request: web.Request) -> web.StreamResponse:
     """`DELETE /v1/responses/{response_id}`: forget it; `{"id", "object": "response", "deleted": true}`."""
     response_id = request.match_info["response_id"]
-    await _load(request, response_id, _owner(request))
+    await _load(request, response_id, await _owner(request))
     async with redis_errors():
         await request.app[REDIS].delete(stored_response_key(response_id))
     return _json({"id": response_id, "object": "response", "deleted": True})
@@ -261,7 +269,7 @@ async def delete_response(request: web.Request) -> web.StreamResponse:
 
 async def list_input_items(request: web.Request) -> web.StreamResponse:
     """`GET /v1/responses/{response_id}/input_items`: the request's input items, one page (`order`: asc/desc)."""
-    stored = await _load(request, request.match_info["response_id"], _owner(request))
+    stored = await _load(request, request.match_info["response_id"], await _owner(request))
     items = stored.input_items if request.query.get("order") == "asc" else stored.input_items[::-1]
     first = items[0]["id"] if items else None
     last = items[-1]["id"] if items else None

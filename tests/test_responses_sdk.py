@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 import pytest_asyncio
@@ -183,6 +184,37 @@ async def test_response_belongs_to_its_key(stack_factory: StackFactory) -> None:
     with pytest.raises(openai.NotFoundError):
         await other.responses.create(model="kimi-k2.5-instant", input="Hi", previous_response_id=created.id)
     assert (await owner.responses.retrieve(created.id)).id == created.id
+    await owner.close()
+    await other.close()
+
+
+async def test_response_belongs_to_its_managed_key(stack_factory: StackFactory) -> None:
+    """A stored response made with a managed `kgw-` key is that key's: it retrieves, lists the input of and
+    deletes it; another managed key and a caller without a key do not see it."""
+    stack = await stack_factory()
+    await stack.add("kimi_auth")
+    secrets = []
+    for name in ("team-a", "team-b"):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(stack.token_service_url + "/admin/keys", json={"name": name}) as resp,
+        ):
+            assert resp.status == 201
+            secrets.append((await resp.json())["secret"])
+    owner, other = (openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key=s, max_retries=0) for s in secrets)
+    created = await owner.responses.create(model="kimi-k2.5-instant", input="Hello there")
+    assert (await owner.responses.retrieve(created.id)).id == created.id
+    assert [item.type for item in (await owner.responses.input_items.list(created.id)).data] == ["message"]
+    with pytest.raises(openai.NotFoundError):
+        await other.responses.retrieve(created.id)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{stack.url}/v1/responses/{created.id}") as resp,
+    ):
+        assert resp.status == 401
+    await owner.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await owner.responses.retrieve(created.id)
     await owner.close()
     await other.close()
 
