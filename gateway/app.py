@@ -16,6 +16,7 @@ from gateway import admin_proxy
 from gateway.attachments.intake import attachment_body_bytes
 from gateway.auth import authenticate_local, client_credential
 from gateway.client_keys import add_rate_headers, managed_key
+from gateway.cors import Cors
 from gateway.docs import ROUTE_SUMMARIES
 from gateway.middleware import error_middleware
 from gateway.relay import REQUEST_ID, handle_chat
@@ -37,14 +38,17 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
+    cors = Cors(settings)
     app = web.Application(
-        middlewares=[error_middleware(ROWS, DEFAULT_DIALECT)],
+        # CORS first: a preflight is answered before routing errors (405 on a POST-only route) are rendered.
+        middlewares=[cors.middleware(), error_middleware(ROWS, DEFAULT_DIALECT)],
         # The larger cap of requests with attachments; the relay holds the others to MAX_BODY_BYTES.
         client_max_size=attachment_body_bytes(settings.max_body_bytes, settings.attachments),
     )
     app[SETTINGS] = settings
     app[ROUTE_SUMMARIES] = SUMMARIES
     app.on_response_prepare.append(add_rate_headers)
+    app.on_response_prepare.append(cors.on_prepare)
     app.cleanup_ctx.extend(
         [redis_clients, reply_reader, passthrough_accounts, attachment_intake, admin_proxy.admin_forwarder]
     )
