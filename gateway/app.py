@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from adapters.base import RequestContext
-from gateway import admin_proxy
+from gateway import admin_proxy, openapi
 from gateway.attachments.intake import attachment_body_bytes
 from gateway.auth import authenticate_local, client_credential
 from gateway.client_keys import add_rate_headers, managed_key
@@ -49,6 +49,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app[ROUTE_SUMMARIES] = SUMMARIES
     app.on_response_prepare.append(add_rate_headers)
     app.on_response_prepare.append(cors.on_prepare)
+    app.on_startup.append(openapi.on_startup)
     app.cleanup_ctx.extend(
         [redis_clients, reply_reader, passthrough_accounts, attachment_intake, admin_proxy.admin_forwarder]
     )
