@@ -310,6 +310,9 @@ def _local_ops() -> dict[tuple[str, str], Op]:
     }
 
 
+_HTML: Final = {"text/html": ({"type": "string"}, "<!doctype html>…")}
+
+
 def _service_ops() -> dict[tuple[str, str], Op]:
     metrics_401 = {
         "description": "Not loopback, not METRICS_ALLOW, no admin key",
@@ -345,7 +348,9 @@ def _service_ops() -> dict[tuple[str, str], Op]:
             description="Loopback callers, METRICS_ALLOW networks, or the admin key (Authorization: Bearer).",
             extra={"401": metrics_401},
         ),
-        ("GET", "/"): Op("Service", {"text/html": ({"type": "string"}, "<!doctype html>…")}),
+        ("GET", "/"): Op("Service", _HTML),
+        # Pages of the other parts: described here so that they are complete once registered.
+        ("GET", "/playground"): Op("Service", _HTML, description="A streaming chat page; works offline."),
         ("GET", "/openapi.json"): Op(
             "Service", {JSON: ({"type": "object", "description": "This document (OpenAPI 3.1)"}, None)}
         ),
@@ -382,6 +387,7 @@ def _admin_ops() -> dict[tuple[str, str], Op]:
             samples.CHECK,
             description="kimi-free-api compatible; not admin-protected.",
         ),
+        ("GET", "/admin"): Op("Admin", _HTML, _ADMIN_AUTH, description="The operator's console page."),
         ("GET", "/admin/accounts"): _admin("AdminAccountList"),
         ("POST", "/admin/accounts"): _admin(
             "AdminAddResult",
