@@ -86,10 +86,16 @@ def _local_handler(row: LocalRow) -> _Handler:
 
 
 def exposure_warnings(settings: GatewaySettings) -> list[str]:
-    """What is unsafe about serving on `settings.host`: an open gateway or admin API on a non-loopback address."""
-    if _is_loopback_host(settings.host):
-        return []
+    """What is unsafe about these settings: an open gateway or admin API on a non-loopback address, or an open
+    gateway that every website may call through its visitors' browsers."""
     warnings = []
+    if "*" in settings.cors_allow_origins and not settings.api_keys:
+        warnings.append(
+            "CORS_ALLOW_ORIGINS=* and GATEWAY_API_KEYS is not set: any website a user of this gateway visits can"
+            " chat on your Kimi accounts through their browser (docs/SECURITY.md)"
+        )
+    if _is_loopback_host(settings.host):
+        return warnings
     if not settings.api_keys:
         warnings.append(
             f"GATEWAY_HOST={settings.host} and GATEWAY_API_KEYS is not set: anyone who reaches this port chats"

@@ -8,9 +8,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.app import exposure_warnings
 from gateway.cors import EXPOSE_HEADERS
 from kimi_sim.answers import answer_for
 from shared.secret import Secret
+from shared.settings import GatewaySettings
 from tests.stack import Stack, StackFactory, stack_factory
 from tests.test_gateway_relay import ClientFactory, gateway
 
@@ -159,3 +161,11 @@ async def test_a_stream_has_the_cors_headers_before_its_first_byte(stack_factory
     assert text.endswith("data: [DONE]\n\n")
     chunks = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == answer_for("hi")
+
+
+def test_a_star_on_an_open_gateway_is_warned_about() -> None:
+    """`*` without client keys warns at start (even on loopback); with keys, or a list of origins, it does not."""
+    (warning,) = exposure_warnings(GatewaySettings(cors_allow_origins=("*",)))
+    assert warning.startswith("CORS_ALLOW_ORIGINS=* and GATEWAY_API_KEYS is not set")
+    assert exposure_warnings(GatewaySettings(cors_allow_origins=("*",), api_keys=(Secret("k1"),))) == []
+    assert exposure_warnings(GatewaySettings(cors_allow_origins=(SITE,))) == []
