@@ -21,7 +21,8 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from gateway.app import create_app
-from gateway.openapi import OPERATIONS, TAGS, build
+from gateway.openapi import TAGS, build
+from gateway.openapi_operations import OPERATIONS
 from shared.settings import CommonSettings, GatewaySettings
 from tests.stack import Stack, StackFactory, stack_factory
 
