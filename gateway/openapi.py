@@ -8,6 +8,7 @@ stream events), examples and `x-codeSamples` (gateway/openapi_samples.py), `x-st
 and the dialect's error shape on 400/401/403/404/429/5XX. A registered route without a row is still listed,
 with only its summary; tests/test_openapi.py fails on it.
 """
+
 from __future__ import annotations
 
 import hashlib
