@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from adapters.base import RequestContext
-from gateway import admin_proxy
+from gateway import admin_proxy, openapi
 from gateway.attachments.intake import attachment_body_bytes
 from gateway.auth import authenticate_local, client_credential
 from gateway.client_keys import add_rate_headers, any_managed_keys, managed_key
+from gateway.cors import Cors
 from gateway.docs import ROUTE_SUMMARIES
 from gateway.middleware import error_middleware
 from gateway.relay import REQUEST_ID, handle_chat
@@ -37,14 +38,18 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
+    cors = Cors(settings)
     app = web.Application(
-        middlewares=[error_middleware(ROWS, DEFAULT_DIALECT)],
+        # CORS first: a preflight is answered before routing errors (405 on a POST-only route) are rendered.
+        middlewares=[cors.middleware(), error_middleware(ROWS, DEFAULT_DIALECT)],
         # The larger cap of requests with attachments; the relay holds the others to MAX_BODY_BYTES.
         client_max_size=attachment_body_bytes(settings.max_body_bytes, settings.attachments),
     )
     app[SETTINGS] = settings
     app[ROUTE_SUMMARIES] = SUMMARIES
     app.on_response_prepare.append(add_rate_headers)
+    app.on_response_prepare.append(cors.on_prepare)
+    app.on_startup.append(openapi.on_startup)
     app.cleanup_ctx.extend(
         [redis_clients, reply_reader, passthrough_accounts, attachment_intake, admin_proxy.admin_forwarder]
     )
@@ -87,10 +92,16 @@ def _local_handler(row: LocalRow) -> _Handler:
 
 
 def exposure_warnings(settings: GatewaySettings) -> list[str]:
-    """What is unsafe about serving on `settings.host`: an open gateway or admin API on a non-loopback address."""
-    if _is_loopback_host(settings.host):
-        return []
+    """What is unsafe about these settings: an open gateway or admin API on a non-loopback address, or an open
+    gateway that every website may call through its visitors' browsers."""
     warnings = []
+    if "*" in settings.cors_allow_origins and not settings.api_keys:
+        warnings.append(
+            "CORS_ALLOW_ORIGINS=* and GATEWAY_API_KEYS is not set: any website a user of this gateway visits can"
+            " chat on your Kimi accounts through their browser (docs/SECURITY.md)"
+        )
+    if _is_loopback_host(settings.host):
+        return warnings
     if not settings.api_keys:
         warnings.append(
             f"GATEWAY_HOST={settings.host} and GATEWAY_API_KEYS is not set: anyone who reaches this port chats"

@@ -1,14 +1,11 @@
-"""`GET /` (a docs page) and `GET /openapi.json` (a small OpenAPI document), both built from the app's own
-router, so every registered route appears; summaries come from the route table (`ROUTE_SUMMARIES`, set by
-`create_app`) and, for the token service's routes, from `_SUMMARIES`."""
+"""`GET /` (a docs page) and `GET /openapi.json` (the OpenAPI document gateway/openapi.py builds), both from the
+app's own router, so every registered route appears; summaries come from the route table (`ROUTE_SUMMARIES`,
+set by `create_app`) and, for the token service's routes, from `_SUMMARIES`."""
 
 from __future__ import annotations
 
 import html
-import re
-from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from shared.models import listed_models
@@ -58,39 +55,14 @@ def routes(app: web.Application) -> list[tuple[str, str, str]]:
     return out
 
 
-_PARAMETER = re.compile(r"\{(\w+)\}")
 _OPENAI_EXTENSIONS = (
     'Extensions kept from kimi-free-api: `use_search` (bool), `conversation_id` ("none" keeps the chat and '
     "returns its id as the response id; later turns pass that id and send only the new turn), model-name "
     "flags `-search`, `-silent`, `-research`, `-k1`, `-math`, `-thinking` on `kimi`."
 )
-
-
-def _openapi(table: list[tuple[str, str, str]]) -> dict[str, Any]:
-    paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary in table:
-        operation: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in _PARAMETER.findall(path)
-        ]
-        if parameters:
-            operation["parameters"] = parameters
-        paths.setdefault(path, {})[method.lower()] = operation
-    paths["/v1/chat/completions"]["post"]["description"] = _OPENAI_EXTENSIONS
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Kimi gateway",
-            "version": "0.1.0",
-            "description": "Kimi's web chat as OpenAI, Anthropic and Gemini APIs.",
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
-        "paths": paths,
-    }
+OPENAI_EXTENSIONS = _OPENAI_EXTENSIONS
+#: The encoded `/openapi.json` and its ETag, set at startup by `gateway.openapi.on_startup`.
+OPENAPI_DOCUMENT: web.AppKey[tuple[bytes, str]] = web.AppKey("openapi_document", tuple)
 
 
 def _index(table: list[tuple[str, str, str]]) -> str:
@@ -114,8 +86,12 @@ td{{padding:.2rem .6rem;vertical-align:top}}code{{background:#f3f3f3;padding:0 .
 
 
 async def openapi(request: web.Request) -> web.Response:
-    body = msgspec.json.encode(_openapi(routes(request.app)))
-    return web.Response(body=body, content_type="application/json")
+    """The document `gateway/openapi.py` built at startup, with its ETag: a matching `If-None-Match` gets 304."""
+    body, etag = request.app[OPENAPI_DOCUMENT]
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 async def index(request: web.Request) -> web.Response:

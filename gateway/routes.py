@@ -81,7 +81,7 @@ Route = ChatRoute | LocalRow
 DEFAULT_DIALECT: Final[Dialect] = openai.DIALECT
 
 #: google-genai talks to /v1 by default, the Gemini docs to /v1beta: both serve the Gemini POST routes.
-_GEMINI_PREFIXES = ("/v1beta/models/{model}", "/v1/models/{model}")
+GEMINI_PREFIXES = ("/v1beta/models/{model}", "/v1/models/{model}")
 #: google-genai lists models on /v1 too: a caller that authenticates the Gemini way (`x-goog-api-key`,
 #: `?key=`) gets Gemini's answer and errors there.
 _GEMINI_LIST = Variant(gemini.is_gemini_caller, gemini.DIALECT, gemini.list_models)
@@ -100,7 +100,7 @@ CHAT_ROUTES: tuple[ChatRoute, ...] = (
     ChatRoute("POST", "/v1/responses", responses.DIALECT, "OpenAI Responses (stream and non-stream)"),
     *(
         ChatRoute("POST", f"{p}:generateContent", gemini.DIALECT, f"Gemini{_gemini_note(p)}", stream=False)
-        for p in _GEMINI_PREFIXES
+        for p in GEMINI_PREFIXES
     ),
     *(
         ChatRoute(
@@ -110,7 +110,7 @@ CHAT_ROUTES: tuple[ChatRoute, ...] = (
             f"Gemini streaming (alt=sse for SSE){_gemini_note(p)}",
             stream=True,
         )
-        for p in _GEMINI_PREFIXES
+        for p in GEMINI_PREFIXES
     ),
 )
 
@@ -148,7 +148,7 @@ LOCAL_ROUTES: tuple[LocalRow, ...] = (
             gemini.count_tokens,
             f"Gemini token count (estimate){_gemini_note(p)}",
         )
-        for p in _GEMINI_PREFIXES
+        for p in GEMINI_PREFIXES
     ),
 )
 

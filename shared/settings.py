@@ -306,6 +306,14 @@ class GatewaySettings(SettingsGroup):
     metrics_allow: tuple[str, ...] = setting(
         "METRICS_ALLOW", (), "CIDRs that may read /metrics without the admin key (loopback always may)"
     )
+    #: Origins whose web pages may call the public API routes from a browser ("*": any). Empty by default: an
+    #: open gateway on loopback would otherwise serve any website its visitor opens (docs/SECURITY.md, CORS).
+    cors_allow_origins: tuple[str, ...] = setting(
+        "CORS_ALLOW_ORIGINS",
+        (),
+        "origins (scheme://host[:port]) that may call the public API from a browser, or *; empty: none",
+        normalize=lambda origins: tuple(o.rstrip("/") for o in origins),
+    )
     max_body_bytes: int = setting("MAX_BODY_BYTES", 32 * 1024 * 1024, "largest request body")
     #: Overall deadline of one request, queue wait included.
     request_timeout_s: float = setting("REQUEST_TIMEOUT_S", 600.0, "overall deadline of one request")

@@ -17,29 +17,45 @@ The gateway (gateway/auth.py, gateway/admin_proxy.py):
     await PassThroughAccounts(redis, settings.pool).add(tokens)   # ephemeral accounts → their ids
     ADMIN_ROUTES, ADMIN_MAX_BODY_BYTES                        # what it forwards to the token service
     is_local_caller(request), admin_key_offered(request, key)  # the admin rule, for the gateway's /metrics
+    Account, ExtractBody, SaveBody, CheckBody, AddBody, KeyCreateBody  # admin wire Structs, for /openapi.json
 """
 
 from __future__ import annotations
 
 from shared.settings import TokenServiceSettings
 from token_service.admin import ADMIN_ROUTES as _ADMIN_ROUTES
-from token_service.admin import admin_key_offered, is_local_caller
+from token_service.admin import (
+    AddBody,
+    CheckBody,
+    ExtractBody,
+    KeyCreateBody,
+    SaveBody,
+    admin_key_offered,
+    is_local_caller,
+)
 from token_service.kinds import UPSTREAMS, Upstream, kinds_serving, protocol_for, upstream_of
 from token_service.leases import Lease
 from token_service.passthrough import PassThroughAccounts, check_passthrough, passthrough_tokens
 from token_service.passthrough import check_count as check_passthrough_count
 from token_service.pool import BUSY_POLL_S, AccountPool, Credentials, ReleaseOutcome, Ticket
+from token_service.store import Account
 
 __all__ = [
     "ADMIN_MAX_BODY_BYTES",
     "ADMIN_ROUTES",
     "BUSY_POLL_S",
     "UPSTREAMS",
+    "Account",
     "AccountPool",
+    "AddBody",
+    "CheckBody",
     "Credentials",
+    "ExtractBody",
+    "KeyCreateBody",
     "Lease",
     "PassThroughAccounts",
     "ReleaseOutcome",
+    "SaveBody",
     "Ticket",
     "Upstream",
     "admin_key_offered",
