@@ -230,7 +230,7 @@ def parse(body: bytes, ctx: RequestContext) -> Parsed:
         "previous_response_id": wire.previous_response_id,
         "reasoning": {"effort": effort, "summary": wire.reasoning.summary if wire.reasoning else None},
         "store": wire.store is not False,
-        "text": {"format": msgspec.to_builtins(text_format)},
+        "text": {"format": {"type": text_format.type, **msgspec.to_builtins(text_format)}},
         "tool_choice": _choice_echo(wire.tool_choice),
         "tools": [_tool_echo(t) for t in tools],
         "truncation": wire.truncation or "disabled",

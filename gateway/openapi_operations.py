@@ -289,7 +289,18 @@ def _admin_ops() -> dict[tuple[str, str], Op]:
             samples.CHECK,
             description="kimi-free-api compatible; not admin-protected.",
         ),
-        ("GET", "/admin"): Op("Admin", _HTML, _ADMIN_AUTH, description="The operator's console page."),
+        ("GET", "/admin"): Op(
+            "Admin",
+            _HTML,
+            description="The operator's console page: it holds no data and calls the admin routes below with"
+            " the key typed into it.",
+        ),
+        ("GET", "/admin/console/{file}"): Op(
+            "Admin",
+            {"text/javascript": ({"type": "string"}, "…"), "text/css": ({"type": "string"}, "…")},
+            description="The console's script, style sheet and icon (a fixed set of names; others are 404).",
+        ),
+        ("GET", "/admin/system"): _admin("AdminSystem"),
         ("GET", "/admin/accounts"): _admin("AdminAccountList"),
         ("POST", "/admin/accounts"): _admin(
             "AdminAddResult",

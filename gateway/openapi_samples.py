@@ -228,6 +228,18 @@ ADMIN_OUT: Final[dict[str, Any]] = {
         "key": _KEY,
         "days": {"2026-01-01": {"kimi": {"requests": 3, "prompt_tokens": 27, "ttft_ms_avg": 412.5}}},
     },
+    "AdminSystem": {
+        "jobs": {"stream_length": 2, "pending": 1, "dead_letter": 0},
+        "workers": [{"name": "worker-1a2b", "last_heartbeat_ms": 1767225599000, "age_s": 1.0, "alive": True}],
+        "accounts": {
+            "total": 3,
+            "by_state": {"active": 2, "disabled": 1},
+            "by_kind": {"kimi_auth": 2, "refresh_token": 1},
+            "passthrough": 0,
+        },
+        "stale_after_s": 15.0,
+        "now_ms": 1767225600000,
+    },
     "AdminRequestLog": {
         "requests": [
             {

@@ -21,6 +21,7 @@ _REF: Final = "#/components/schemas/"
 STR: Final[Schema] = {"type": "string"}
 INT: Final[Schema] = {"type": "integer"}
 BOOL: Final[Schema] = {"type": "boolean"}
+NUM: Final[Schema] = {"type": "number"}
 NULL: Final[Schema] = {"type": "null"}
 
 
@@ -391,7 +392,7 @@ _HAND_RESPONSES: dict[str, Schema] = {
             "output": array(ref("ResponseOutputItem")),
             "temperature": {"type": "number"},
             "top_p": {"type": "number"},
-            "truncation": const("disabled"),
+            "truncation": {"enum": ["auto", "disabled"]},
             "usage": nullable(ref("ResponseUsage")),
             "user": NULL,
             "instructions": nullable(STR),
@@ -401,7 +402,7 @@ _HAND_RESPONSES: dict[str, Schema] = {
             "previous_response_id": nullable(STR),
             "reasoning": obj({"effort": nullable(STR), "summary": nullable(STR)}),
             "store": BOOL,
-            "text": obj({"format": obj({"type": STR})}),
+            "text": obj({"format": obj({"type": STR}, required=["type"])}),
             "tool_choice": {"anyOf": [STR, obj({"type": STR, "name": nullable(STR)})]},
             "tools": array(obj({"type": const("function"), "name": STR}, required=["type", "name"])),
         },
@@ -536,6 +537,24 @@ _HAND_ADMIN: dict[str, Schema] = {
             "next": nullable(STR),
         },
         description="A page of the request log, newest first; `next` is the `before` of the next page.",
+    ),
+    "AdminSystem": obj(
+        {
+            "jobs": obj({"stream_length": INT, "pending": INT, "dead_letter": INT}),
+            "workers": array(obj({"name": STR, "last_heartbeat_ms": INT, "age_s": NUM, "alive": BOOL})),
+            "accounts": obj(
+                {
+                    "total": INT,
+                    "by_state": {"type": "object", "additionalProperties": INT},
+                    "by_kind": {"type": "object", "additionalProperties": INT},
+                    "passthrough": INT,
+                }
+            ),
+            "stale_after_s": NUM,
+            "now_ms": INT,
+        },
+        description="The job stream (queued or running, held by a worker, dead letters), the workers' "
+        "heartbeats (alive while at most `stale_after_s` old) and the pool by state and kind.",
     ),
 }
 
