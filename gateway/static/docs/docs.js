@@ -185,10 +185,10 @@ function operationBody(spec, entry) {
     body.append(el("h3", {}, "Request body ", el("span", { class: "pill" }, "application/json")));
     body.append(schemaTree(spec, json.schema));
   }
-  body.append(responsesElement(spec, op));
   const samples = el("div", { class: "samples" });
-  body.append(el("h3", {}, "Code samples"), samples);
   body.append(tryIt(spec, entry, samples));
+  body.append(el("h3", {}, "Code samples"), samples);
+  body.append(responsesElement(spec, op));
   return body;
 }
 
