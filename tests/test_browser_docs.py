@@ -73,6 +73,7 @@ async def test_every_route_of_the_router_is_on_the_page_in_its_group(
     assert groups[("GET", "/healthz")] == groups[("GET", "/playground")] == "Service"
     order = await page.js("return [...document.querySelectorAll('section.group')].map(s => s.dataset.group)")
     assert order == ["OpenAI", "Responses", "Anthropic", "Gemini", "Service", "Admin"]
+    await page.screenshot("docs-list")
 
 
 async def test_try_it_streams_a_chat_answer_as_it_arrives(
