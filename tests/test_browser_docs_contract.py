@@ -115,7 +115,7 @@ async def test_tags_group_and_hostile_strings_stay_text(browser: Browser, docs_u
     page = await _page(browser, docs_url)
     groups = await page.js("return [...document.querySelectorAll('section.group')].map(s => s.dataset.group)")
     assert groups == ["OpenAI", "Service", "Extra"]
-    assert await page.text("#title") == "Contract gateway"
+    assert await page.text(".topbar h1") == "Contract gateway"
     assert await page.js("return [...document.querySelectorAll('#description p')].map(p => p.innerHTML)") == [
         "First.",
         "Second with <code>code</code>.",

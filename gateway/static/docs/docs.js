@@ -89,7 +89,7 @@ async function main() {
 
 function renderInfo(info) {
   if (info.title) {
-    $("#title").textContent = info.title;
+    $(".topbar h1").textContent = info.title;
     document.title = `${info.title} · API docs`;
   }
   $("#version").textContent = [info.version && `Version ${info.version}`, "OpenAPI"].filter(Boolean).join(" · ");
