@@ -5,13 +5,15 @@
 - `LOCAL_ROUTES`: answered by a pure function of the dialect (no job), e.g. model lists, count_tokens; they
   authenticate the client like the chat routes. A row's `variant` answers the callers it recognises with
   another dialect's function, errors included.
-- `SERVICE_ROUTES`: health, metrics, docs, the console page (gateway/console.py); open to everyone. Admin routes come from `token_service.admin.add_admin_routes`.
+- `SERVICE_ROUTES`: health, metrics, docs, the browser pages (gateway/pages.py) and the console page
+  (gateway/console.py); open to everyone. Admin routes come from `token_service.admin.add_admin_routes`.
 Every row carries the summary `/openapi.json` and `/` show. URL match info `{model}` becomes
 `RequestContext.path_model`. Errors of every other route take `DEFAULT_DIALECT`'s shape.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -20,7 +22,7 @@ from aiohttp.typedefs import Handler
 
 from adapters import anthropic, gemini, openai, responses
 from adapters.base import Dialect, LocalRoute
-from gateway import console, docs, health, stored_responses
+from gateway import console, docs, health, pages, stored_responses
 from shared.metrics import metrics_handler
 
 #: A test of the caller by its headers and query (e.g. how it authenticates).
@@ -170,7 +172,11 @@ SERVICE_ROUTES: tuple[ServiceRoute, ...] = (
         stored_responses.list_input_items,
         "A stored response's input items",
     ),
-    ServiceRoute("GET", "/", docs.index, "This page"),
+    ServiceRoute("GET", "/", pages.docs_page, "API docs: every route, its schemas, and a try-it console"),
+    ServiceRoute("GET", "/playground", pages.playground_page, "A chat page on /v1/chat/completions"),
+    ServiceRoute(
+        "GET", "/static/{path:.+}", pages.static_asset, "The docs and playground pages' scripts and styles"
+    ),
     ServiceRoute("GET", "/openapi.json", docs.openapi, "This document"),
     # The page is open (it holds no data); each admin call it makes is checked by the token service.
     ServiceRoute("GET", "/admin", console.page, "The operator's console: a page over the admin routes"),
@@ -182,8 +188,11 @@ ROWS: Final[dict[tuple[str, str], Route]] = {
     **{(row.method, row.path): row for row in CHAT_ROUTES},
     **{(row.method, row.path): row for row in LOCAL_ROUTES},
 }
-#: (method, path) → summary of every row above, for the docs.
+#: A path's regex-constrained parameters (`{path:.+}`), as the router's canonical template spells them (`{path}`).
+_CONSTRAINED = re.compile(r"\{(\w+):[^}]+\}")
+
+#: (method, path template) → summary of every row above, for the docs.
 SUMMARIES: Final[dict[tuple[str, str], str]] = {
     **{key: row.summary for key, row in ROWS.items()},
-    **{(row.method, row.path): row.summary for row in SERVICE_ROUTES},
+    **{(row.method, _CONSTRAINED.sub(r"{\1}", row.path)): row.summary for row in SERVICE_ROUTES},
 }
