@@ -1,14 +1,11 @@
-"""`GET /` (a docs page) and `GET /openapi.json` (the OpenAPI document gateway/openapi.py builds), both from the
-app's own router, so every registered route appears; summaries come from the route table (`ROUTE_SUMMARIES`,
-set by `create_app`) and, for the token service's routes, from `_SUMMARIES`."""
+"""`GET /openapi.json` (the OpenAPI document gateway/openapi.py builds) and the route table it is built from:
+the app's own router, so every registered route appears; summaries come from the route table
+(`ROUTE_SUMMARIES`, set by `create_app`) and, for the token service's routes, from `_SUMMARIES`. The page at `/`
+(gateway/pages.py) draws itself from the document in the browser."""
 
 from __future__ import annotations
 
-import html
-
 from aiohttp import web
-
-from shared.models import listed_models
 
 #: The summaries of the gateway's route table (gateway/routes.py), keyed by (method, path).
 ROUTE_SUMMARIES: web.AppKey[dict[tuple[str, str], str]] = web.AppKey("route_summaries")
@@ -55,34 +52,13 @@ def routes(app: web.Application) -> list[tuple[str, str, str]]:
     return out
 
 
-_OPENAI_EXTENSIONS = (
+OPENAI_EXTENSIONS = (
     'Extensions kept from kimi-free-api: `use_search` (bool), `conversation_id` ("none" keeps the chat and '
     "returns its id as the response id; later turns pass that id and send only the new turn), model-name "
     "flags `-search`, `-silent`, `-research`, `-k1`, `-math`, `-thinking` on `kimi`."
 )
-OPENAI_EXTENSIONS = _OPENAI_EXTENSIONS
 #: The encoded `/openapi.json` and its ETag, set at startup by `gateway.openapi.on_startup`.
 OPENAPI_DOCUMENT: web.AppKey[tuple[bytes, str]] = web.AppKey("openapi_document", tuple)
-
-
-def _index(table: list[tuple[str, str, str]]) -> str:
-    rows = "\n".join(
-        f"<tr><td>{m}</td><td><code>{html.escape(p)}</code></td><td>{html.escape(s)}</td></tr>"
-        for m, p, s in table
-    )
-    models = ", ".join(f"<code>{html.escape(s.id)}</code>" for s in listed_models())
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Kimi gateway</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
-td{{padding:.2rem .6rem;vertical-align:top}}code{{background:#f3f3f3;padding:0 .2rem}}</style></head>
-<body><h1>Kimi gateway</h1>
-<p>Kimi's web chat as OpenAI, Anthropic and Gemini APIs. Point an SDK's base URL here
-(OpenAI: <code>/v1</code>). The machine-readable description is <a href="/openapi.json">/openapi.json</a>.</p>
-<h2>Routes</h2><table>{rows}</table>
-<h2>OpenAI extensions</h2><p>{html.escape(_OPENAI_EXTENSIONS)}</p>
-<h2>Models</h2><p>{models}</p>
-</body></html>
-"""
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -92,7 +68,3 @@ async def openapi(request: web.Request) -> web.Response:
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, content_type="application/json", headers=headers)
-
-
-async def index(request: web.Request) -> web.Response:
-    return web.Response(text=_index(routes(request.app)), content_type="text/html")

@@ -253,6 +253,15 @@ def _service_ops() -> dict[tuple[str, str], Op]:
         ("GET", "/"): Op("Service", _HTML),
         # Pages of the issue's other parts: described here so that they are complete once registered.
         ("GET", "/playground"): Op("Service", _HTML, description="A streaming chat page; works offline."),
+        ("GET", "/favicon.ico"): Op(
+            "Service", {"image/svg+xml": ({"type": "string"}, "<svg …>")}, description="The pages' icon."
+        ),
+        ("GET", "/static/{path}"): Op(
+            "Service",
+            {"text/javascript": ({"type": "string"}, "…"), "text/css": ({"type": "string"}, "…")},
+            description="The browser pages' scripts, styles and icons (files of gateway/static/ by path; "
+            "anything else is 404).",
+        ),
         ("GET", "/openapi.json"): Op(
             "Service", {JSON: ({"type": "object", "description": "This document (OpenAPI 3.1)"}, None)}
         ),
@@ -294,11 +303,6 @@ def _admin_ops() -> dict[tuple[str, str], Op]:
             _HTML,
             description="The operator's console page: it holds no data and calls the admin routes below with"
             " the key typed into it.",
-        ),
-        ("GET", "/admin/console/{file}"): Op(
-            "Admin",
-            {"text/javascript": ({"type": "string"}, "…"), "text/css": ({"type": "string"}, "…")},
-            description="The console's script, style sheet and icon (a fixed set of names; others are 404).",
         ),
         ("GET", "/admin/system"): _admin("AdminSystem"),
         ("GET", "/admin/accounts"): _admin("AdminAccountList"),

@@ -89,7 +89,7 @@ _OPENAI = struct_components(
         "_ErrorBody": "OpenAIErrorBody",
     },
 )
-#: The kimi-free-api extensions (`gateway/docs.py` `_OPENAI_EXTENSIONS`), on the properties that carry them.
+#: The kimi-free-api extensions (`gateway/docs.py` `OPENAI_EXTENSIONS`), on the properties that carry them.
 MODEL_FLAGS: Final = (
     "A model id of `GET /v1/models`. On `kimi`, kimi-free-api's flags combine: `-search` (web search), "
     "`-silent` (no citations in the text), `-research`, `-k1`, `-math`, `-thinking` (e.g. `kimi-search-silent`)."

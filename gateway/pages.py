@@ -1,5 +1,7 @@
 """The browser pages: `GET /` (the API docs, drawn in the browser from `/openapi.json`), `GET /playground` (a
-chat) and their scripts and styles under `GET /static/{path}`, all files of `gateway/static/`.
+chat), `GET /admin` (the operator's console, a client of the admin JSON routes) and their scripts and styles
+under `GET /static/{path}`, all files of `gateway/static/`. The pages hold no data, so they are served to
+anyone: every call they make is checked like any client's (the console's by the token service's admin rule).
 
 The files are read once, on first use, and looked up by their exact path below `gateway/static/`, so no URL can
 reach a file outside it. Every answer carries an ETag and `Cache-Control: no-cache` (the browser revalidates and
@@ -22,6 +24,8 @@ from shared.errors import NotFound
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 DOCS_PAGE: Final = "docs/index.html"
 PLAYGROUND_PAGE: Final = "playground/index.html"
+CONSOLE_PAGE: Final = "console/index.html"
+ICON: Final = "icon.svg"
 
 CONTENT_TYPES: Final[dict[str, str]] = {
     ".html": "text/html; charset=utf-8",
@@ -41,6 +45,7 @@ _HEADERS: Final = {
     "Cache-Control": "no-cache",
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
 
@@ -74,8 +79,21 @@ async def playground_page(request: web.Request) -> web.Response:
     return serve(request, PLAYGROUND_PAGE)
 
 
+async def console_page(request: web.Request) -> web.Response:
+    return serve(request, CONSOLE_PAGE)
+
+
+async def favicon(request: web.Request) -> web.Response:
+    """The pages' icon where browsers look for one by themselves (SVG: every current browser takes it)."""
+    return serve(request, ICON)
+
+
 async def static_asset(request: web.Request) -> web.Response:
-    return serve(request, request.match_info["path"])
+    """A page's script, style or icon; a page itself has one address only (its route)."""
+    name = request.match_info["path"]
+    if name.endswith("index.html"):
+        raise NotFound(f"No such file: /static/{name}")
+    return serve(request, name)
 
 
 def serve(request: web.Request, name: str) -> web.Response:

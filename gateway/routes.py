@@ -5,8 +5,8 @@
 - `LOCAL_ROUTES`: answered by a pure function of the dialect (no job), e.g. model lists, count_tokens; they
   authenticate the client like the chat routes. A row's `variant` answers the callers it recognises with
   another dialect's function, errors included.
-- `SERVICE_ROUTES`: health, metrics, docs, the browser pages (gateway/pages.py) and the console page
-  (gateway/console.py); open to everyone. Admin routes come from `token_service.admin.add_admin_routes`.
+- `SERVICE_ROUTES`: health, metrics, docs, the browser pages (gateway/pages.py: docs, playground, console);
+  open to everyone. Admin routes come from `token_service.admin.add_admin_routes`.
 Every row carries the summary `/openapi.json` and `/` show. URL match info `{model}` becomes
 `RequestContext.path_model`. Errors of every other route take `DEFAULT_DIALECT`'s shape.
 """
@@ -22,7 +22,7 @@ from aiohttp.typedefs import Handler
 
 from adapters import anthropic, gemini, openai, responses
 from adapters.base import Dialect, LocalRoute
-from gateway import console, docs, health, pages, stored_responses
+from gateway import docs, health, pages, stored_responses
 from shared.metrics import metrics_handler
 
 #: A test of the caller by its headers and query (e.g. how it authenticates).
@@ -174,13 +174,13 @@ SERVICE_ROUTES: tuple[ServiceRoute, ...] = (
     ),
     ServiceRoute("GET", "/", pages.docs_page, "API docs: every route, its schemas, and a try-it console"),
     ServiceRoute("GET", "/playground", pages.playground_page, "A chat page on /v1/chat/completions"),
+    ServiceRoute("GET", "/favicon.ico", pages.favicon, "The pages' icon (SVG)"),
     ServiceRoute(
-        "GET", "/static/{path:.+}", pages.static_asset, "The docs and playground pages' scripts and styles"
+        "GET", "/static/{path:.+}", pages.static_asset, "The browser pages' scripts, styles and icons"
     ),
     ServiceRoute("GET", "/openapi.json", docs.openapi, "This document"),
     # The page is open (it holds no data); each admin call it makes is checked by the token service.
-    ServiceRoute("GET", "/admin", console.page, "The operator's console: a page over the admin routes"),
-    ServiceRoute("GET", "/admin/console/{file}", console.asset, "The console's script and style"),
+    ServiceRoute("GET", "/admin", pages.console_page, "The operator's console: a page over the admin routes"),
 )
 
 #: The rows whose errors take their dialect's shape, by (method, path).

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
-
+from gateway import openapi_samples as samples
 from gateway.app import create_app
 from kimi_sim.answers import answer_for
 from shared.settings import Secret
@@ -79,16 +78,11 @@ async def test_every_route_of_the_router_is_on_the_page_in_its_group(
 async def test_try_it_streams_a_chat_answer_as_it_arrives(
     stack_factory: StackFactory, browser: Browser
 ) -> None:
-    """The chat route's try-it is prefilled with the first listed model and a streaming "Hello"; Send shows the
+    """The chat route's try-it is prefilled with the document's example, asking for a stream; Send shows the
     status, the request id, the raw SSE events and the answer text, which grows before the stream ends."""
     stack = await stack_factory(api_keys=(Secret(KEY),))
     await stack.add("refresh_token")
     await stack.configure_sim(chunk_count=6, chunk_delay_s=0.15)
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{stack.url}/v1/models", headers={"Authorization": f"Bearer {KEY}"}) as resp,
-    ):
-        first_model = (await resp.json())["data"][0]["id"]
     page = await _open_docs(stack, browser)
     await page.fill("#api-key", KEY)
     await _open(page, CHAT)
@@ -96,21 +90,16 @@ async def test_try_it_streams_a_chat_answer_as_it_arrives(
     example: dict[str, Any] = await page.js(
         f"return JSON.parse(document.querySelector('{CHAT} textarea').value)"
     )
-    assert example == {
-        "model": first_model,
-        "messages": [{"role": "user", "content": "Hello"}],
-        "stream": True,
-    }
+    assert example == {**samples.CHAT, "stream": True}
     curl = await page.text(f"{CHAT} .samples pre")
-    assert curl.startswith(f"curl -N -X POST '{stack.url}/v1/chat/completions'")
-    assert '-H "Authorization: Bearer $KIMI_GATEWAY_KEY"' in curl and '"content": "Hello"' in curl
+    assert 'curl -sS -X POST "$BASE/v1/chat/completions"' in curl
 
     await page.js(RECORD_STATES, CHAT)
     await page.click(f"{CHAT} button.send")
     await page.wait_js(
         f"return document.querySelector('{CHAT} .result').dataset.state === 'done'", timeout=10
     )
-    answer = answer_for("Hello")
+    answer = answer_for(samples.PROMPT)
     assert await page.text(f"{CHAT} .result .text") == answer
     assert await page.text(f"{CHAT} .result .status") == "200 OK"
     request_id = await page.text(f"{CHAT} .result .header-x-request-id")

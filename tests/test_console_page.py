@@ -1,9 +1,10 @@
-"""`GET /admin`, the operator's console (gateway/console.py): its files, their headers, no path out of its folder,
+"""`GET /admin`, the operator's console (gateway/pages.py): its files, their headers, no path out of its folder,
 and the admin JSON routes under `/admin/` still forwarded to the token service beside it."""
 
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,7 +15,8 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from gateway.app import create_app
-from gateway.console import STATIC_DIR
+from gateway.pages import CSP
+from gateway.pages import STATIC_DIR as PAGES_DIR
 from kimi_sim.server import SimServer
 from shared.settings import CommonSettings, GatewaySettings
 from tests.test_gateway_admin_proxy import AUTH, common, gateway, servers, token_service
@@ -24,12 +26,13 @@ __all__ = ["servers"]  # the fixture, imported for pytest
 
 Client = TestClient[web.Request, web.Application]
 ClientFactory = Callable[..., Awaitable[Client]]
-CSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+STATIC_DIR = PAGES_DIR / "console"
 FILES = [
     ("/admin", "index.html", "text/html"),
-    ("/admin/console/console.js", "console.js", "text/javascript"),
-    ("/admin/console/console.css", "console.css", "text/css"),
-    ("/admin/console/icon.svg", "icon.svg", "image/svg+xml"),
+    ("/static/console/console.js", "console.js", "text/javascript"),
+    ("/static/console/console.css", "console.css", "text/css"),
+    ("/static/icon.svg", "../icon.svg", "image/svg+xml"),  # no charset: not text; the pages' one icon
+    ("/favicon.ico", "../icon.svg", "image/svg+xml"),
 ]
 
 
@@ -47,13 +50,14 @@ async def test_the_console_files_are_served_with_their_type_and_security_headers
     resp = await client.get(path)
     assert resp.status == 200
     assert await resp.read() == (STATIC_DIR / name).read_bytes()
-    assert resp.headers["Content-Type"] == f"{content_type}; charset=utf-8"
+    charset = "" if name.endswith(".svg") else "; charset=utf-8"
+    assert resp.headers["Content-Type"] == content_type + charset
     assert resp.headers["Content-Security-Policy"] == CSP
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["X-Frame-Options"] == "DENY"
     assert resp.headers["Cache-Control"] == "no-cache"
     etag = resp.headers["ETag"]
-    assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
+    assert re.fullmatch(r'"[0-9a-f]{20}"', etag)
     again = await client.get(path, headers={"If-None-Match": f'W/"other", {etag}'})
     assert again.status == 304
     assert await again.read() == b""
@@ -66,10 +70,10 @@ async def test_the_page_has_no_inline_script_or_style(client: Client) -> None:
     """Under a 'self'-only CSP an inline script, handler or style would not run: the page has none, and loads
     only its own files."""
     page = await (await client.get("/admin")).text()
-    assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/admin/console/console.js" defer>']
+    assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/static/console/console.js" defer>']
     assert re.findall(r"<link\b[^>]*>", page) == [
-        '<link rel="icon" href="/admin/console/icon.svg" type="image/svg+xml">',
-        '<link rel="stylesheet" href="/admin/console/console.css">',
+        '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">',
+        '<link rel="stylesheet" href="/static/console/console.css">',
     ]
     assert "<style" not in page and " style=" not in page and not re.search(r"\son[a-z]+=", page)
     script = (STATIC_DIR / "console.js").read_text()
@@ -79,16 +83,16 @@ async def test_the_page_has_no_inline_script_or_style(client: Client) -> None:
 @pytest.mark.parametrize(
     "raw_path",
     [
-        "/admin/console/../app.py",
-        "/admin/console/..%2Fconsole.py",
-        "/admin/console/%2e%2e%2f%2e%2e%2fpyproject.toml",
-        "/admin/console/..%5C..%5Cpyproject.toml",
-        "/admin/console/%2Fetc%2Fpasswd",
-        "/admin/console/..",
-        "/admin/console/",
-        "/admin/console/index.html",
-        "/admin/console/missing.js",
-        "/admin/console/console.js%00.css",
+        "/static/console/../app.py",
+        "/static/console/..%2Fconsole.py",
+        "/static/console/%2e%2e%2f%2e%2e%2fpyproject.toml",
+        "/static/console/..%5C..%5Cpyproject.toml",
+        "/static/console/%2Fetc%2Fpasswd",
+        "/static/console/..",
+        "/static/console/",
+        "/static/console/index.html",
+        "/static/console/missing.js",
+        "/static/console/console.js%00.css",
         "/admin/",
     ],
 )
@@ -104,9 +108,9 @@ async def test_no_path_leaves_the_console_folder(client: Client, raw_path: str) 
 async def test_the_console_routes_do_not_clash_with_the_forwarded_admin_routes(
     aiohttp_client: ClientFactory, servers: Any, redis_url: str, kimi_sim: SimServer
 ) -> None:
-    """Beside /admin and /admin/console/…, every admin JSON route is still forwarded to the token service: the
+    """Beside /admin and /static/console/…, every admin JSON route is still forwarded to the token service: the
     account list, the system view, a client key's 404; none of their paths is the console's."""
-    assert all(path != "/admin" and not path.startswith("/admin/console/") for _, path in ADMIN_ROUTES)
+    assert all(path != "/admin" and not path.startswith("/static/console/") for _, path in ADMIN_ROUTES)
     settings = common(redis_url, kimi_sim.url)
     client = await gateway(aiohttp_client, settings, await token_service(servers, settings))
     assert (await client.get("/admin")).content_type == "text/html"
@@ -147,9 +151,9 @@ async def test_a_page_of_the_gateways_own_origin_manages_accounts_without_a_key(
 
 async def test_the_console_is_packaged_with_the_gateway() -> None:
     """pyproject ships gateway/static/** as package data, so an installed gateway serves the console too."""
-    pyproject = (STATIC_DIR.parents[2] / "pyproject.toml").read_text()
-    assert '[tool.setuptools.package-data]\ngateway = ["static/**/*"]' in pyproject
-    assert {p.name for p in STATIC_DIR.iterdir()} == {"index.html", "console.js", "console.css", "icon.svg"}
+    pyproject = tomllib.loads((STATIC_DIR.parents[2] / "pyproject.toml").read_text())
+    assert pyproject["tool"]["setuptools"]["package-data"]["gateway"] == ["static/**/*"]
+    assert {p.name for p in STATIC_DIR.iterdir()} == {"index.html", "console.js", "console.css"}
 
 
 async def test_the_page_links_to_docs_metrics_readiness_and_openapi(client: Client) -> None:

@@ -96,10 +96,10 @@ async def test_no_path_leaves_the_static_folder(client: TestClient, path: str) -
 
 
 async def test_every_file_the_pages_reference_is_served(client: TestClient) -> None:
-    """Every script, style and module import reachable from both pages is served with its type, and the pages
-    have no inline script or style (the CSP would block them)."""
+    """Every script, style, icon and module import reachable from the three pages is served with its type, and
+    the pages have no inline script or style (the CSP would block them)."""
     seen: set[str] = set()
-    queue = ["/", "/playground"]
+    queue = ["/", "/playground", "/admin"]
     while queue:
         path = queue.pop()
         response = await client.get(path)
@@ -110,7 +110,7 @@ async def test_every_file_the_pages_reference_is_served(client: TestClient) -> N
             assert "<style" not in text and " style=" not in text and "javascript:" not in text, path
         for match in _REFERENCE.finditer(text):
             ref = match.group(1) or match.group(2)
-            assert ref.endswith((".js", ".css")), ref
+            assert ref.endswith((".js", ".css", ".svg")), ref
             if ref not in seen:
                 seen.add(ref)
                 queue.append(ref)
@@ -120,6 +120,8 @@ async def test_every_file_the_pages_reference_is_served(client: TestClient) -> N
         "/static/docs/docs.js",
         "/static/playground/playground.js",
         "/static/playground/markdown.js",
+        "/static/console/console.js",
+        "/static/icon.svg",
     } <= seen
 
 

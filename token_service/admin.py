@@ -20,7 +20,7 @@ every route of `ADMIN_ROUTES` to it (gateway/admin_proxy.py).
     GET  /admin/system                                  → {jobs, workers: […], accounts, stale_after_s, now_ms}
                                                           (token_service/system.py: queue, heartbeats, pool)
 
-The gateway's `GET /admin` page (gateway/console.py) is a client of these routes and nothing else.
+The gateway's `GET /admin` page (gateway/pages.py) is a client of these routes and nothing else.
 
 The host app stores an `AdminContext` under `ADMIN_CONTEXT` (from a cleanup_ctx, next to its Accounts).
 Protection: ADMIN_API_KEY as `Authorization: Bearer` or `X-Admin-Key`, compared in constant time; without a

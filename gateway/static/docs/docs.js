@@ -284,12 +284,13 @@ function childNodes(spec, schema, depth, seen) {
 
 // ------------------------------------------------------------------ examples and samples
 
-/** The request body to start from: the document's example, else a default for the chat routes. */
+/** The request body to start from: the document's example (asking for a stream where the route can stream,
+ *  so that try-it shows the answer as it arrives), else a default for the chat routes. */
 async function exampleBody(spec, entry) {
   const json = requestJSON(spec, entry.op);
-  if (json && json.example !== undefined) return json.example;
   const named = json && json.examples && Object.values(json.examples)[0];
-  if (named && named.value !== undefined) return named.value;
+  const documented = json && json.example !== undefined ? json.example : named && named.value;
+  if (documented !== undefined) return streaming(entry, documented);
   const path = entry.path;
   if (!CHAT_PATH.test(path)) return entry.method === "post" && json ? {} : undefined;
   const model = await firstModel();
@@ -297,6 +298,11 @@ async function exampleBody(spec, entry) {
   if (path === "/v1/messages") return { model, max_tokens: 1024, messages: [{ role: "user", content: "Hello" }], stream: true };
   if (path === "/v1/responses") return { model, input: "Hello", stream: true };
   return { contents: [{ role: "user", parts: [{ text: "Hello" }] }] };
+}
+
+function streaming(entry, body) {
+  const asks = body !== null && typeof body === "object" && !Array.isArray(body) && "stream" in body;
+  return asks && isStream(entry.op, entry.path) ? { ...body, stream: true } : body;
 }
 
 function shellQuote(text) {
