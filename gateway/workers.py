@@ -11,9 +11,9 @@ from shared.settings import GatewaySettings
 
 
 async def live_workers(redis: aioredis.Redis, settings: GatewaySettings) -> int:
-    """How many workers wrote a heartbeat within `worker_stale_s`."""
+    """How many workers wrote a heartbeat within `WORKER_STALE_S`."""
     beats = await redis.hvals(WORKERS_HASH)
-    oldest_ms = (time.time() - settings.worker_stale_s) * 1000
+    oldest_ms = (time.time() - settings.common.worker_stale_s) * 1000
     return sum(_ms(beat) >= oldest_ms for beat in beats)
 
 

@@ -166,6 +166,8 @@ class CommonSettings(SettingsGroup):
     redis_pool_wait_s: float = setting(
         "REDIS_POOL_WAIT_S", 2.0, "longest wait for a free pooled Redis connection"
     )
+    #: One rule for the gateway's /readyz and enqueue check and the token service's /admin/system.
+    worker_stale_s: float = setting("WORKER_STALE_S", 15.0, "a worker heartbeat older than this is dead")
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +334,6 @@ class GatewaySettings(SettingsGroup):
         "REQUEST_LOG_BODY_CHARS", 0, "request log body capture: 0 = off, N = redacted text capped at N chars"
     )
     #: A worker heartbeat older than this does not count for /readyz.
-    worker_stale_s: float = setting("WORKER_STALE_S", 15.0, "a worker heartbeat older than this is dead")
     #: The admin API lives in the token service; the gateway forwards /auth/*, /admin/* and /token/check there.
     token_service_url: str = setting(
         "TOKEN_SERVICE_URL",

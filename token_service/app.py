@@ -62,7 +62,11 @@ async def _accounts_ctx(app: web.Application) -> AsyncIterator[None]:
     accounts = Accounts(app[REDIS], settings.pool, app[SESSION], settings.common.kimi_base_url)
     app[ACCOUNTS] = accounts
     app[ADMIN_CONTEXT] = AdminContext(
-        accounts, settings.common.admin_api_key, settings.max_body_bytes, ClientKeys(app[REDIS])
+        accounts,
+        settings.common.admin_api_key,
+        settings.max_body_bytes,
+        ClientKeys(app[REDIS]),
+        worker_stale_s=settings.common.worker_stale_s,
     )
     yield
 

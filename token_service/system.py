@@ -21,12 +21,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from shared import keys
-from shared.settings import GatewaySettings
+from shared.settings import CommonSettings
 from token_service.kinds import KINDS, STATES
 from token_service.store import Account
 
-#: The gateway's WORKER_STALE_S default: the token service has no setting of its own for it yet.
-WORKER_STALE_S: float = GatewaySettings().worker_stale_s
+#: WORKER_STALE_S's default (shared/settings.py CommonSettings: the gateway's /readyz uses the same).
+WORKER_STALE_S: float = CommonSettings().worker_stale_s
 
 
 async def system_snapshot(
