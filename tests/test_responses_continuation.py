@@ -13,27 +13,19 @@ import aiohttp
 import openai
 import pytest
 import pytest_asyncio
-from openai.types.responses import FunctionToolParam
 
 from kimi_sim.answers import answer_for
 from shared.keys import conversation_key
 from shared.settings import PoolSettings
 from tests.stack import Stack, StackFactory, stack_factory
 from tests.test_api_keys_sdk import add_key
+from tests.test_responses_sdk import ASK_WEATHER, WEATHER
 from token_service.accounts import Accounts
 
 __all__ = ["stack_factory"]
 
 CONNECT_CHAT = "ChatService/Chat"
 REST_CHAT = "/completion/stream"
-WEATHER: FunctionToolParam = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Current weather for a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    "strict": False,
-}
-ASK_WEATHER = 'Weather in Paris?\ncall get_weather {"city": "Paris"}'
 #: (account kind, model): a Connect lane and a REST lane.
 LANES = [("kimi_auth", "kimi-k2.5-instant"), ("refresh_token", "kimi")]
 

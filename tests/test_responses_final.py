@@ -14,26 +14,14 @@ from typing import Any
 import openai
 import pytest
 import pytest_asyncio
-from openai.types.responses import FunctionToolParam, ResponseStreamEvent
+from openai.types.responses import ResponseStreamEvent
 from pydantic import BaseModel
 
 from tests.stack import StackFactory, stack_factory
+from tests.test_responses_sdk import ASK_WEATHER, LANES, WEATHER
 
 __all__ = ["stack_factory"]
 
-#: (account kind, model, thinking model): a Connect lane and a REST lane.
-LANES = [
-    ("kimi_auth", "kimi-k2.5-instant", "kimi-k2.5-thinking"),
-    ("refresh_token", "kimi", "kimi-k2.5-thinking"),
-]
-WEATHER: FunctionToolParam = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "Current weather for a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    "strict": False,
-}
-ASK_WEATHER = 'Weather in Paris?\ncall get_weather {"city": "Paris"}'
 #: Request ids (uuid4 hex) inside response, item and call ids: they differ between two requests.
 _REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 _SDK_ONLY = frozenset({"parsed", "parsed_arguments"})
