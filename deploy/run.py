@@ -137,6 +137,9 @@ def _demo_instructions(gateway_url: str) -> str:
 ================================================================================
  Kimi gateway demo is up: {gateway_url}  (Kimi simulator behind it, demo account saved)
 
+ In a browser:  {gateway_url}/  (API docs, try it)   {gateway_url}/playground  (chat)
+                {gateway_url}/admin  (operator console)
+
  curl:
    curl -N {gateway_url}/v1/chat/completions \\
      -H 'Content-Type: application/json' \\
@@ -208,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"demo account saved: {saved.get('account_id')}")
             _say(_demo_instructions(gateway_url))
         else:
-            _say(f"gateway ready at {gateway_url} — add a Kimi account with POST {gateway_url}/auth/save")
+            _say(
+                f"gateway ready at {gateway_url} — add a Kimi account in the console ({gateway_url}/admin) or with"
+                f" POST {gateway_url}/auth/save; API docs at {gateway_url}/, a chat at {gateway_url}/playground"
+            )
         while not stopping:
             dead = stack.dead_child()
             if dead is not None:
