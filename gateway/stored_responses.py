@@ -15,7 +15,8 @@ A continuation (`Turn`) runs one of two ways:
   when they changed);
 - by replay, otherwise: the stored history goes before the new input, in a new chat. A native continuation
   that the worker refuses before the first byte (the chat or its account gone: `NotFound`,
-  `ServiceUnavailable`) is run once more this way, as a new job.
+  `ServiceUnavailable`; its account rate-limited, still streaming, or refused by Kimi: `UpstreamRateLimited`,
+  `UpstreamAuthError`, which another account may not be) is run once more this way, as a new job.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from adapters.responses import ResponsesReply
 from gateway.auth import check_client, client_credential, client_id
 from gateway.client_keys import any_managed_keys, managed_key, owner_id
 from gateway.resources import REDIS, SETTINGS
-from shared.errors import GatewayError, NotFound, ServiceUnavailable
+from shared.errors import GatewayError, NotFound, ServiceUnavailable, UpstreamAuthError, UpstreamRateLimited
 from shared.keys import (
     CONVERSATION_TTL_S,
     STORED_RESPONSE_TTL_S,
@@ -63,8 +64,12 @@ log = get_logger(__name__)
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(_Stored)
 #: Error kinds of a native continuation refused before the first byte that a replay can still answer: the
-#: chat (or its record) is gone, or its account cannot serve (disabled, removed, Kimi unreachable for it).
-_REPLAYABLE: Final = frozenset({NotFound.kind, ServiceUnavailable.kind})
+#: chat (or its record) is gone, or its account cannot serve (disabled, removed, Kimi unreachable for it, rate
+#: limited or still streaming another turn, its token refused): the pinned job could not fail over, a replay
+#: in a new chat may take any account.
+_REPLAYABLE: Final = frozenset(
+    {NotFound.kind, ServiceUnavailable.kind, UpstreamRateLimited.kind, UpstreamAuthError.kind}
+)
 #: Claim a chat's head for a continuation: only while the head is the previous response and the chat's
 #: conversation record exists. KEYS: head, conversation record; ARGV: previous id, claim, ttl.
 _CLAIM_LUA: Final = """

@@ -193,6 +193,31 @@ async def test_an_unavailable_account_falls_back_to_replay(stack_factory: StackF
     await client.close()
 
 
+async def test_a_rate_limited_chat_account_falls_back_to_replay(stack_factory: StackFactory) -> None:
+    """Kimi answers the native turn on the chat's account with a 429: the job, pinned to that account, cannot
+    fail over, so the gateway replays the history in a new chat on another account; the client sees one clean
+    answer (Codex's tool loop keeps going while one account is throttled)."""
+    stack = await stack_factory()
+    await stack.add("kimi_auth")
+    client = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="sk-local", max_retries=0, timeout=30)
+    first = await client.responses.create(model="kimi-k2.5-instant", input="Hello there")
+    await stack.add("kimi_auth")
+    await stack.arm("http_429", count=1, path=CONNECT_CHAT)
+    before = len(await stack.sim_requests(CONNECT_CHAT))
+    second = await client.responses.create(
+        model="kimi-k2.5-instant", input="And again", previous_response_id=first.id
+    )
+    assert second.output_text == answer_for("user:And again")  # the replay's merged history ends so
+    refused, replayed = (await stack.sim_requests(CONNECT_CHAT))[before:]
+    assert _sent(refused) == (
+        json.loads(await stack.redis.get(f"kimi:resp:{first.id}"))["conversation"],
+        "And again",
+    )
+    chat, text = _sent(replayed)
+    assert chat is None and "Hello there" in text and "And again" in text
+    await client.close()
+
+
 async def test_an_api_key_response_is_replayed(stack_factory: StackFactory) -> None:
     """An official API key keeps no chat: the continuation sends the whole history to the API."""
     stack = await stack_factory()
