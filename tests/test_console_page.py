@@ -160,7 +160,7 @@ async def test_the_page_links_to_docs_metrics_readiness_and_openapi(client: Clie
     """The console links the gateway's other pages, each of which answers."""
     page = await (await client.get("/admin")).text()
     links = re.findall(r'<a href="([^"]+)">', page)
-    assert links == ["/", "/openapi.json", "/metrics", "/readyz"]
+    assert links == ["/", "/playground", "/openapi.json", "/metrics", "/readyz"]
     async with aiohttp.ClientSession() as session:
         for link in ("/", "/openapi.json", "/metrics"):
             async with session.get(client.make_url(link)) as resp:
