@@ -232,3 +232,22 @@ async def test_a_disabled_account_is_dropped(
     assert _swept_total("gone") == gone_before + 1
     assert chat not in await _deleted(stack)
     assert chat in (await stack.sim_state())["chats"]
+
+
+async def test_an_interval_of_zero_turns_the_sweeper_off(
+    stack_factory: StackFactory, client: Callable[[Stack], openai.AsyncOpenAI]
+) -> None:
+    """With CHAT_SWEEP_INTERVAL_S=0 no worker sweeps: a due chat stays in Kimi and in the set, record and all."""
+    stack = await stack_factory(
+        stored_response_ttl_s=TTL_S,
+        request_timeout_s=REQUEST_TIMEOUT_S,
+        worker_overrides={"chat_sweep_interval_s": 0.0},
+    )
+    await stack.add("kimi_auth")
+    response = await client(stack).responses.create(model="kimi-k2.5-instant", input="Hello there")
+    chat = await _kept_chat(stack, response.id)
+    due = await stack.redis.zscore(CHATS_SWEEP, chat)
+    await asyncio.sleep(max(0.0, due / 1000 - time.time()) + 3 * SWEEP_INTERVAL_S)
+    assert await stack.redis.zscore(CHATS_SWEEP, chat) == due
+    assert await stack.redis.exists(conversation_key(chat), response_chat_head_key(chat)) == 2
+    assert await _deleted(stack) == []
