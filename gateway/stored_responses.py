@@ -7,6 +7,11 @@ request's `client_id`), the response object, its input items, the conversation s
 (text only: attachments are not kept), and the Kimi conversation its turn ran in when the chat was kept (a
 web lane with `store`). It answers its owner only: anyone else gets the same 404 as for an unknown id.
 
+A kept chat is also a member of `CHATS_SWEEP`, scored by when its latest stored response lapses plus
+`REQUEST_TIMEOUT_S` (a continuation that claimed the chat just before then has ended by that time, and a
+stored continuation moves the score later): the workers' sweeper (upstream_worker/sweeper.py) then deletes the
+chat from its Kimi account, so a loop of `responses.create` does not fill the account's chat history.
+
 A continuation (`Turn`) runs one of two ways:
 - natively: the request has `store`, the previous response has a kept chat whose record still exists, it was
   answered on the same web lane (`_same_lane`), and it is still that chat's latest turn
@@ -22,6 +27,7 @@ A continuation (`Turn`) runs one of two ways:
 from __future__ import annotations
 
 import operator
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,8 +45,8 @@ from gateway.client_keys import any_managed_keys, managed_key, owner_id
 from gateway.resources import REDIS, SETTINGS
 from shared.errors import GatewayError, NotFound, ServiceUnavailable, UpstreamAuthError, UpstreamRateLimited
 from shared.keys import (
+    CHATS_SWEEP,
     CONVERSATION_TTL_S,
-    STORED_RESPONSE_TTL_S,
     conversation_key,
     response_chat_head_key,
     stored_response_key,
@@ -152,11 +158,15 @@ class Turn:
         history.append(_output_message(response["output"]))
         conversation = reply.kept_chat[-1] if reply.kept_chat else ""
         stored = _Stored(self.original.request.client_id, response, reply.input_items, history, conversation)
+        settings = self.request.app[SETTINGS]
+        ttl_ms = round(settings.stored_response_ttl_s * 1000)
         try:  # the reply has been sent (a stream's bytes are out): a failure here is logged, never an error reply
             pipe = self.request.app[REDIS].pipeline(transaction=False)
-            pipe.set(stored_response_key(response["id"]), _encoder.encode(stored), ex=STORED_RESPONSE_TTL_S)
+            pipe.set(stored_response_key(response["id"]), _encoder.encode(stored), px=ttl_ms)
             if conversation:
                 pipe.set(response_chat_head_key(conversation), response["id"], ex=CONVERSATION_TTL_S)
+                due_ms = time.time() * 1000 + ttl_ms + settings.request_timeout_s * 1000
+                pipe.zadd(CHATS_SWEEP, {conversation: round(due_ms)})
             await pipe.execute()
         except RedisError as exc:
             log.warning("response_not_stored", response_id=response["id"], error=str(exc))

@@ -32,6 +32,9 @@ Layout (../shared/DESIGN.md §4):
                                    conversation it ran in; TTL
     kimi:resp:chat:<conversation>  the response id whose turn is that kept Kimi chat's latest (or
                                    `pending:<request id>` while a continuation runs): only it continues natively
+    kimi:chats:sweep               zset of the kept Kimi chats of stored responses (conversation ids) scored by
+                                   when (unix ms) the chat's latest stored response lapses, plus a request's
+                                   timeout: the workers' sweeper deletes a due chat from its Kimi account
     kimi:upload:{<lane>:<acct>}:<sha256>
                                    the Kimi file id (JSON) of bytes already uploaded for that account on that
                                    lane (`rest` | `connect`): one upload per file per account, with a TTL
@@ -128,9 +131,13 @@ def upload_cache_key(lane: str, account_id: str, sha256: str) -> str:
 
 
 #: How long a stored Responses API response (`store`, the default) can be read or continued with
-#: `previous_response_id`: one day. OpenAI keeps them 30 days, but each holds a whole conversation's text in
-#: Redis memory, and agents (Codex) continue within minutes; a longer life is a memory cost nobody asked for.
+#: `previous_response_id`: one day, the default of the gateway's `STORED_RESPONSE_TTL_S`. OpenAI keeps them
+#: 30 days, but each holds a whole conversation's text in Redis memory, and agents (Codex) continue within
+#: minutes; a longer life is a memory cost nobody asked for (and a day of chats left in the Kimi account).
 STORED_RESPONSE_TTL_S = 86_400
+#: The kept Kimi chats of stored responses, due for deletion once nothing can continue them any more
+#: (upstream_worker/sweeper.py). Not a hash-tagged key: it meets no other key in a script or transaction.
+CHATS_SWEEP = "kimi:chats:sweep"
 
 
 def stored_response_key(response_id: str) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
+from shared import keys
 from shared.secret import Secret
 
 _G = TypeVar("_G", bound="SettingsGroup")
@@ -333,6 +334,13 @@ class GatewaySettings(SettingsGroup):
     request_log_body_chars: int = setting(
         "REQUEST_LOG_BODY_CHARS", 0, "request log body capture: 0 = off, N = redacted text capped at N chars"
     )
+    #: How long a stored Responses API response (`store`, the default) can be read or continued; its kept Kimi
+    #: chat is swept (deleted) by the workers once it has lapsed (upstream_worker/sweeper.py).
+    stored_response_ttl_s: float = setting(
+        "STORED_RESPONSE_TTL_S",
+        keys.STORED_RESPONSE_TTL_S,
+        "seconds a stored Responses API response lives; its kept Kimi chat is deleted after it",
+    )
     #: A worker heartbeat older than this does not count for /readyz.
     #: The admin API lives in the token service; the gateway forwards /auth/*, /admin/* and /token/check there.
     token_service_url: str = setting(
@@ -401,6 +409,13 @@ class WorkerSettings(SettingsGroup):
     #: gateway's IDLE_TIMEOUT_S (120 s) measures real silence only; keep it at most a quarter of that.
     keepalive_interval_s: float = setting(
         "WORKER_KEEPALIVE_INTERVAL_S", 10.0, "keep-alive period before the first token"
+    )
+    #: How often each worker deletes the Kimi chats of stored responses that have lapsed (`kimi:chats:sweep`);
+    #: a minute keeps the sweep's Redis reads negligible, and a chat outlives its response by about that much.
+    chat_sweep_interval_s: float = setting(
+        "CHAT_SWEEP_INTERVAL_S",
+        60.0,
+        "seconds between sweeps of the Kimi chats kept for lapsed stored responses; 0 turns the sweeper off",
     )
 
 

@@ -37,12 +37,16 @@ class Driver(Protocol):
     and raises `shared.errors` exceptions, classified by type, for its failures; it fills in `call.chat_id` /
     `call.parent_id` / `call.created_chat` as it learns them. `cleanup` is the trace cleanup after the turn
     (Kimi: delete the chat the call created unless the client keeps it); it never raises, because a failed
-    cleanup must not fail a finished turn, and returns whether it removed anything.
+    cleanup must not fail a finished turn, and returns whether it removed anything. `delete_chat` removes a
+    kept chat later (the chat sweeper, upstream_worker/sweeper.py); it never raises either, and says whether
+    the upstream confirmed.
     """
 
     def chat(self, call: UpstreamCall) -> AsyncIterator[Event]: ...
 
     async def cleanup(self, call: UpstreamCall) -> bool: ...
+
+    async def delete_chat(self, creds: KimiCredentials, chat_id: str) -> bool: ...
 
 
 class KeyLane:
@@ -65,6 +69,10 @@ class KeyLane:
 
     async def cleanup(self, call: UpstreamCall) -> bool:
         """The API keeps no chat of a turn: nothing to clean up."""
+        return False
+
+    async def delete_chat(self, creds: KimiCredentials, chat_id: str) -> bool:
+        """The API keeps no chat: there is none to delete (no stored response of a key records one)."""
         return False
 
     def _key(self, creds: KimiCredentials) -> KeyCreds:

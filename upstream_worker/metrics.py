@@ -58,6 +58,11 @@ HEARTBEAT = Gauge("kimi_worker_heartbeat_timestamp_seconds", "Unix time of this 
 TOOL_CALLS = Counter(
     "kimi_worker_tool_calls", "Tool calls in Kimi's answers, by outcome and format.", ["outcome", "format"]
 )
+#: Kept chats of lapsed stored responses the sweeper took on (upstream_worker/sweeper.py), by `SweepOutcome`:
+#: deleted, gone, retry, failed.
+CHATS_SWEPT = Counter(
+    "kimi_worker_chats_swept", "Kept Kimi chats of lapsed stored responses swept, by outcome.", ["outcome"]
+)
 DRIFT = Counter(
     "kimi_upstream_drift",
     "Upstream event kinds and fields the decoders did not expect (event:<kind>, field:<path>, malformed).",

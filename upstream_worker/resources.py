@@ -1,4 +1,5 @@
-"""Everything one worker process holds: two Redis clients, the one ClientSession, the pool and the drivers.
+"""Everything one worker process holds: two Redis clients, the one ClientSession, the pool, the drivers and
+the chat sweeper.
 
 `open_worker(settings)` builds them and a `Worker` on top, and closes them in reverse order. The app's
 cleanup context uses it, and so can tests: `async with open_worker(s) as w: await w.run(burst=True)`.
@@ -19,6 +20,7 @@ from token_service.client import AccountPool
 from upstream_worker.attachments import Attachments
 from upstream_worker.drivers import DRIVERS, DriverFactory, open_drivers
 from upstream_worker.runner import KimiRunner
+from upstream_worker.sweeper import ChatSweeper
 from upstream_worker.worker import Worker
 
 #: Connections kept beyond one per concurrent job, for chat deletions and token refreshes.
@@ -43,7 +45,8 @@ async def open_worker(
             attachments = Attachments.create(redis, session, common.kimi_base_url, settings.timeouts)
             drivers_ = open_drivers(session, settings, redis, drivers)
             runner = KimiRunner(settings, redis, pool, drivers_, attachments)
-            yield Worker(settings, redis, blocking, runner, pool)
+            sweeper = ChatSweeper(redis, pool, drivers_, settings.chat_sweep_interval_s)
+            yield Worker(settings, redis, blocking, runner, pool, sweeper)
     finally:
         await blocking.aclose()
         await redis.aclose()

@@ -8,6 +8,8 @@ It runs loops only; one job's life, from its entry to its ack, is upstream_worke
                    may have lost it); touches in-flight entries so they never look idle; extends leases;
                    samples the queue gauges
     cancel watch   every CANCEL_POLL_S, one pipeline of EXISTS kimi:cancel:{job} for the running jobs
+    chat sweep     every CHAT_SWEEP_INTERVAL_S (0: off), one batch of the kept chats of lapsed stored responses
+                   deleted from Kimi (upstream_worker/sweeper.py); stops claiming chats once the worker stops
 
 `run()` serves until `stop()` (SIGTERM): it stops reading, lets in-flight jobs finish and acks them.
 `run(burst=True)` processes what is queued (and claimable) and returns, for tests. A loop that dies of an
@@ -35,6 +37,7 @@ from upstream_worker import metrics
 from upstream_worker.job import JobLifecycle, JobOutcome, RunningJob
 from upstream_worker.queue import JobEntry, JobQueue
 from upstream_worker.runner import KimiRunner
+from upstream_worker.sweeper import ChatSweeper
 
 log = get_logger(__name__)
 
@@ -64,10 +67,12 @@ class Worker:
         blocking_redis: aioredis.Redis,
         runner: KimiRunner,
         pool: AccountPool,
+        sweeper: ChatSweeper | None = None,
     ) -> None:
         self.settings = settings
         self._redis = redis
         self._pool = pool
+        self._sweeper = sweeper
         self.queue = JobQueue(redis, blocking_redis, settings.consumer_name)
         self._jobs = JobLifecycle(settings, redis, self.queue, runner)
         self._running: dict[str, _Running] = {}
@@ -107,6 +112,8 @@ class Worker:
             loops = {"heartbeat": self._heartbeat_loop(), "cancel": self._cancel_loop()}
             if not burst:
                 loops["claim"] = self._claim_loop()
+                if self._sweeper is not None and self.settings.chat_sweep_interval_s > 0:
+                    loops["sweep"] = self._sweep_loop(self._sweeper)
             background = [self._watch(name, loop) for name, loop in loops.items()]
             try:
                 try:
@@ -234,6 +241,19 @@ class Worker:
             for job, flag in zip(watched, flags, strict=True):
                 if flag:
                     job.stop(JobOutcome.CANCELLED)
+
+    async def _sweep_loop(self, sweeper: ChatSweeper) -> None:
+        failing = False  # one line per outage, not one per sweep
+        while await self._pause(self.settings.chat_sweep_interval_s) and not self._stopping.is_set():
+            try:
+                await sweeper.sweep(self._stopping)
+            except Exception as exc:  # a sweep must never stop the worker: the chats wait for the next one
+                if not failing:
+                    redis_down = isinstance(exc, RedisError | OSError)
+                    log.warning("chat_sweep_failed", error=str(exc) if redis_down else type(exc).__name__)
+                failing = True
+                continue
+            failing = False
 
     async def _cancel_flags(self, watched: list[RunningJob]) -> list[int]:
         pipe = self._redis.pipeline(transaction=False)
