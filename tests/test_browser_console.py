@@ -185,14 +185,25 @@ async def test_without_an_admin_key_the_local_console_works(
     browser: Browser, stack_factory: StackFactory
 ) -> None:
     """With no ADMIN_API_KEY, the page at http://127.0.0.1:PORT is a local caller: it lists and adds accounts
-    (its POSTs carry its own Origin) with no key typed in."""
+    (its POSTs carry its own Origin) with no key typed in; the Kimi site picked in the form is saved as the
+    account's own origin (here the simulator's, added to the list: the real sites are not reachable)."""
     stack = await stack_factory()
     page = await browser.page()
     await page.goto(f"{stack.url}/admin#accounts")
     await page.wait_js("return !document.getElementById('accounts-empty').hidden")
+    assert await page.js("return [...document.getElementById('add-origin').options].map(o => o.value)") == [
+        "",
+        "https://www.kimi.com",
+        "https://www.kimi.ai",
+    ]
+    await page.js(
+        "const s = document.getElementById('add-origin'); s.add(new Option('sim', arguments[0])); s.value = arguments[0];",
+        stack.sim.url,
+    )
     await page.fill("#add-text", stack.sim.state.add_account("refresh_token").token)
     await page.click("#add-submit")
     (account,) = await _accounts_when(stack, 1)
+    assert account["base_url"] == stack.sim.url
     await page.wait_text(f"{ROW.format(account['id'])} .c-kind", "refresh_token")
     assert await page.js("return document.getElementById('error').hidden") is True
 

@@ -251,7 +251,8 @@
     event.preventDefault();
     const area = $('#add-text');
     await act($('#add-submit'), async () => {
-      const answer = await api('POST', '/admin/accounts', { text: area.value });
+      const origin = $('#add-origin').value;
+      const answer = await api('POST', '/admin/accounts', origin ? { text: area.value, base_url: origin } : { text: area.value });
       const added = answer.added.map((a) => `${a.kind} ${a.account_id}${a.created ? '' : ' (already there)'}`);
       const errors = answer.errors.map((e) => `line ${e.line}: ${e.error}`);
       setText($('#add-result'), [`Added ${added.length}${added.length ? `: ${added.join(', ')}` : ''}`, ...errors].join('; '));
