@@ -10,7 +10,8 @@ web lane with `store`). It answers its owner only: anyone else gets the same 404
 A kept chat is also a member of `CHATS_SWEEP`, scored by when its latest stored response lapses plus
 `REQUEST_TIMEOUT_S` (a continuation that claimed the chat just before then has ended by that time, and a
 stored continuation moves the score later): the workers' sweeper (upstream_worker/sweeper.py) then deletes the
-chat from its Kimi account, so a loop of `responses.create` does not fill the account's chat history.
+chat from its Kimi account, so a loop of `responses.create` does not fill the account's chat history. Deleting
+the chat's latest response makes the chat due at once.
 
 A continuation (`Turn`) runs one of two ways:
 - natively: the request has `store`, the previous response has a kept chat whose record still exists, it was
@@ -76,6 +77,17 @@ _decoder = msgspec.json.Decoder(_Stored)
 _REPLAYABLE: Final = frozenset(
     {NotFound.kind, ServiceUnavailable.kind, UpstreamRateLimited.kind, UpstreamAuthError.kind}
 )
+#: Sweep a deleted response's chat now, only while the response is the chat's head (a newer turn or one in
+#: flight keeps it); dropping the head also stops a continuation claiming it meanwhile. KEYS: head, sweep set;
+#: ARGV: response id, conversation, now (ms).
+_SWEEP_NOW_LUA: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+  return 1
+end
+return 0
+"""
 #: Claim a chat's head for a continuation: only while the head is the previous response and the chat's
 #: conversation record exists. KEYS: head, conversation record; ARGV: previous id, claim, ttl.
 _CLAIM_LUA: Final = """
@@ -273,12 +285,23 @@ async def get_response(request: web.Request) -> web.StreamResponse:
     return _json(stored.response)
 
 
+def _now_ms() -> int:
+    return round(time.time() * 1000)
+
+
 async def delete_response(request: web.Request) -> web.StreamResponse:
-    """`DELETE /v1/responses/{response_id}`: forget it; `{"id", "object": "response", "deleted": true}`."""
+    """`DELETE /v1/responses/{response_id}`: forget it; `{"id", "object": "response", "deleted": true}`. When it
+    is its kept chat's latest turn, nothing can reach that chat any more: it is due for the sweep at once."""
     response_id = request.match_info["response_id"]
-    await _load(request, response_id, await _owner(request))
+    stored = await _load(request, response_id, await _owner(request))
     async with redis_errors():
-        await request.app[REDIS].delete(stored_response_key(response_id))
+        redis = request.app[REDIS]
+        await redis.delete(stored_response_key(response_id))
+        if stored.conversation:
+            head = response_chat_head_key(stored.conversation)
+            await redis.eval(
+                _SWEEP_NOW_LUA, 2, head, CHATS_SWEEP, response_id, stored.conversation, _now_ms()
+            )
     return _json({"id": response_id, "object": "response", "deleted": True})
 
 

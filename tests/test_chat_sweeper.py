@@ -155,6 +155,32 @@ async def test_a_native_chain_is_swept_once_after_its_latest_response(
     assert await stack.redis.zcard(CHATS_SWEEP) == 0
 
 
+async def test_deleting_the_latest_response_sweeps_its_chat_at_once(
+    stack_factory: StackFactory, client: Callable[[Stack], openai.AsyncOpenAI]
+) -> None:
+    """With an hour's TTL: deleting an earlier response of a chain leaves the chat (the later one still reaches
+    it); deleting the latest makes the chat due now, and the sweeper deletes it in Kimi at its next tick."""
+    stack = await stack_factory(
+        stored_response_ttl_s=3600.0, worker_overrides={"chat_sweep_interval_s": SWEEP_INTERVAL_S}
+    )
+    await stack.add("kimi_auth")
+    sdk = client(stack)
+    first = await sdk.responses.create(model="kimi-k2.5-instant", input="Hello there")
+    second = await sdk.responses.create(
+        model="kimi-k2.5-instant", input="And again", previous_response_id=first.id
+    )
+    chat = await _kept_chat(stack, second.id)
+    due = await stack.redis.zscore(CHATS_SWEEP, chat)
+    await sdk.responses.delete(first.id)
+    assert await stack.redis.zscore(CHATS_SWEEP, chat) == due
+    await asyncio.sleep(3 * SWEEP_INTERVAL_S)
+    assert chat not in await _deleted(stack)
+    await sdk.responses.delete(second.id)
+    await _swept(stack, chat)
+    await _until(lambda: _no_keys(stack, chat))
+    assert (await _deleted(stack)).count(chat) == 1
+
+
 async def test_chats_kept_by_conversation_id_and_throwaway_chats_are_left_alone(
     stack_factory: StackFactory, client: Callable[[Stack], openai.AsyncOpenAI]
 ) -> None:
